@@ -1,0 +1,54 @@
+"""gonka-pool: a lock-free round-robin endpoint pool with fail-skip cooldowns.
+
+    >>> from gonka_pool import EndpointPool, GonkaEndpoint
+    >>> pool = EndpointPool([GonkaEndpoint("https://n1.example", "a1"),
+    ...                      GonkaEndpoint("https://n2.example", "a2")])
+    >>> idx, endpoint = pool.next_indexed()
+    >>> pool.mark_failed(idx, 30.0)      # skip it for 30 s
+    >>> pool.next() != endpoint
+    True
+
+The selection core is C (``_pool.pyx``); where it cannot load, or with
+``GONKA_POOL_NO_EXTENSIONS=1`` set, the pure-Python twin (``_pool_py.py``) serves
+the same API.  ``IMPLEMENTATION`` says which one is in use: ``"c"`` or ``"python"``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ._endpoint import GonkaEndpoint
+from ._facade import PoolFacade
+
+__all__ = ["IMPLEMENTATION", "EndpointPool", "GonkaEndpoint"]
+__version__ = "0.1.0"
+
+_NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (
+    sys.implementation.name != "cpython"
+)
+
+if _NO_EXTENSIONS:
+    from ._pool_py import EndpointPoolCore as _Core
+
+    IMPLEMENTATION = "python"
+else:
+    try:
+        from ._pool import EndpointPoolCore as _Core
+
+        IMPLEMENTATION = "c"
+    except ImportError:  # no wheel for this platform, or a broken build
+        from ._pool_py import EndpointPoolCore as _Core
+
+        IMPLEMENTATION = "python"
+
+
+class EndpointPool(PoolFacade, _Core):
+    """Round-robin pool of endpoints that skips nodes in their failure cooldown.
+
+    ``EndpointPool(endpoints)`` takes any non-empty iterable of ``GonkaEndpoint``.
+    Safe to share across threads, with or without the GIL; ``next()``,
+    ``next_indexed()`` and ``mark_failed()`` are lock-free in the C core.
+    """
+
+    __slots__ = ()

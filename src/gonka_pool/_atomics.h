@@ -1,0 +1,121 @@
+/* Relaxed 64-bit atomics and a monotonic clock for the selection core.
+ *
+ * The core needs four operations on 64-bit words: load, exchange, fetch_add and
+ * compare_exchange, all with relaxed ordering (see _pool.pyx for why relaxed is
+ * enough).  The ladder follows CPython's pyatomic.h: C11 <stdatomic.h> wherever the
+ * compiler has it, MSVC's _Interlocked* intrinsics otherwise, and #error elsewhere.
+ *
+ * Nothing here touches a Python object: every function is safe without the GIL.
+ */
+#ifndef GONKA_POOL_ATOMICS_H
+#define GONKA_POOL_ATOMICS_H
+
+#include <stdint.h>
+
+#if defined(_MSC_VER) && !defined(__clang__) && \
+    (!defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L || defined(__STDC_NO_ATOMICS__))
+/* ---- MSVC: interlocked intrinsics (x64 and ARM64) ----------------------- */
+#  include <intrin.h>
+#  define GP_ATOMICS_IMPL "msvc-interlocked"
+typedef struct { volatile int64_t v; } gp_atomic_u64;
+typedef struct { volatile int64_t v; } gp_atomic_i64;
+
+static __inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
+#  if defined(_M_ARM64)
+    return (uint64_t)__iso_volatile_load64((volatile __int64 *)&a->v);
+#  else
+    return (uint64_t)a->v;  /* aligned 64-bit loads are atomic on x64 */
+#  endif
+}
+static __inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
+    _InterlockedExchange64(&a->v, (int64_t)x);
+}
+static __inline uint64_t gp_u64_exchange(gp_atomic_u64 *a, uint64_t x) {
+    return (uint64_t)_InterlockedExchange64(&a->v, (int64_t)x);
+}
+static __inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
+    return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
+}
+static __inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
+    return _InterlockedCompareExchange64(&a->v, (int64_t)desired, (int64_t)expected)
+           == (int64_t)expected;
+}
+static __inline int64_t gp_i64_load(gp_atomic_i64 *a) {
+    return (int64_t)gp_u64_load((gp_atomic_u64 *)a);
+}
+static __inline void gp_i64_store(gp_atomic_i64 *a, int64_t x) {
+    _InterlockedExchange64(&a->v, x);
+}
+static __inline int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) {
+    return _InterlockedExchangeAdd64(&a->v, x);
+}
+
+#elif !defined(__STDC_NO_ATOMICS__)
+/* ---- C11 <stdatomic.h> (GCC, Clang, MSVC with /std:c11 /experimental:c11atomics) */
+#  include <stdatomic.h>
+#  define GP_ATOMICS_IMPL "c11-stdatomic"
+typedef struct { _Atomic(uint64_t) v; } gp_atomic_u64;
+typedef struct { _Atomic(int64_t) v; } gp_atomic_i64;
+
+static inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
+    return atomic_load_explicit(&a->v, memory_order_relaxed);
+}
+static inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
+    atomic_store_explicit(&a->v, x, memory_order_relaxed);
+}
+static inline uint64_t gp_u64_exchange(gp_atomic_u64 *a, uint64_t x) {
+    return atomic_exchange_explicit(&a->v, x, memory_order_relaxed);
+}
+static inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
+    return atomic_fetch_add_explicit(&a->v, x, memory_order_relaxed);
+}
+static inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
+    return atomic_compare_exchange_strong_explicit(
+        &a->v, &expected, desired, memory_order_relaxed, memory_order_relaxed);
+}
+static inline int64_t gp_i64_load(gp_atomic_i64 *a) {
+    return atomic_load_explicit(&a->v, memory_order_relaxed);
+}
+static inline void gp_i64_store(gp_atomic_i64 *a, int64_t x) {
+    atomic_store_explicit(&a->v, x, memory_order_relaxed);
+}
+static inline int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) {
+    return atomic_fetch_add_explicit(&a->v, x, memory_order_relaxed);
+}
+
+#else
+#  error "gonka_pool needs C11 <stdatomic.h> or MSVC interlocked intrinsics"
+#endif
+
+/* ---- Monotonic clock in nanoseconds ------------------------------------- */
+/* The same clock as time.monotonic_ns() (CLOCK_MONOTONIC on POSIX, the performance
+ * counter on Windows), so the C core and the pure twin agree on what "now" means.
+ * A wall clock would let an NTP step revive or freeze every cooling node at once. */
+#if defined(_WIN32)
+#  include <windows.h>
+static __inline uint64_t gp_monotonic_ns(void) {
+    static LARGE_INTEGER freq;  /* racy first write of the same value: benign */
+    LARGE_INTEGER now;
+    if (freq.QuadPart == 0) QueryPerformanceFrequency(&freq);
+    QueryPerformanceCounter(&now);
+    return (uint64_t)((double)now.QuadPart * (1e9 / (double)freq.QuadPart));
+}
+#else
+#  include <time.h>
+static inline uint64_t gp_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+#endif
+
+/* ---- Cache-line padding ------------------------------------------------- */
+/* A cursor that every selection writes gets a 64-byte line of its own, so the
+ * writes never invalidate the read-mostly deadlines and sizes beside it. */
+#define GP_CACHE_LINE 64
+typedef struct {
+    gp_atomic_u64 value;
+    char pad[GP_CACHE_LINE - sizeof(gp_atomic_u64)];
+} gp_padded_u64;
+
+#endif /* GONKA_POOL_ATOMICS_H */

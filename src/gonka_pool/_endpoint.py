@@ -1,0 +1,158 @@
+"""``GonkaEndpoint``: one node of the network, validated once, immutable after."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Final
+from urllib.parse import urlsplit
+
+__all__ = ["GonkaEndpoint"]
+
+# Whitespace and control characters anywhere in a URL or address: the WHATWG parser
+# silently strips or percent-encodes some of them, which would make the endpoint
+# differ from the text the user wrote (and from what the Rust seed would accept).
+_FORBIDDEN_CHARS: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+# Code points that a WHATWG host may not contain (beyond those split off above).
+_FORBIDDEN_HOST_CHARS: Final = re.compile(r"[<>\[\]\\^|%@/?#:]")
+
+
+def _invalid(url: str, reason: str) -> ValueError:
+    return ValueError(f"invalid endpoint URL {url!r}: {reason}")
+
+
+def validate_base_url(url: object) -> str:
+    """Return ``url`` if it is an absolute http(s) URL with a host, else raise.
+
+    ValueError messages contain ``invalid endpoint URL`` or ``must use http or https
+    scheme``, as the seed's do.  A URL with credentials is rejected without echoing
+    it, since the password would otherwise land in the error, repr and logs.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"base_url must be a str, not {type(url).__name__}")
+    if _FORBIDDEN_CHARS.search(url):
+        raise _invalid(url, "contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
+        raise _invalid(url, str(exc)) from None
+    if not parts.scheme or not url.lower().startswith(parts.scheme + ":"):
+        raise _invalid(url, "relative URL without a scheme")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"endpoint URL {url!r} must use http or https scheme")
+    netloc = parts.netloc
+    if "@" in netloc:
+        raise ValueError(
+            "invalid endpoint URL: user:password credentials are not allowed in an "
+            "endpoint URL (they would leak through repr and logs)"
+        )
+    if not url[len(parts.scheme) + 1 :].startswith("//") or not netloc:
+        raise _invalid(url, "empty host")
+    if netloc.startswith("["):
+        host, _, rest = netloc[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _invalid(url, f"invalid IPv6 address {host!r}") from None
+        if rest and not rest.startswith(":"):
+            raise _invalid(url, "unexpected text after the IPv6 address")
+    else:
+        host = parts.hostname or ""
+        if not host or host.endswith(".."):
+            raise _invalid(url, "empty host")
+        if _FORBIDDEN_HOST_CHARS.search(netloc.rpartition(":")[0] if ":" in netloc else netloc):
+            raise _invalid(url, "forbidden character in host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise _invalid(url, "invalid port") from None
+    if netloc.endswith(":") or (port is not None and not 0 < port <= 65535):
+        raise _invalid(url, "invalid port")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise _invalid(url, "a base URL cannot carry a query or fragment")
+    return url
+
+
+def validate_address(address: object) -> str:
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str, not {type(address).__name__}")
+    if not address:
+        raise ValueError("endpoint address must not be empty")
+    if _FORBIDDEN_CHARS.search(address) or ";" in address or "," in address:
+        raise ValueError(
+            f"invalid endpoint address {address!r}: whitespace, control characters, "
+            "';' and ',' are not allowed"
+        )
+    return address
+
+
+class GonkaEndpoint:
+    """One Gonka node: an http(s) base URL and the node's on-chain signer address.
+
+    An immutable, hashable value; two endpoints are equal when both fields are.
+    The URL is validated here, once, so a pool never holds an unusable node::
+
+        >>> ep = GonkaEndpoint("https://node1.gonka.ai", "gonka1abc")
+        >>> ep.base_url, ep.address
+        ('https://node1.gonka.ai', 'gonka1abc')
+        >>> ep == GonkaEndpoint.parse("https://node1.gonka.ai;gonka1abc")
+        True
+    """
+
+    __slots__ = ("base_url", "address", "_hash")
+    __match_args__ = ("base_url", "address")
+
+    base_url: str
+    address: str
+
+    def __init__(self, base_url: str, address: str) -> None:
+        set_field = object.__setattr__
+        set_field(self, "base_url", validate_base_url(base_url))
+        set_field(self, "address", validate_address(address))
+        set_field(self, "_hash", hash((base_url, address)))
+
+    @classmethod
+    def parse(cls, text: str) -> GonkaEndpoint:
+        """Parse one ``url;address`` entry, the form of gonka-openai's GONKA_ENDPOINTS.
+
+        Surrounding whitespace of the entry and of each part is ignored.
+
+            >>> GonkaEndpoint.parse(" https://node1.gonka.ai/v1 ; gonka1abc ")
+            GonkaEndpoint(base_url='https://node1.gonka.ai/v1', address='gonka1abc')
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"endpoint entry must be a str, not {type(text).__name__}")
+        url, sep, address = text.strip().rpartition(";")
+        if not sep:
+            raise ValueError(f"invalid endpoint entry {text!r}: expected 'url;address'")
+        return cls(url.strip(), address.strip())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.base_url == other.base_url and self.address == other.address  # type: ignore[attr-defined]
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, address={self.address!r})"
+
+    def __reduce__(self):
+        return (type(self), (self.base_url, self.address))
+
+    def __copy__(self) -> GonkaEndpoint:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> GonkaEndpoint:
+        return self

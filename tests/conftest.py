@@ -1,0 +1,111 @@
+"""One suite, two implementations: every pool test runs on the C core and the twin.
+
+As in aio-libs' propcache/multidict: the ``pool_impl`` fixture is parametrized over
+``c-extension-module`` and ``pure-python-module``; ``--no-c-extensions`` drops the
+former.  With ``GONKA_POOL_REQUIRE_C=1`` (set by ``make test``) a C core that fails
+to import is an error, not a skip, so a broken build cannot pass as "twin only".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from gonka_pool import GonkaEndpoint, _pool_py
+from gonka_pool._facade import PoolFacade
+
+try:
+    from gonka_pool import _pool as _pool_c
+except ImportError:  # pragma: no cover - depends on the build
+    if os.environ.get("GONKA_POOL_REQUIRE_C"):
+        raise
+    _pool_c = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-c-extensions",
+        action="store_true",
+        default=False,
+        help="run only the pure-Python twin",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    return [
+        f"gonka_pool C core: {'loaded' if _pool_c else 'missing'}; GIL enabled: {gil}",
+    ]
+
+
+def _pool_class(core: type) -> type:
+    # The same composition as gonka_pool.EndpointPool, for either core.
+    return type("EndpointPool", (PoolFacade, core), {"__slots__": (), "__module__": __name__})
+
+
+@dataclass(frozen=True)
+class PoolImpl:
+    """One implementation under test: its EndpointPool class and core module."""
+
+    name: str
+    EndpointPool: Any
+    module: Any
+
+    def make(self, n: int) -> Any:
+        return self.EndpointPool(nodes(n))
+
+
+IMPLS = {"pure-python-module": PoolImpl("python", _pool_class(_pool_py.EndpointPoolCore), _pool_py)}
+if _pool_c is not None:
+    IMPLS["c-extension-module"] = PoolImpl("c", _pool_class(_pool_c.EndpointPoolCore), _pool_c)
+
+
+def nodes(n: int) -> list[GonkaEndpoint]:
+    """The seed's test nodes: https://node{i}.example / addr{i}."""
+    return [GonkaEndpoint(f"https://node{i}.example", f"addr{i}") for i in range(n)]
+
+
+def url_to_idx(url: str, n: int) -> int:
+    for i in range(n):
+        if url == f"https://node{i}.example":
+            return i
+    raise AssertionError(f"unrecognised url: {url}")
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param("c-extension-module", marks=pytest.mark.c_extension),
+        "pure-python-module",
+    ],
+)
+def pool_impl(request: pytest.FixtureRequest) -> PoolImpl:
+    if request.param == "c-extension-module":
+        if request.config.getoption("--no-c-extensions"):
+            pytest.skip("--no-c-extensions")
+        if _pool_c is None:
+            pytest.skip("C extension not built")
+    return IMPLS[request.param]
+
+
+@pytest.fixture
+def make_pool(pool_impl: PoolImpl):
+    return pool_impl.make
+
+
+@pytest.fixture(scope="session")
+def both_impls() -> tuple[PoolImpl, PoolImpl]:
+    """(C, twin) for tests that compare the two."""
+    if _pool_c is None:
+        pytest.skip("C extension not built")
+    return IMPLS["c-extension-module"], IMPLS["pure-python-module"]
+
+
+free_threaded_only = pytest.mark.skipif(
+    getattr(sys, "_is_gil_enabled", lambda: True)(),
+    reason="needs a free-threaded interpreter with the GIL disabled",
+)

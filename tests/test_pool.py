@@ -1,0 +1,279 @@
+"""The pool's behaviour beyond the seed's tests: cooldown arithmetic, the clock,
+the sequence protocol, and bad input that must leave the pool unchanged."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+from datetime import timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from conftest import nodes
+from gonka_pool import GonkaEndpoint
+
+T0 = 10**12  # test clock start, in ns
+FOREVER = 2**64 - 1
+
+
+def frozen(pool, now=T0):
+    pool._set_clock(now)
+    return pool
+
+
+def picks(pool, k):
+    return [pool.next_indexed()[0] for _ in range(k)]
+
+
+# -- selection ------------------------------------------------------------------
+
+
+def test_next_and_next_indexed_share_one_cursor(make_pool):
+    pool = make_pool(3)
+    assert [pool.next_indexed()[0], url(pool.next()), pool.next_indexed()[0]] == [0, 1, 2]
+
+
+def url(ep):
+    return int(ep.base_url.removeprefix("https://node").removesuffix(".example"))
+
+
+def test_next_returns_the_stored_endpoint_objects_not_copies(make_pool):
+    pool = make_pool(2)
+    assert pool.next() is pool[0]
+    assert pool.next_indexed()[1] is pool[1]
+
+
+def test_a_cooling_node_returns_once_its_deadline_passes(make_pool):
+    pool = frozen(make_pool(3))
+    pool.mark_failed(1, 5)
+    assert 1 not in picks(pool, 6)
+    pool._set_clock(T0 + 5 * 10**9 - 1)
+    assert 1 not in picks(pool, 6)
+    pool._set_clock(T0 + 5 * 10**9)
+    assert 1 in picks(pool, 3)
+
+
+def test_expired_deadlines_are_cleared_so_selection_skips_the_clock_again(make_pool):
+    pool = frozen(make_pool(2))
+    pool.mark_failed(0, 1)
+    assert pool._state()[1] == 1
+    pool._set_clock(T0 + 10**9)
+    picks(pool, 2)
+    assert pool._state()[1:] == (0, [0, 0])
+
+
+def test_remarking_a_node_replaces_its_deadline_as_the_seed_does(make_pool):
+    pool = frozen(make_pool(2))
+    pool.mark_failed(0, 100)
+    pool.mark_failed(0, 1)
+    assert pool._state()[2][0] == T0 + 10**9
+    assert pool._state()[1] == 1
+
+
+def test_infinite_and_huge_cooldowns_saturate_to_until_cleared(make_pool):
+    pool = frozen(make_pool(4))
+    pool.mark_failed(0, math.inf)
+    pool.mark_failed(1, 1e300)
+    pool.mark_failed(2, 10**400)
+    pool.mark_failed(3, timedelta.max)
+    assert pool._state()[2] == [FOREVER] * 4
+    pool._set_clock(2**63 - 1)
+    assert picks(pool, 4) == [0, 0, 0, 0]  # all cooling: the first of equal deadlines
+    pool.mark_failed(2, 0)
+    assert picks(pool, 3) == [2, 2, 2]
+
+
+def test_a_deadline_near_the_clock_limit_saturates_instead_of_wrapping(make_pool):
+    pool = frozen(make_pool(2), now=2**63 - 1)
+    pool.mark_failed(0, 2**40)
+    assert pool._state()[2][0] == FOREVER
+
+
+@pytest.mark.parametrize(
+    ("cooldown", "ns"),
+    [
+        (1, 10**9),
+        (2.5, 2_500_000_000),
+        (timedelta(milliseconds=1500), 1_500_000_000),
+        (timedelta(days=1, microseconds=1), 86_400_000_001_000),
+        (Fraction(1, 4), 250_000_000),
+        (Decimal("0.5"), 500_000_000),
+        (5e-324, 1),  # subnormal: a positive cooldown is at least 1 ns
+        (1e-12, 1),
+        (1e308, FOREVER),
+        (18_446_744_073, 18_446_744_073 * 10**9),
+        (18_446_744_074, FOREVER),
+    ],
+)
+def test_cooldowns_convert_to_whole_nanoseconds(make_pool, cooldown, ns):
+    pool = frozen(make_pool(1), now=0)
+    pool.mark_failed(0, cooldown)
+    assert pool._state()[2][0] == ns
+
+
+@pytest.mark.parametrize("zero", [0, 0.0, -0.0, timedelta(0), False.__int__()])
+def test_every_kind_of_zero_clears(make_pool, zero):
+    pool = frozen(make_pool(2))
+    pool.mark_failed(0, 60)
+    pool.mark_failed(0, zero)
+    assert pool._state()[1:] == (0, [0, 0])
+
+
+def test_an_int_like_index_is_accepted(make_pool):
+    class Index:
+        def __index__(self):
+            return 1
+
+    pool = frozen(make_pool(2))
+    pool.mark_failed(Index(), 60)
+    assert pool._state()[2] == [0, T0 + 60 * 10**9]
+
+
+def test_real_clock_is_monotonic_nanoseconds(make_pool):
+    import time
+
+    pool = make_pool(2)
+    before = time.monotonic_ns()
+    pool.mark_failed(0, 1)
+    after = time.monotonic_ns()
+    assert before + 10**9 <= pool._state()[2][0] <= after + 10**9
+
+
+# -- bad input: a specific exception, the pool unchanged ----------------------
+
+
+@pytest.mark.parametrize(
+    ("idx", "error", "message"),
+    [
+        (2, IndexError, "out of range"),
+        (-1, IndexError, "out of range"),
+        (10**30, IndexError, "out of range"),
+        (True, TypeError, "not bool"),
+        (1.0, TypeError, "not float"),
+        ("0", TypeError, "not str"),
+        (None, TypeError, "not NoneType"),
+    ],
+)
+def test_bad_index_raises_and_leaves_the_pool_unchanged(make_pool, idx, error, message):
+    pool = frozen(make_pool(2))
+    pool.next()
+    before = pool._state()
+    with pytest.raises(error, match=message):
+        pool.mark_failed(idx, 30)
+    assert pool._state() == before
+    assert picks(pool, 2) == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("cooldown", "error", "message"),
+    [
+        (-1, ValueError, ">= 0"),
+        (-0.5, ValueError, ">= 0"),
+        (-math.inf, ValueError, ">= 0"),
+        (math.nan, ValueError, "NaN"),
+        (timedelta(seconds=-1), ValueError, ">= 0"),
+        (True, TypeError, "not bool"),
+        ("30", TypeError, "not str"),
+        (None, TypeError, "not NoneType"),
+        (b"1", TypeError, "not bytes"),
+        (1j, TypeError, "not complex"),
+    ],
+)
+def test_bad_cooldown_raises_and_leaves_the_pool_unchanged(make_pool, cooldown, error, message):
+    pool = frozen(make_pool(2))
+    pool.mark_failed(1, 7)
+    before = pool._state()
+    with pytest.raises(error, match=message):
+        pool.mark_failed(0, cooldown)
+    assert pool._state() == before
+    assert picks(pool, 2) == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "error", "message"),
+    [
+        ([], ValueError, "^EndpointPool requires at least one node$"),
+        (iter(()), ValueError, "at least one node"),
+        (None, TypeError, "iterable of GonkaEndpoint"),
+        (5, TypeError, "iterable of GonkaEndpoint"),
+        ("https://a;b", TypeError, "not a single str"),
+        (GonkaEndpoint("https://a", "b"), TypeError, "not a single GonkaEndpoint"),
+        (["https://a"], TypeError, "item 0 must be a GonkaEndpoint"),
+        ([GonkaEndpoint("https://a", "b"), ("https://c", "d")], TypeError, "item 1"),
+    ],
+)
+def test_bad_endpoints_are_rejected_with_a_specific_error(pool_impl, endpoints, error, message):
+    with pytest.raises(error, match=message):
+        pool_impl.EndpointPool(endpoints)
+
+
+def test_any_iterable_of_endpoints_builds_a_pool(pool_impl):
+    gen = (ep for ep in nodes(3))
+    assert len(pool_impl.EndpointPool(gen)) == 3
+    assert len(pool_impl.EndpointPool(tuple(nodes(2)))) == 2
+    assert len(pool_impl.EndpointPool({ep: 1 for ep in nodes(2)})) == 2
+
+
+def test_duplicate_endpoints_are_kept_as_separate_slots(pool_impl):
+    ep = GonkaEndpoint("https://a", "b")
+    pool = pool_impl.EndpointPool([ep, ep])
+    assert len(pool) == 2
+
+
+# -- the sequence protocol and the rest of the surface -------------------------
+
+
+def test_pool_indexes_iterates_and_contains_like_a_tuple(make_pool):
+    pool = make_pool(3)
+    eps = nodes(3)
+    assert list(pool) == eps
+    assert pool[0] == eps[0] and pool[-1] == eps[2]
+    assert pool[1:] == tuple(eps[1:])
+    assert eps[1] in pool
+    assert GonkaEndpoint("https://other", "x") not in pool
+    assert pool.endpoints == tuple(eps)
+    with pytest.raises(IndexError):
+        pool[3]
+    with pytest.raises(IndexError):
+        pool[-4]
+    with pytest.raises(TypeError):
+        pool["0"]
+
+
+def test_repr_lists_endpoints_and_truncates_long_pools(make_pool):
+    assert repr(make_pool(1)) == (
+        "EndpointPool([GonkaEndpoint(base_url='https://node0.example', address='addr0')])"
+    )
+    long = repr(make_pool(20))
+    assert long.endswith(", ... (12 more)])") and long.count("GonkaEndpoint(") == 8
+
+
+def test_pickling_a_pool_raises_a_clear_type_error(make_pool):
+    pool = make_pool(2)
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(pool)
+    with pytest.raises(TypeError, match="cannot pickle"):
+        copy.copy(pool)
+
+
+def test_pool_has_no_instance_dict(make_pool):
+    pool = make_pool(1)
+    with pytest.raises(AttributeError):
+        pool.anything = 1
+
+
+def test_a_single_node_pool_always_returns_it(make_pool):
+    pool = frozen(make_pool(1))
+    assert picks(pool, 3) == [0, 0, 0]
+    pool.mark_failed(0, 60)
+    assert picks(pool, 3) == [0, 0, 0]
+
+
+def test_all_in_cooldown_at_a_thousand_nodes_picks_the_earliest(make_pool):
+    pool = frozen(make_pool(1000))
+    for i in range(1000):
+        pool.mark_failed(i, 1000 - i)
+    assert pool.next_indexed()[0] == 999
