@@ -23,7 +23,7 @@ export GONKA_POOL_REQUIRE_C := 1
 # The suite must not pass because something re-enabled the GIL behind its back.
 export PYTHONWARNINGS := error::RuntimeWarning
 
-.PHONY: test test-gil test-ft demo venvs clean
+.PHONY: test test-gil test-ft demo venvs bench bench-pytest clean
 
 test: test-gil test-ft
 
@@ -37,6 +37,20 @@ demo: $(VENV_GIL)/.installed
 	$(VENV_GIL)/bin/python -m gonka_pool demo
 
 venvs: $(VENV_GIL)/.installed $(VENV_FT)/.installed
+
+# make bench: `python -m gonka_pool bench` on both interpreters, raw data in .bench/.
+# ft_utils (for its AtomicInt64 pool) and matplotlib (for --plot) are optional.
+BENCH_FLAGS ?=
+bench: $(VENV_GIL)/.installed $(VENV_FT)/.installed
+	mkdir -p .bench
+	-$(VENV_FT)/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: ft_utils
+	$(VENV_GIL)/bin/python -m gonka_pool bench --json .bench/gil.json $(BENCH_FLAGS)
+	PYTHON_GIL=0 $(VENV_FT)/bin/python -m gonka_pool bench --json .bench/ft.json $(BENCH_FLAGS)
+
+# make bench-pytest: pytest-benchmark benches of each API call, both implementations.
+bench-pytest: $(VENV_GIL)/.installed $(VENV_FT)/.installed
+	$(VENV_GIL)/bin/python -m pytest benchmarks --benchmark-only --benchmark-sort=name
+	PYTHON_GIL=0 $(VENV_FT)/bin/python -m pytest benchmarks --benchmark-only --benchmark-sort=name
 
 $(VENV_GIL)/bin/python:
 	$(PYTHON) -m venv $(VENV_GIL)

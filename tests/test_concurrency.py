@@ -69,6 +69,21 @@ def test_next_alone_also_balances_exactly_across_threads(make_pool):
     assert set(total.values()) == {THREADS * per_thread // 5}
 
 
+def test_batches_from_threads_balance_exactly(make_pool):
+    pool = make_pool(6)
+    batches = 300  # each batch is 6 * 7 picks; large ones release the GIL
+
+    def select(k):
+        counts = Counter()
+        for size in (42, 6 * 1000) if k % 2 else (6 * 1000, 42):
+            for _ in range(batches if size == 42 else 3):
+                counts.update(map(pool.endpoints.index, pool.next_many(size)))
+        return counts
+
+    total = sum(run_threads(select), Counter())
+    assert set(total.values()) == {THREADS * (batches * 42 + 3 * 6000) // 6}
+
+
 def test_selection_loop_without_the_gil_balances_exactly(make_pool):
     pool = make_pool(7)
     per_thread = 7 * 50_000

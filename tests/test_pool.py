@@ -277,3 +277,54 @@ def test_all_in_cooldown_at_a_thousand_nodes_picks_the_earliest(make_pool):
     for i in range(1000):
         pool.mark_failed(i, 1000 - i)
     assert pool.next_indexed()[0] == 999
+
+
+# -- next_many -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 64, 65, 5000])
+def test_next_many_picks_what_as_many_next_calls_would(make_pool, pool_impl, k):
+    batched, single = make_pool(7), make_pool(7)
+    for pool in (batched, single):
+        pool.next()  # start mid-cycle
+    assert batched.next_many(k) == [single.next() for _ in range(k)]
+    assert batched._state() == single._state()
+
+
+def test_next_many_skips_cooling_nodes_and_falls_back_like_next(make_pool):
+    batched, single = frozen(make_pool(4)), frozen(make_pool(4))
+    for pool in (batched, single):
+        pool.mark_failed(1, 10)
+        pool.mark_failed(2, math.inf)
+    assert batched.next_many(9) == [single.next() for _ in range(9)]
+    for pool in (batched, single):
+        pool.mark_failed(0, 20)
+        pool.mark_failed(3, 30)
+    assert batched.next_many(3) == [single.next() for _ in range(3)] == [batched[1]] * 3
+    assert batched._state() == single._state()
+
+
+def test_next_many_returns_the_stored_endpoints(make_pool):
+    pool = make_pool(3)
+    assert all(a is b for a, b in zip(pool.next_many(3), pool.endpoints))
+
+
+@pytest.mark.parametrize(
+    ("k", "error"),
+    [(-1, ValueError), (True, TypeError), (2.0, TypeError), ("3", TypeError), (None, TypeError),
+     (2**70, OverflowError)],
+)
+def test_next_many_rejects_a_bad_count_and_leaves_the_pool_unchanged(make_pool, k, error):
+    pool = make_pool(3)
+    before = pool._state()
+    with pytest.raises(error):
+        pool.next_many(k)
+    assert pool._state() == before
+
+
+def test_next_many_accepts_an_int_like_count(make_pool):
+    class Three:
+        def __index__(self):
+            return 3
+
+    assert len(make_pool(2).next_many(Three())) == 3

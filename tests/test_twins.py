@@ -23,6 +23,7 @@ OPS = st.lists(
     st.one_of(
         st.tuples(st.just("next")),
         st.tuples(st.just("next_indexed")),
+        st.tuples(st.just("next_many"), st.one_of(st.integers(-1, 20), st.sampled_from([True, 1.5]))),
         st.tuples(st.just("mark"), st.integers(min_value=-2, max_value=9), COOLDOWNS),
         st.tuples(st.just("advance"), st.integers(min_value=0, max_value=5 * 10**9)),
     ),
@@ -37,6 +38,8 @@ def apply(pool, op, clock):
             return ("ok", pool.next())
         if kind == "next_indexed":
             return ("ok", pool.next_indexed())
+        if kind == "next_many":
+            return ("ok", pool.next_many(op[1]))
         if kind == "mark":
             return ("ok", pool.mark_failed(op[1], op[2]))
         clock[0] += op[1]

@@ -118,4 +118,75 @@ typedef struct {
     char pad[GP_CACHE_LINE - sizeof(gp_atomic_u64)];
 } gp_padded_u64;
 
+#if defined(_MSC_VER)
+#  define GP_INLINE_EARLY __inline
+#else
+#  define GP_INLINE_EARLY inline
+#endif
+
+/* ---- Remainder by an invariant divisor ---------------------------------- */
+/* position % n without a hardware divide (20-40 cycles, the largest cost of a
+ * selection): Barrett reduction with inv = floor((2**64 - 1) / n), computed once per
+ * pool.  The estimated quotient is at most 2 below the true one, so at most two
+ * corrections follow. */
+#if defined(__SIZEOF_INT128__)
+static GP_INLINE_EARLY uint64_t gp_mulhi_u64(uint64_t a, uint64_t b) {
+    return (uint64_t)(((unsigned __int128)a * b) >> 64);
+}
+#  define GP_HAVE_MULHI 1
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_ARM64))
+static __inline uint64_t gp_mulhi_u64(uint64_t a, uint64_t b) { return __umulh(a, b); }
+#  define GP_HAVE_MULHI 1
+#else
+#  define GP_HAVE_MULHI 0
+#endif
+
+static GP_INLINE_EARLY uint64_t gp_reciprocal(uint64_t n) {
+    return UINT64_MAX / n;
+}
+
+static GP_INLINE_EARLY uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t inv) {
+#if GP_HAVE_MULHI
+    uint64_t r = position - gp_mulhi_u64(position, inv) * n;
+    while (r >= n) r -= n;
+    return r;
+#else
+    (void)inv;
+    return position % n;
+#endif
+}
+
+/* ---- Per-thread slot ----------------------------------------------------- */
+/* Each thread takes a slot number once, from a process-wide counter, the first time
+ * it selects; a pool maps the slot to one of its cursor stripes.  Threads created one
+ * after another get consecutive slots, hence different stripes. */
+#if defined(_MSC_VER)
+#  define GP_INLINE __inline
+#else
+#  define GP_INLINE inline
+#endif
+#if defined(_MSC_VER)
+#  define GP_THREAD_LOCAL __declspec(thread)
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__GLIBC__)
+/* initial-exec: one %fs-relative load instead of a __tls_get_addr call; glibc
+ * reserves static TLS for dlopen'ed modules that need a few bytes of it. */
+#  define GP_THREAD_LOCAL __thread __attribute__((tls_model("initial-exec")))
+#elif defined(__GNUC__) || defined(__clang__)
+#  define GP_THREAD_LOCAL __thread
+#else
+#  define GP_THREAD_LOCAL _Thread_local
+#endif
+
+static gp_atomic_u64 gp_next_thread_slot;
+static GP_THREAD_LOCAL uint64_t gp_this_thread_slot;  /* 0: not taken yet */
+
+static GP_INLINE uint64_t gp_thread_slot(void) {
+    uint64_t slot = gp_this_thread_slot;
+    if (slot == 0) {
+        slot = gp_u64_fetch_add(&gp_next_thread_slot, 1) + 1;
+        gp_this_thread_slot = slot;
+    }
+    return slot - 1;
+}
+
 #endif /* GONKA_POOL_ATOMICS_H */

@@ -1,4 +1,4 @@
-# cython: language_level=3, freethreading_compatible=True, binding=False
+# cython: language_level=3, freethreading_compatible=True, binding=False, always_allow_keywords=False
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The selection core: round robin over an atomic cursor, fail-skip by deadline.
 
@@ -17,8 +17,12 @@ reference-count writes to the pool object never share a line with it):
     Number of non-zero deadlines plus marks in flight.  While it is zero a
     selection is one ``fetch_add``: no clock read, no deadline load.
 ``cursors``
-    Round-robin positions, each on its own 64-byte line (one today; the layout
-    leaves room for per-thread stripes).
+    Round-robin positions, one stripe per thread slot (``STRIPES`` per pool), each
+    on its own 64-byte line.  A thread takes a slot once, the first time it selects,
+    and always advances the same stripe; every stripe cycles over all nodes, so
+    with no failures T threads x M selections (M a multiple of n) still give every
+    node exactly T*M/n picks, and one thread sees the seed's round robin.  One
+    shared cursor would bounce its cache line between cores on every selection.
 
 Memory ordering: every access is relaxed, as in the seed.  Selection makes no
 promise about *which* healthy node a racing thread sees first; the worst outcome
@@ -31,10 +35,15 @@ happens-before it.
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree
 from cpython.ref cimport PyObject
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.ref cimport Py_INCREF
+from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.math cimport ceil
 
+import os as _os
 from datetime import timedelta as _timedelta
 from operator import index as _index
 
@@ -57,9 +66,27 @@ cdef extern from "_atomics.h" nogil:
     void gp_i64_store(gp_atomic_i64 *a, int64_t x) noexcept
     int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) noexcept
     uint64_t gp_monotonic_ns() noexcept
+    uint64_t gp_thread_slot() noexcept
+    uint64_t gp_reciprocal(uint64_t n) noexcept
+    uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t inv) noexcept
 
 
 ATOMICS = GP_ATOMICS_IMPL.decode("ascii")
+
+
+def _stripe_count():
+    """A power of two >= 2x the core count, at least 8 and at most 256."""
+    cdef Py_ssize_t wanted = 2 * (_os.cpu_count() or 1), stripes = 8
+    while stripes < wanted and stripes < 256:
+        stripes *= 2
+    return stripes
+
+
+STRIPES = _stripe_count()
+# Batches at least this long release the GIL while the C loop runs; shorter ones
+# cost less than the release itself (benchmarks/gil_release.py measures both).
+NEXT_MANY_NOGIL_MIN = 4096
+cdef Py_ssize_t _NOGIL_MIN = NEXT_MANY_NOGIL_MIN
 
 # Deadline meaning "until cleared"; also where every addition saturates.
 cdef uint64_t FOREVER = 0xFFFFFFFFFFFFFFFFULL
@@ -72,11 +99,12 @@ DEF SATURATING_NS_DOUBLE = 18446744073709551616.0
 
 cdef struct gp_core:
     Py_ssize_t n                      # number of nodes, >= 1
+    uint64_t n_inv                    # gp_reciprocal(n), for gp_mod
     gp_atomic_i64 cooling             # non-zero deadlines + marks in flight
     gp_atomic_i64 test_now            # test clock in ns, or -1 for the real clock
     gp_atomic_u64 *failed_until       # n deadlines, contiguous (read-mostly)
     gp_padded_u64 *cursors            # n_stripes cursors, one cache line each
-    Py_ssize_t n_stripes
+    uint64_t stripe_mask              # n_stripes - 1 (n_stripes is a power of two)
     void *allocation                  # what to free
 
 
@@ -93,7 +121,8 @@ cdef gp_core *_core_new(Py_ssize_t n, Py_ssize_t n_stripes) noexcept nogil:
     cdef gp_core *core = <gp_core *>base
     core.allocation = raw
     core.n = n
-    core.n_stripes = n_stripes
+    core.n_inv = gp_reciprocal(<uint64_t>n)
+    core.stripe_mask = <uint64_t>n_stripes - 1
     core.cursors = <gp_padded_u64 *>(base + core_bytes)
     core.failed_until = <gp_atomic_u64 *>(base + core_bytes + cursor_bytes)
     gp_i64_store(&core.test_now, -1)
@@ -119,19 +148,19 @@ cdef Py_ssize_t _earliest(gp_core *core) noexcept nogil:
     return best
 
 
-cdef inline Py_ssize_t _select(gp_core *core) noexcept nogil:
+cdef inline gp_atomic_u64 *_cursor(gp_core *core) noexcept nogil:
+    """This thread's stripe."""
+    return &core.cursors[gp_thread_slot() & core.stripe_mask].value
+
+
+cdef inline Py_ssize_t _select_at(gp_core *core, gp_atomic_u64 *cursor, uint64_t now) noexcept nogil:
     """The seed's selection: at most n round-robin candidates, skip cooling nodes,
     else the node whose cooldown ends first.  Never fails."""
     cdef uint64_t n = <uint64_t>core.n
-    cdef gp_atomic_u64 *cursor = &core.cursors[0].value
-    cdef uint64_t now, deadline
+    cdef uint64_t deadline
     cdef Py_ssize_t tries, idx
-    if gp_i64_load(&core.cooling) <= 0:
-        # No deadline anywhere: the candidate is healthy, no clock needed.
-        return <Py_ssize_t>(gp_u64_fetch_add(cursor, 1) % n)
-    now = _now(core)
     for tries in range(core.n):
-        idx = <Py_ssize_t>(gp_u64_fetch_add(cursor, 1) % n)
+        idx = <Py_ssize_t>gp_mod(gp_u64_fetch_add(cursor, 1), n, core.n_inv)
         deadline = gp_u64_load(&core.failed_until[idx])
         if deadline <= now:
             # An expired deadline is cleared here, once (the CAS fails if a new
@@ -140,6 +169,31 @@ cdef inline Py_ssize_t _select(gp_core *core) noexcept nogil:
                 gp_i64_fetch_add(&core.cooling, -1)
             return idx
     return _earliest(core)
+
+
+cdef inline Py_ssize_t _select(gp_core *core) noexcept nogil:
+    cdef gp_atomic_u64 *cursor = _cursor(core)
+    if gp_i64_load(&core.cooling) <= 0:
+        # No deadline anywhere: the candidate is healthy, no clock needed.
+        return <Py_ssize_t>gp_mod(gp_u64_fetch_add(cursor, 1), <uint64_t>core.n, core.n_inv)
+    return _select_at(core, cursor, _now(core))
+
+
+cdef void _select_batch(gp_core *core, Py_ssize_t *out, Py_ssize_t k) noexcept nogil:
+    """k selections, as k calls of _select on this thread, with at most one clock
+    read; with no deadline anywhere, one fetch_add claims all k positions."""
+    cdef gp_atomic_u64 *cursor = _cursor(core)
+    cdef uint64_t n = <uint64_t>core.n
+    cdef uint64_t position, now
+    cdef Py_ssize_t i
+    if gp_i64_load(&core.cooling) <= 0:
+        position = gp_u64_fetch_add(cursor, <uint64_t>k)
+        for i in range(k):
+            out[i] = <Py_ssize_t>gp_mod(position + <uint64_t>i, n, core.n_inv)
+        return
+    now = _now(core)
+    for i in range(k):
+        out[i] = _select_at(core, cursor, now)
 
 
 cdef void _mark(gp_core *core, Py_ssize_t idx, uint64_t cooldown_ns) noexcept nogil:
@@ -164,15 +218,27 @@ cdef void _mark(gp_core *core, Py_ssize_t idx, uint64_t cooldown_ns) noexcept no
 
 
 cdef Py_ssize_t _check_index(object idx, Py_ssize_t n) except -1:
-    cdef Py_ssize_t i
+    cdef int overflow = 0
+    cdef long long i
     if type(idx) is not int:
         if isinstance(idx, bool) or not hasattr(type(idx), "__index__"):
             raise TypeError(f"endpoint index must be an int, not {type(idx).__name__}")
         idx = _index(idx)
-    if idx < 0 or idx >= n:
+    i = PyLong_AsLongLongAndOverflow(idx, &overflow)
+    if overflow or i < 0 or i >= n:
         raise IndexError(f"endpoint index {idx} out of range for a pool of {n}")
-    i = idx
-    return i
+    return <Py_ssize_t>i
+
+
+cdef uint64_t _seconds_ns(object whole) except? 0:
+    """A Python int of seconds -> nanoseconds, saturated to FOREVER."""
+    cdef int overflow = 0
+    cdef long long seconds = PyLong_AsLongLongAndOverflow(whole, &overflow)
+    if overflow < 0 or (overflow == 0 and seconds < 0):
+        raise ValueError(f"cooldown must be >= 0, got {whole!r}")
+    if overflow > 0 or seconds >= SATURATING_SECONDS:
+        return FOREVER
+    return <uint64_t>seconds * NS_PER_S
 
 
 cdef uint64_t _whole_ns(object ns) except? 0:
@@ -187,7 +253,6 @@ cdef uint64_t _cooldown_ns(object cooldown) except? 0:
 
     0 means "clear"; any positive cooldown is at least 1 ns; too large saturates."""
     cdef double seconds
-    cdef object whole
     if type(cooldown) is float:
         seconds = PyFloat_AS_DOUBLE(cooldown)
     elif isinstance(cooldown, _timedelta):
@@ -197,15 +262,15 @@ cdef uint64_t _cooldown_ns(object cooldown) except? 0:
                           + cooldown.microseconds) * 1000)
     elif isinstance(cooldown, bool):
         raise TypeError("cooldown must be a number of seconds or a datetime.timedelta, not bool")
-    elif type(cooldown) is int or hasattr(type(cooldown), "__index__"):
-        whole = _index(cooldown)
-        if whole < 0:
-            raise ValueError(f"cooldown must be >= 0, got {whole!r}")
-        if whole >= SATURATING_SECONDS:
-            return FOREVER
-        return <uint64_t>(<long long>whole) * NS_PER_S
+    elif type(cooldown) is int:
+        return _seconds_ns(cooldown)
+    elif hasattr(type(cooldown), "__index__"):
+        return _seconds_ns(_index(cooldown))
     elif hasattr(type(cooldown), "__float__"):
-        seconds = PyFloat_AsDouble(cooldown)
+        try:
+            seconds = PyFloat_AsDouble(cooldown)
+        except OverflowError:  # a real number beyond any float, e.g. Fraction(10**400)
+            seconds = _INF if cooldown > 0 else -_INF
     else:
         raise TypeError("cooldown must be a number of seconds or a datetime.timedelta, "
                         f"not {type(cooldown).__name__}")
@@ -221,6 +286,7 @@ cdef uint64_t _cooldown_ns(object cooldown) except? 0:
 
 
 _ZERO_TIMEDELTA = _timedelta(0)
+cdef double _INF = float("inf")
 
 
 cdef class EndpointPoolCore:
@@ -232,15 +298,20 @@ cdef class EndpointPoolCore:
 
     cdef gp_core *_core
     cdef tuple _nodes
+    # _nodes' item array, borrowed (the tuple is immutable and lives as long as the
+    # pool): selection reads it without touching the tuple's reference count, a
+    # cache line that every thread would otherwise write on 3.13t.
+    cdef PyObject **_items
 
     def __cinit__(self, tuple nodes not None):
         cdef Py_ssize_t n = PyTuple_GET_SIZE(nodes)
         if n == 0:
             raise ValueError("EndpointPool requires at least one node")
-        self._core = _core_new(n, 1)
+        self._core = _core_new(n, STRIPES)
         if self._core == NULL:
             raise MemoryError()
         self._nodes = nodes
+        self._items = PySequence_Fast_ITEMS(nodes)
 
     def __dealloc__(self):
         if self._core != NULL:
@@ -253,12 +324,41 @@ cdef class EndpointPoolCore:
         Nodes inside their cooldown are skipped; when every node is cooling down,
         the one whose cooldown ends first is returned.  Never raises.
         """
-        return <object>PyTuple_GET_ITEM(self._nodes, _select(self._core))
+        return <object>self._items[_select(self._core)]
 
     def next_indexed(self):
         """Like ``next()``, also returning the node's index for ``mark_failed``."""
         cdef Py_ssize_t idx = _select(self._core)
-        return (idx, <object>PyTuple_GET_ITEM(self._nodes, idx))
+        return (idx, <object>self._items[idx])
+
+    def next_many(self, k):
+        """``k`` selections in one call, as ``[pool.next() for _ in range(k)]`` would
+        make them on this thread, with one clock read at most; with no node cooling
+        down, one atomic step claims all k.  Batches of ``NEXT_MANY_NOGIL_MIN`` or
+        more release the GIL while the C loop runs.
+        """
+        cdef Py_ssize_t count = _check_count(k)
+        cdef Py_ssize_t i
+        cdef Py_ssize_t small[64]
+        cdef Py_ssize_t *picks = small
+        cdef list out = PyList_New(count)
+        cdef object node
+        if count > 64:
+            picks = <Py_ssize_t *>PyMem_RawCalloc(count, sizeof(Py_ssize_t))
+            if picks == NULL:
+                raise MemoryError()
+        if count >= _NOGIL_MIN:
+            with nogil:
+                _select_batch(self._core, picks, count)
+        else:
+            _select_batch(self._core, picks, count)
+        for i in range(count):
+            node = <object>self._items[picks[i]]
+            Py_INCREF(node)
+            PyList_SET_ITEM(out, i, node)
+        if picks != small:
+            PyMem_RawFree(picks)
+        return out
 
     def mark_failed(self, idx, cooldown):
         """Skip node ``idx`` for ``cooldown`` (seconds or a timedelta); 0 clears it.
@@ -303,8 +403,13 @@ cdef class EndpointPoolCore:
         gp_i64_store(&self._core.test_now, -1 if now_ns is None else <int64_t>now_ns)
 
     def _state(self):
-        """(cursor, cooling, deadlines) exactly as stored, for the twin comparison."""
-        return (gp_u64_load(&self._core.cursors[0].value),
+        """(selections so far, cooling, deadlines) exactly as stored, for the twin
+        comparison; the first is the sum of the stripes' cursors."""
+        cdef uint64_t cursor_sum = 0
+        cdef uint64_t stripe
+        for stripe in range(self._core.stripe_mask + 1):
+            cursor_sum += gp_u64_load(&self._core.cursors[stripe].value)
+        return (cursor_sum,
                 gp_i64_load(&self._core.cooling),
                 [gp_u64_load(&self._core.failed_until[i]) for i in range(self._core.n)])
 
@@ -313,13 +418,18 @@ cdef class EndpointPoolCore:
         cdef Py_ssize_t idx
         with nogil:
             idx = _select(self._core)
-        return <object>PyTuple_GET_ITEM(self._nodes, idx)
+        return <object>self._items[idx]
 
     def _select_loop(self, Py_ssize_t k, bint release_gil=True):
-        """k selections in C, returning how often each node was chosen."""
+        """k selections in C, returning how often each node was chosen (the
+        benchmark of the core alone and the exact-balance test)."""
         cdef Py_ssize_t i
-        cdef Py_ssize_t *counts = <Py_ssize_t *>PyMem_RawCalloc(self._core.n, sizeof(Py_ssize_t))
-        if counts == NULL:
+        # Padded by a cache line on each side: two threads' counters must not share
+        # a line, or the loop measures false sharing instead of the core.
+        cdef Py_ssize_t pad = GP_CACHE_LINE // sizeof(Py_ssize_t)
+        cdef Py_ssize_t *block = <Py_ssize_t *>PyMem_RawCalloc(self._core.n + 2 * pad, sizeof(Py_ssize_t))
+        cdef Py_ssize_t *counts = block + pad
+        if block == NULL:
             raise MemoryError()
         try:
             if release_gil:
@@ -331,11 +441,26 @@ cdef class EndpointPoolCore:
                     counts[_select(self._core)] += 1
             return [counts[i] for i in range(self._core.n)]
         finally:
-            PyMem_RawFree(counts)
+            PyMem_RawFree(block)
 
     def __reduce__(self):
         raise TypeError(f"cannot pickle {type(self).__name__!r} object: rebuild it from "
                         "pool.endpoints instead (cooldown state is per process)")
+
+
+cdef Py_ssize_t _check_count(object k) except -1:
+    cdef int overflow = 0
+    cdef long long count
+    if type(k) is not int:
+        if isinstance(k, bool) or not hasattr(type(k), "__index__"):
+            raise TypeError(f"count must be an int, not {type(k).__name__}")
+        k = _index(k)
+    count = PyLong_AsLongLongAndOverflow(k, &overflow)
+    if overflow < 0 or (overflow == 0 and count < 0):
+        raise ValueError(f"count must be >= 0, got {k!r}")
+    if overflow > 0 or count > (<Py_ssize_t>1 << 40):
+        raise OverflowError(f"count {k!r} is too large")
+    return <Py_ssize_t>count
 
 
 cdef Py_ssize_t _check_sequence_index(object key, Py_ssize_t n) except -1:

@@ -17,6 +17,8 @@ from operator import index as _index
 __all__ = ["EndpointPoolCore"]
 
 ATOMICS = "python-lock"
+STRIPES = 1  # one lock-protected cursor
+NEXT_MANY_NOGIL_MIN = 0  # no GIL to release in Python code
 
 # Deadline meaning "until cleared"; also where every addition saturates.
 FOREVER = 2**64 - 1
@@ -66,7 +68,10 @@ def _cooldown_ns(cooldown: object) -> int:
             return FOREVER
         return whole * NS_PER_S
     elif hasattr(type(cooldown), "__float__"):
-        seconds = float(cooldown)  # type: ignore[arg-type]
+        try:
+            seconds = float(cooldown)  # type: ignore[arg-type]
+        except OverflowError:  # a real number beyond any float, e.g. Fraction(10**400)
+            seconds = math.inf if cooldown > 0 else -math.inf  # type: ignore[operator]
     else:
         raise TypeError(
             "cooldown must be a number of seconds or a datetime.timedelta, "
@@ -81,6 +86,18 @@ def _cooldown_ns(cooldown: object) -> int:
     if seconds * NS_PER_S >= SATURATING_NS_DOUBLE:
         return FOREVER
     return math.ceil(seconds * NS_PER_S)
+
+
+def _check_count(k: object) -> int:
+    if type(k) is not int:
+        if isinstance(k, bool) or not hasattr(type(k), "__index__"):
+            raise TypeError(f"count must be an int, not {type(k).__name__}")
+        k = _index(k)  # type: ignore[arg-type]
+    if k < 0:
+        raise ValueError(f"count must be >= 0, got {k!r}")
+    if k > 1 << 40:
+        raise OverflowError(f"count {k!r} is too large")
+    return k
 
 
 def _check_sequence_index(key: object, n: int) -> int:
@@ -128,15 +145,10 @@ class EndpointPoolCore:
         failed_until = self._failed_until
         return failed_until.index(min(failed_until))
 
-    def _select(self) -> int:
+    def _select_at(self, now: int) -> int:
         """The seed's selection: at most n round-robin candidates, skip cooling
         nodes, else the node whose cooldown ends first.  Call with the lock held."""
         n = self._n
-        if self._cooling <= 0:
-            idx = self._cursor % n
-            self._cursor += 1
-            return idx
-        now = self._now()
         failed_until = self._failed_until
         for _ in range(n):
             idx = self._cursor % n
@@ -148,6 +160,24 @@ class EndpointPoolCore:
                     self._cooling -= 1
                 return idx
         return self._earliest()
+
+    def _select(self) -> int:
+        """Lock held.  One cursor: under one lock a stripe per thread gains nothing."""
+        if self._cooling <= 0:
+            idx = self._cursor % self._n
+            self._cursor += 1
+            return idx
+        return self._select_at(self._now())
+
+    def _select_batch(self, k: int) -> list:
+        """k selections with at most one clock read.  Lock held."""
+        n = self._n
+        if self._cooling <= 0:
+            position = self._cursor
+            self._cursor += k
+            return [(position + i) % n for i in range(k)]
+        now = self._now()
+        return [self._select_at(now) for _ in range(k)]
 
     def _mark(self, idx: int, cooldown_ns: int) -> None:
         """Replace node idx's deadline with now + cooldown (0 clears it).  Lock held."""
@@ -179,6 +209,15 @@ class EndpointPoolCore:
         with self._lock:
             idx = self._select()
         return (idx, self._nodes[idx])
+
+    def next_many(self, k) -> list:
+        """``k`` selections in one call, as ``[pool.next() for _ in range(k)]`` would
+        make them on this thread, with one clock read at most."""
+        count = _check_count(k)
+        with self._lock:
+            picks = self._select_batch(count)
+        nodes = self._nodes
+        return [nodes[i] for i in picks]
 
     def mark_failed(self, idx, cooldown) -> None:
         """Skip node ``idx`` for ``cooldown`` (seconds or a timedelta); 0 clears it.

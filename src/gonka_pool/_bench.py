@@ -1,0 +1,348 @@
+"""``python -m gonka_pool bench``: gonka_pool against the pools a user would write.
+
+One run, on the running interpreter, measures side by side:
+
+* ``gonka_pool (c)``: ``pool.next()`` on the C core;
+* ``gonka_pool (python)``: the same API on the pure-Python twin;
+* ``lock pool``: the pool a user writes by hand, a ``threading.Lock`` around the
+  cursor and a list of deadlines;
+* ``itertools.count pool``: ``next(counter) % n`` plus the deadline check;
+* ``ft_utils AtomicInt64 pool``: the same on Meta's ft_utils, when installed;
+* ``floor``: a bound C method call on a shared object (``lst.__len__()``), the
+  cheapest call Python can make on an object that all threads share;
+
+for 1, 2, ... up to 2x the core count of threads.  Threads start on a barrier; rounds
+are interleaved across implementations and thread counts, and medians are
+reported.  Every figure is also given as a ratio to gonka_pool's single-thread
+``next()``.  Timings on a shared machine drift from run to run; ratios measured in
+one run do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from itertools import count
+from typing import Any, Callable
+
+from . import IMPLEMENTATION, EndpointPool, GonkaEndpoint
+from ._facade import PoolFacade
+from ._pool_py import EndpointPoolCore as _PyCore
+
+UNROLL = 10  # calls per loop iteration, so the loop itself weighs little
+
+
+class LockPool:
+    """The pool a careful user writes by hand: a lock around cursor and deadlines."""
+
+    def __init__(self, endpoints: list[GonkaEndpoint]) -> None:
+        self.endpoints = list(endpoints)
+        self.failed_until = [0.0] * len(self.endpoints)
+        self.cursor = 0
+        self.lock = threading.Lock()
+
+    def next(self) -> GonkaEndpoint:
+        with self.lock:
+            n = len(self.endpoints)
+            now = time.monotonic()
+            for _ in range(n):
+                idx = self.cursor % n
+                self.cursor += 1
+                if self.failed_until[idx] <= now:
+                    return self.endpoints[idx]
+            best = min(range(n), key=self.failed_until.__getitem__)
+            return self.endpoints[best]
+
+    def mark_failed(self, idx: int, cooldown: float) -> None:
+        with self.lock:
+            self.failed_until[idx] = time.monotonic() + cooldown if cooldown else 0.0
+
+
+class CountPool:
+    """``itertools.count`` as the cursor (atomic under the GIL only) and a deadline list."""
+
+    def __init__(self, endpoints: list[GonkaEndpoint]) -> None:
+        self.endpoints = list(endpoints)
+        self.failed_until = [0.0] * len(self.endpoints)
+        self.counter = count()
+
+    def next(self) -> GonkaEndpoint:
+        n = len(self.endpoints)
+        now = time.monotonic()
+        for _ in range(n):
+            idx = next(self.counter) % n
+            if self.failed_until[idx] <= now:
+                return self.endpoints[idx]
+        return self.endpoints[min(range(n), key=self.failed_until.__getitem__)]
+
+
+def _ft_utils_pool() -> type | None:
+    try:
+        from ft_utils.concurrency import AtomicInt64  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+
+    class AtomicInt64Pool:
+        """ft_utils' lock-free 64-bit counter as the cursor, and a deadline list."""
+
+        def __init__(self, endpoints: list[GonkaEndpoint]) -> None:
+            self.endpoints = list(endpoints)
+            self.failed_until = [0.0] * len(self.endpoints)
+            self.cursor = AtomicInt64(0)
+
+        def next(self) -> GonkaEndpoint:
+            n = len(self.endpoints)
+            now = time.monotonic()
+            for _ in range(n):
+                idx = self.cursor.incr() % n
+                if self.failed_until[idx] <= now:
+                    return self.endpoints[idx]
+            return self.endpoints[min(range(n), key=self.failed_until.__getitem__)]
+
+    return AtomicInt64Pool
+
+
+def _twin_pool_class() -> type:
+    return type("EndpointPool", (PoolFacade, _PyCore), {"__slots__": ()})
+
+
+def implementations(n_nodes: int) -> dict[str, tuple[Any, str]]:
+    """name -> (shared object, the call expression on ``obj`` that the threads run)."""
+    endpoints = [GonkaEndpoint(f"https://node{i}.bench", f"gonka1node{i}") for i in range(n_nodes)]
+    impls: dict[str, tuple[Any, str]] = {}
+    if IMPLEMENTATION == "c":
+        impls["gonka_pool (c)"] = (EndpointPool(endpoints), "obj.next()")
+    impls["gonka_pool (python)"] = (_twin_pool_class()(endpoints), "obj.next()")
+    impls["lock pool"] = (LockPool(endpoints), "obj.next()")
+    impls["itertools.count pool"] = (CountPool(endpoints), "obj.next()")
+    ft_pool = _ft_utils_pool()
+    if ft_pool is not None:
+        impls["ft_utils AtomicInt64 pool"] = (ft_pool(endpoints), "obj.next()")
+    impls["floor: lst.__len__()"] = (list(range(n_nodes)), "obj.__len__()")
+    return impls
+
+
+def single_thread_cases(n_nodes: int) -> dict[str, tuple[Any, str, int]]:
+    """Per-call costs of the API on one thread: name -> (obj, expression, picks per call)."""
+    endpoints = [GonkaEndpoint(f"https://node{i}.bench", f"gonka1node{i}") for i in range(n_nodes)]
+    pool = EndpointPool(endpoints)
+    marked = EndpointPool(endpoints)
+    cooling = EndpointPool([GonkaEndpoint(f"https://node{i}.bench", "a") for i in range(1000)])
+    for i in range(1000):
+        cooling.mark_failed(i, 3600)
+    cases: dict[str, tuple[Any, str, int]] = {
+        "next()": (pool, "obj.next()", 1),
+        "next_indexed()": (pool, "obj.next_indexed()", 1),
+        "mark_failed(i, 30.0)": (marked, "obj.mark_failed(1, 30.0)", 1),
+        "mark_failed(i, 0) (clear)": (marked, "obj.mark_failed(1, 0)", 1),
+        "next(), 1000 nodes all cooling": (cooling, "obj.next()", 1),
+        "floor: lst.__len__()": (list(range(n_nodes)), "obj.__len__()", 1),
+    }
+    if hasattr(pool, "next_many"):
+        for k in (16, 256):
+            cases[f"next_many({k}), per pick"] = (pool, f"obj.next_many({k})", k)
+    lock_pool = LockPool(endpoints)
+    cases["lock pool next()"] = (lock_pool, "obj.next()", 1)
+    cases["lock pool mark_failed(i, 30.0)"] = (lock_pool, "obj.mark_failed(1, 30.0)", 1)
+    return cases
+
+
+def make_runner(expression: str) -> Callable[[Any, int], None]:
+    """A loop running ``expression`` UNROLL times per iteration, compiled once."""
+    body = "\n".join(f"        {expression}" for _ in range(UNROLL))
+    source = f"def run(obj, reps):\n    for _ in range(reps):\n{body}\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<bench {expression}>", "exec"), namespace)  # noqa: S102
+    return namespace["run"]
+
+
+def measure(obj: Any, runner: Callable[[Any, int], None], threads: int, reps: int) -> float:
+    """Aggregate calls/second of ``threads`` threads each making reps*UNROLL calls."""
+    barrier = threading.Barrier(threads + 1)
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def body() -> None:
+        barrier.wait()
+        start = time.perf_counter()
+        runner(obj, reps)
+        end = time.perf_counter()
+        with lock:
+            spans.append((start, end))
+
+    workers = [threading.Thread(target=body) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    for w in workers:
+        w.join()
+    elapsed = max(e for _, e in spans) - min(s for s, _ in spans)
+    return threads * reps * UNROLL / elapsed
+
+
+def calibrate(obj: Any, runner: Callable[[Any, int], None], target_s: float) -> int:
+    reps = 100
+    while True:
+        start = time.perf_counter()
+        runner(obj, reps)
+        elapsed = time.perf_counter() - start
+        if elapsed >= target_s / 4 or reps > 10**8:
+            return max(1, int(reps * target_s / elapsed))
+        reps *= 4
+
+
+def core_loop_rate(threads: int, k: int, n_nodes: int) -> float:
+    """Selections/second of the C core alone: a nogil loop of k selections per thread."""
+    pool = EndpointPool(GonkaEndpoint(f"https://node{i}.bench", "a") for i in range(n_nodes))
+    return measure(pool, lambda obj, reps: obj._select_loop(k), threads, 1) * k / UNROLL
+
+
+def interpreter() -> dict[str, Any]:
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "free_threaded_build": bool(__import__("sysconfig").get_config_var("Py_GIL_DISABLED")),
+        "gil_enabled": gil,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "gonka_pool": IMPLEMENTATION,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    info = interpreter()
+    max_threads = args.max_threads or 2 * (os.cpu_count() or 1)
+    thread_counts = list(range(1, max_threads + 1))
+    impls = implementations(args.nodes)
+    runners = {name: make_runner(expr) for name, (_, expr) in impls.items()}
+    reps = {name: calibrate(obj, runners[name], args.seconds) for name, (obj, _) in impls.items()}
+
+    singles = single_thread_cases(args.nodes)
+    single_runners = {name: make_runner(expr) for name, (_, expr, _) in singles.items()}
+    single_reps = {
+        name: calibrate(obj, single_runners[name], args.seconds) for name, (obj, _, _) in singles.items()
+    }
+
+    threaded: dict[str, dict[int, list[float]]] = {n: {t: [] for t in thread_counts} for n in impls}
+    single: dict[str, list[float]] = {name: [] for name in singles}
+    core: dict[int, list[float]] = {t: [] for t in thread_counts}
+    total = args.rounds * (len(thread_counts) * (len(impls) + (IMPLEMENTATION == "c")) + len(singles))
+    done = 0
+
+    def progress(label: str) -> None:
+        nonlocal done
+        done += 1
+        if not args.quiet:
+            print(f"\r  [{done:4d}/{total}] {label[:60]:60s}", end="", file=sys.stderr, flush=True)
+
+    for round_ in range(args.rounds):
+        for name, (obj, _, per_call) in singles.items():
+            rate = measure(obj, single_runners[name], 1, single_reps[name])
+            single[name].append(1e9 / (rate * per_call))
+            progress(f"round {round_ + 1}: {name}")
+        for threads in thread_counts:
+            for name, (obj, _) in impls.items():
+                threaded[name][threads].append(measure(obj, runners[name], threads, reps[name]))
+                progress(f"round {round_ + 1}: {name}, {threads} threads")
+            if IMPLEMENTATION == "c":
+                core[threads].append(core_loop_rate(threads, args.core_k, args.nodes))
+                progress(f"round {round_ + 1}: C core loop, {threads} threads")
+    if not args.quiet:
+        print(file=sys.stderr)
+
+    result = {
+        "interpreter": info,
+        "nodes": args.nodes,
+        "rounds": args.rounds,
+        "threads": thread_counts,
+        "single_thread_ns": {k: statistics.median(v) for k, v in single.items()},
+        "throughput": {n: {t: statistics.median(v) for t, v in d.items()} for n, d in threaded.items()},
+        "core_loop": {t: statistics.median(v) for t, v in core.items()} if IMPLEMENTATION == "c" else {},
+        "raw": {"single_thread_ns": single, "throughput": threaded, "core_loop": core},
+    }
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    info = result["interpreter"]
+    lines = [
+        f"gonka_pool bench: Python {info['python']} ({'free-threaded' if info['free_threaded_build'] else 'GIL'} build), "
+        f"GIL {'enabled' if info['gil_enabled'] else 'disabled'}, {info['cores']} cores, "
+        f"{info['machine']}, implementation {info['gonka_pool']}",
+        f"{result['nodes']} nodes, {result['rounds']} interleaved rounds, medians",
+        "",
+        "Single thread, ns per call (ratio to next()):",
+    ]
+    singles = result["single_thread_ns"]
+    base_ns = singles["next()"]
+    for name, ns in singles.items():
+        lines.append(f"  {name:34s} {ns:8.1f} ns  {ns / base_ns:6.2f}x")
+    throughput = result["throughput"]
+    ref_name = "gonka_pool (c)" if "gonka_pool (c)" in throughput else "gonka_pool (python)"
+    ref = throughput[ref_name][1]
+    threads = result["threads"]
+    lines += ["", f"Aggregate calls/s by threads (ratio to {ref_name} next() on 1 thread):"]
+    header = f"  {'implementation':28s}" + "".join(f"{t:>9d}T" for t in threads) + f"{'2T/1T':>9s}"
+    lines.append(header)
+    for name, by_threads in throughput.items():
+        ratios = "".join(f"{by_threads[t] / ref:9.2f}x" for t in threads)
+        scale = by_threads.get(2, float("nan")) / by_threads[1]
+        lines.append(f"  {name:28s}{ratios}{scale:9.2f}")
+    lines.append("  " + "(absolute, M calls/s) " + ", ".join(
+        f"{name}: {by_threads[1] / 1e6:.1f}" for name, by_threads in throughput.items()))
+    if result["core_loop"]:
+        core = result["core_loop"]
+        lines += ["", "C core alone (nogil loop, selections/s; ratio to 1 thread):"]
+        lines.append("  " + "  ".join(f"{t}T {core[t] / 1e6:7.1f} M ({core[t] / core[1]:.2f}x)" for t in threads))
+    lines.append("")
+    lines.append(f"Scaling is bounded by the machine's {info['cores']} cores.")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    import matplotlib  # type: ignore[import-not-found]
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found]
+
+    info = result["interpreter"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, by_threads in result["throughput"].items():
+        ts = sorted(by_threads)
+        ax.plot(ts, [by_threads[t] / 1e6 for t in ts], marker="o", label=name)
+    ax.set_xlabel("threads")
+    ax.set_ylabel("M calls/s (aggregate)")
+    ax.set_title(f"Python {info['python']}, GIL {'on' if info['gil_enabled'] else 'off'}, "
+                 f"{info['cores']} cores")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gonka_pool bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--seconds", type=float, default=0.05, help="target time per measurement")
+    parser.add_argument("--nodes", type=int, default=8, help="endpoints in each pool (default 8)")
+    parser.add_argument("--max-threads", type=int, default=0, help="default: 2x the core count")
+    parser.add_argument("--core-k", type=int, default=2_000_000, help="selections per thread, C loop")
+    parser.add_argument("--json", metavar="FILE", help="write the raw data as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw throughput against threads (matplotlib)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(report(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.plot:
+        plot(result, args.plot)
+    return 0
