@@ -1,0 +1,373 @@
+"""The failover loop for any client: pool.call, pool.acall, EndpointPool.from_env,
+Retry-After, and a core that imports no HTTP library.  Both implementations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+
+import pytest
+
+from conftest import nodes
+import gonka_pool
+from gonka_pool import GonkaEndpoint
+from gonka_pool._failover import retry_after_seconds
+
+pytestmark = pytest.mark.thread_unsafe(
+    reason="from_env tests set environment variables; caplog is per-process")
+
+T0 = 10**12  # test clock, ns: frozen so cooldown deadlines are exact
+S = 10**9
+
+
+def run_python(code: str, **env: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env={**os.environ, **env}, check=True,
+    )
+    return result.stdout.strip()
+
+
+def frozen(pool):
+    """``pool`` with its clock frozen at T0 and its next pick node 0."""
+    pool._set_clock(T0)
+    return from_node_0(pool)
+
+
+def from_node_0(pool):
+    # A pool may start its round robin anywhere: take picks until the last node.
+    for _ in range(len(pool)):
+        if pool.next_indexed()[0] == len(pool) - 1:
+            return pool
+    raise AssertionError("no round robin")
+
+
+def deadlines(pool) -> list[int]:
+    """Each node's stored deadline relative to T0, in seconds (0: healthy)."""
+    return [0 if d == 0 else (d - T0) / S for d in pool._state()[2]]
+
+
+class NodeDown(ConnectionError):
+    pass
+
+
+def failing_on(*bad: int):
+    """fn(endpoint) that raises NodeDown on the nodes numbered ``bad``; records calls."""
+    calls: list[int] = []
+
+    def fn(endpoint: GonkaEndpoint) -> str:
+        number = int(endpoint.address.removeprefix("addr"))
+        calls.append(number)
+        if number in bad:
+            raise NodeDown(endpoint.base_url)
+        return f"answer from {number}"
+
+    fn.calls = calls  # type: ignore[attr-defined]
+    return fn
+
+
+# -- pool.call ------------------------------------------------------------------
+
+
+def test_call_returns_the_first_answer_and_marks_nothing(make_pool):
+    pool = frozen(make_pool(3))
+    fn = failing_on()
+    assert [pool.call(fn) for _ in range(4)] == [
+        "answer from 0", "answer from 1", "answer from 2", "answer from 0"]
+    assert deadlines(pool) == [0, 0, 0]
+
+
+def test_call_fails_over_and_marks_only_the_failed_nodes(make_pool):
+    pool = frozen(make_pool(4))
+    fn = failing_on(0, 1)
+    assert pool.call(fn) == "answer from 2"
+    assert fn.calls == [0, 1, 2]
+    assert deadlines(pool) == [30, 30, 0, 0]
+    # Cooling nodes are skipped by later calls.
+    assert [pool.call(fn) for _ in range(3)] == ["answer from 3", "answer from 2", "answer from 3"]
+    assert fn.calls[3:] == [3, 2, 3]
+
+
+def test_call_gives_up_after_min_of_pool_size_and_three_attempts(make_pool):
+    for size, expected in ((2, 2), (5, 3)):
+        pool = frozen(make_pool(size))
+        fn = failing_on(*range(size))
+        with pytest.raises(NodeDown, match=r"node\d"):
+            pool.call(fn)
+        assert len(fn.calls) == expected
+
+
+def test_call_raises_the_last_error_when_attempts_run_out(make_pool):
+    pool = frozen(make_pool(3))
+    fn = failing_on(0, 1, 2)
+    with pytest.raises(NodeDown) as caught:
+        pool.call(fn, attempts=2, cooldown=timedelta(seconds=5))
+    assert str(caught.value) == "https://node1.example"
+    assert deadlines(pool) == [5, 5, 0]
+
+
+def test_call_does_not_retry_or_mark_errors_outside_retry_on(make_pool):
+    pool = frozen(make_pool(3))
+
+    def fn(endpoint):
+        raise KeyError("a bug in the caller")
+
+    with pytest.raises(KeyError):
+        pool.call(fn, retry_on=ConnectionError)
+    assert deadlines(pool) == [0, 0, 0]
+    assert pool.next_indexed()[0] == 1  # exactly one node was selected
+
+
+def test_call_cools_timeouts_for_timeout_cooldown(make_pool):
+    pool = frozen(make_pool(3))
+    seen = []
+
+    def fn(endpoint):
+        seen.append(endpoint)
+        if len(seen) == 1:
+            raise TimeoutError("stalled")
+        if len(seen) == 2:
+            raise OSError("refused")
+        return "ok"
+
+    assert pool.call(fn, cooldown=7, timeout_cooldown=90) == "ok"
+    assert deadlines(pool) == [90, 7, 0]
+
+
+def test_call_lets_keyboard_interrupt_through_without_marking(make_pool):
+    pool = frozen(make_pool(2))
+
+    def fn(endpoint):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pool.call(fn)
+    assert deadlines(pool) == [0, 0]
+
+
+def test_call_logs_each_node_it_marks(make_pool, caplog):
+    pool = frozen(make_pool(3))
+    with caplog.at_level(logging.INFO, logger="gonka_pool"):
+        pool.call(failing_on(0))
+    (record,) = [r for r in caplog.records if hasattr(r, "gonka_reason")]
+    assert record.gonka_index == 0 and record.gonka_endpoint == pool[0]
+    assert record.gonka_cooldown == 30.0 and record.gonka_reason == "NodeDown"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"attempts": 0}, ValueError),
+        ({"attempts": -1}, ValueError),
+        ({"attempts": 1.5}, TypeError),
+        ({"attempts": True}, TypeError),
+        ({"cooldown": -1}, ValueError),
+        ({"cooldown": float("nan")}, ValueError),
+        ({"cooldown": "30"}, TypeError),
+        ({"cooldown": True}, TypeError),
+        ({"timeout_cooldown": timedelta(seconds=-1)}, ValueError),
+        ({"retry_on": ValueError("not a class")}, TypeError),
+        ({"retry_on": [OSError]}, TypeError),
+        ({"retry_on": (OSError, int)}, TypeError),
+    ],
+)
+def test_call_rejects_bad_arguments_before_calling_anything(make_pool, kwargs, error):
+    pool = frozen(make_pool(2))
+    selections = pool._state()[0]
+    fn = failing_on()
+    with pytest.raises(error):
+        pool.call(fn, **kwargs)
+    with pytest.raises(error):
+        asyncio.run(pool.acall(_async(fn), **kwargs))
+    assert fn.calls == [] and pool._state()[0] == selections
+
+
+@pytest.mark.parametrize("forever", [10**400, Fraction(10**400), math.inf])
+def test_call_accepts_what_mark_failed_accepts_as_a_cooldown(make_pool, caplog, forever):
+    pool = frozen(make_pool(3))
+    with caplog.at_level(logging.INFO, logger="gonka_pool"), pytest.raises(NodeDown):
+        pool.call(failing_on(0, 1, 2), cooldown=forever)
+    assert pool._state()[2] == [2**64 - 1] * 3  # "until cleared", not an overflow
+    assert len([r for r in caplog.records if hasattr(r, "gonka_reason")]) == 3
+    with pytest.raises(ValueError):
+        pool.call(failing_on(), cooldown=-forever)
+
+
+# -- pool.acall -----------------------------------------------------------------
+
+
+def _async(fn):
+    async def afn(endpoint):
+        await asyncio.sleep(0)
+        return fn(endpoint)
+
+    return afn
+
+
+def test_acall_fails_over_like_call(make_pool):
+    pool = frozen(make_pool(4))
+    fn = failing_on(0, 1)
+    assert asyncio.run(pool.acall(_async(fn))) == "answer from 2"
+    assert fn.calls == [0, 1, 2]
+    assert deadlines(pool) == [30, 30, 0, 0]
+
+
+def test_acall_gives_up_with_the_last_error(make_pool):
+    pool = frozen(make_pool(3))
+    fn = failing_on(0, 1, 2)
+    with pytest.raises(NodeDown, match="node2"):
+        asyncio.run(pool.acall(_async(fn)))
+    assert deadlines(pool) == [30, 30, 30]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TimeoutError is TimeoutError from 3.11")
+def test_acall_cools_asyncio_timeouts_for_timeout_cooldown(make_pool):
+    pool = frozen(make_pool(2))
+
+    async def afn(endpoint):
+        if endpoint is pool[0]:
+            await asyncio.wait_for(asyncio.sleep(1), 0.001)
+        return "ok"
+
+    assert asyncio.run(pool.acall(afn)) == "ok"
+    assert deadlines(pool) == [60, 0]
+
+
+def test_acall_never_retries_cancellation(make_pool):
+    pool = frozen(make_pool(3))
+    started = []
+
+    async def afn(endpoint):
+        started.append(endpoint)
+        await asyncio.sleep(10)
+
+    async def main():
+        task = asyncio.ensure_future(pool.acall(afn))
+        while not started:
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert len(started) == 1 and deadlines(pool) == [0, 0, 0]
+
+
+def test_acall_rejects_a_sync_function_without_marking_nodes(make_pool):
+    pool = frozen(make_pool(3))
+    with pytest.raises(TypeError, match="use pool.call"):
+        asyncio.run(pool.acall(failing_on()))
+    assert deadlines(pool) == [0, 0, 0]
+
+
+# -- from_env -------------------------------------------------------------------
+
+
+def test_from_env_reads_gonka_endpoints_in_order(pool_impl, monkeypatch):
+    monkeypatch.setenv(
+        "GONKA_ENDPOINTS", " https://node0.example;addr0 , https://node1.example/v1 ;addr1,"
+        "http://127.0.0.1:8080;addr2")
+    pool = pool_impl.EndpointPool.from_env()
+    assert type(pool) is pool_impl.EndpointPool
+    assert pool.endpoints == (
+        GonkaEndpoint("https://node0.example", "addr0"),
+        GonkaEndpoint("https://node1.example/v1", "addr1"),
+        GonkaEndpoint("http://127.0.0.1:8080", "addr2"),
+    )
+
+
+def test_from_env_reads_another_variable(pool_impl, monkeypatch):
+    monkeypatch.setenv("MY_NODES", "https://node0.example;addr0")
+    assert pool_impl.EndpointPool.from_env("MY_NODES").endpoints == tuple(nodes(1))
+
+
+@pytest.mark.parametrize(("value", "state"), [(None, "not set"), ("", "empty"), ("  ", "empty")])
+def test_from_env_names_the_variable_when_it_is_missing(pool_impl, monkeypatch, value, state):
+    if value is None:
+        monkeypatch.delenv("GONKA_ENDPOINTS", raising=False)
+    else:
+        monkeypatch.setenv("GONKA_ENDPOINTS", value)
+    with pytest.raises(ValueError, match=f"environment variable GONKA_ENDPOINTS is {state}"):
+        pool_impl.EndpointPool.from_env()
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        "https://node0.example",                         # no address
+        "https://node0.example;addr0,",                  # trailing comma: an empty entry
+        "https://node0.example;addr0,,https://node1.example;addr1",
+        "ftp://node0.example;addr0",                      # scheme
+        "https://user:secret@node0.example;addr0",        # credentials
+        "https://node0.example;addr 0",                   # bad address
+        "not a url;addr0",
+    ],
+)
+def test_from_env_rejects_entries_as_gonka_endpoint_parse_does(pool_impl, monkeypatch, entries):
+    monkeypatch.setenv("GONKA_ENDPOINTS", entries)
+    with pytest.raises((ValueError, TypeError)) as from_env:
+        pool_impl.EndpointPool.from_env()
+    with pytest.raises(type(from_env.value)) as parse:
+        for entry in entries.split(","):
+            GonkaEndpoint.parse(entry)
+    assert str(from_env.value) == str(parse.value)
+    assert "secret" not in str(from_env.value)
+
+
+def test_from_env_rejects_a_variable_name_that_is_not_a_str(pool_impl):
+    with pytest.raises(TypeError):
+        pool_impl.EndpointPool.from_env(b"GONKA_ENDPOINTS")
+
+
+# -- Retry-After ----------------------------------------------------------------
+
+NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("Wed, 01 Jan 2025 12:02:00 GMT", 120.0),
+        ("Wed, 01 Jan 2025 11:00:00 GMT", 0.0),  # already past
+        ("9" * 400, float("inf")),                # "until cleared", not an overflow
+        (None, None),
+        ("", None),
+        ("-5", None),
+        ("soon", None),
+        ("1e3", None),
+        ("١٢٠", None),  # Arabic-Indic digits are not delay-seconds
+    ],
+)
+def test_retry_after_is_delay_seconds_or_an_http_date(header, seconds):
+    assert retry_after_seconds(header, now=NOW) == seconds
+
+
+# -- the core stays dependency-free ---------------------------------------------
+
+
+@pytest.mark.parametrize("no_extensions", ["", "1"])
+def test_importing_the_package_imports_no_http_library(no_extensions):
+    out = run_python(
+        """
+        import sys
+        import gonka_pool
+        pool = gonka_pool.EndpointPool.from_env()
+        print(pool.call(lambda ep: ep.address), gonka_pool.IMPLEMENTATION,
+              sorted(m for m in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anyio")
+                     if m in sys.modules))
+        """,
+        GONKA_POOL_NO_EXTENSIONS=no_extensions,
+        GONKA_ENDPOINTS="https://node0.example;addr0",
+    )
+    assert out == f"addr0 {'python' if no_extensions else gonka_pool.IMPLEMENTATION} []"
