@@ -1,0 +1,43 @@
+"""Failover transports for legacy httpx 0.28 clients (``openai`` accepts them too).
+
+The same ``PoolTransport`` / ``AsyncPoolTransport`` as ``gonka_pool.httpx2``, with
+the same arguments and behaviour, over ``httpx.HTTPTransport``:
+
+    import httpx, openai
+    from gonka_pool import EndpointPool
+    from gonka_pool.httpx import PoolTransport
+    client = openai.OpenAI(
+        base_url="http://gonka", api_key="unused",
+        http_client=httpx.Client(transport=PoolTransport(EndpointPool.from_env()),
+                                 trust_env=False),
+    )
+
+Install with ``pip install gonka-pool[httpx]``.
+"""
+
+from __future__ import annotations
+
+try:
+    import httpx as _http  # the top-level httpx package, not this module
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "gonka_pool.httpx needs httpx: pip install 'gonka-pool[httpx]'"
+    ) from exc
+
+from ._transport import DEFAULT_RETRY_STATUSES, AsyncPoolTransportBase, PoolTransportBase
+
+__all__ = ["DEFAULT_RETRY_STATUSES", "AsyncPoolTransport", "PoolTransport"]
+
+
+class PoolTransport(PoolTransportBase, _http.BaseTransport):
+    """An ``httpx`` transport that fails over across an ``EndpointPool``."""
+
+    _http = _http
+    _default_transport = _http.HTTPTransport
+
+
+class AsyncPoolTransport(AsyncPoolTransportBase, _http.AsyncBaseTransport):
+    """The async ``PoolTransport``, for ``httpx.AsyncClient`` and ``openai.AsyncOpenAI``."""
+
+    _http = _http
+    _default_transport = _http.AsyncHTTPTransport
