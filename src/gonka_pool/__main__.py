@@ -38,6 +38,11 @@ def demo() -> None:
         pool.mark_failed(i, 0)
     print(f"cleared with mark_failed(i, 0): {_names(pool, 3)}")
 
+    from ._demo_http import demo_http
+
+    if demo_http():
+        raise SystemExit("demo: some requests failed over HTTP")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gonka_pool")
