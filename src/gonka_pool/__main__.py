@@ -48,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gonka_pool")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="show round robin, a cooldown and the all-cooling fallback")
-    args = parser.parse_args(argv)
+    commands.add_parser("bench", help="benchmark against hand-written pools (--help for options)",
+                        add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        from ._bench import main as bench_main
+
+        return bench_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "demo":
         demo()
     return 0
