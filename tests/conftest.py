@@ -55,8 +55,10 @@ class PoolImpl:
     EndpointPool: Any
     module: Any
 
-    def make(self, n: int) -> Any:
-        return self.EndpointPool(nodes(n))
+    def make(self, n: int, **settings: Any) -> Any:
+        """A pool of ``nodes(n)``, starting at node 0 unless ``start`` says otherwise."""
+        settings.setdefault("start", 0)
+        return self.EndpointPool(nodes(n), **settings)
 
 
 IMPLS = {"pure-python-module": PoolImpl("python", _pool_class(_pool_py.EndpointPoolCore), _pool_py)}

@@ -65,12 +65,21 @@ def test_expired_deadlines_are_cleared_so_selection_skips_the_clock_again(make_p
     assert pool._state()[1:] == (0, [0, 0])
 
 
-def test_remarking_a_node_replaces_its_deadline_as_the_seed_does(make_pool):
+def test_remarking_a_node_never_shortens_its_deadline(make_pool):
+    # The seed replaced the deadline; a shorter re-mark would revive a node early.
     pool = frozen(make_pool(2))
     pool.mark_failed(0, 100)
     pool.mark_failed(0, 1)
-    assert pool._state()[2][0] == T0 + 10**9
-    assert pool._state()[1] == 1
+    assert pool._state()[1:] == (1, [T0 + 100 * 10**9, 0])
+    pool.mark_failed(0, 200)
+    assert pool._state()[2][0] == T0 + 200 * 10**9
+
+
+def test_zero_still_clears_a_longer_deadline(make_pool):
+    pool = frozen(make_pool(2))
+    pool.mark_failed(0, math.inf)
+    pool.mark_failed(0, 0)
+    assert pool._state()[1:] == (0, [0, 0])
 
 
 def test_infinite_and_huge_cooldowns_saturate_to_until_cleared(make_pool):
@@ -155,6 +164,7 @@ def test_real_clock_is_monotonic_nanoseconds(make_pool):
         (1.0, TypeError, "not float"),
         ("0", TypeError, "not str"),
         (None, TypeError, "not NoneType"),
+        (1.5, TypeError, "not float"),
     ],
 )
 def test_bad_index_raises_and_leaves_the_pool_unchanged(make_pool, idx, error, message):
@@ -177,7 +187,6 @@ def test_bad_index_raises_and_leaves_the_pool_unchanged(make_pool, idx, error, m
         (timedelta(seconds=-1), ValueError, ">= 0"),
         (True, TypeError, "not bool"),
         ("30", TypeError, "not str"),
-        (None, TypeError, "not NoneType"),
         (b"1", TypeError, "not bytes"),
         (1j, TypeError, "not complex"),
     ],

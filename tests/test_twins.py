@@ -11,23 +11,49 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import nodes
+from gonka_pool import GonkaEndpoint
 
 COOLDOWNS = st.one_of(
-    st.sampled_from([0, 0.0, -0.0, 1, 2.5, 1e-9, 5e-324, math.inf, 1e300, 10**30, -1, math.nan]),
+    st.none(),
+    st.none(),
+    st.integers(min_value=0, max_value=100),
+    st.sampled_from([None, 0, 0.0, -0.0, 1, 2.5, 1e-9, 5e-324, math.inf, 1e300, 10**30, -1, math.nan]),
     st.floats(min_value=0, max_value=1e4, allow_nan=False),
     st.integers(min_value=-5, max_value=10**6),
     st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3)),
-    st.sampled_from([True, "5", None, timedelta(seconds=-1), timedelta.max]),
+    st.sampled_from([True, "5", timedelta(seconds=-1), timedelta.max]),
 )
+ENDPOINTS = nodes(9)
+TARGETS = st.one_of(
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=-2, max_value=9),
+    st.sampled_from(ENDPOINTS),
+    st.sampled_from([GonkaEndpoint("https://elsewhere.example", "x"), 1.0, "0", None]),
+)
+WEIGHTS = st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=7)
+MEMBERS = st.lists(st.integers(min_value=0, max_value=8), min_size=1, max_size=7)
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("next")),
         st.tuples(st.just("next_indexed")),
         st.tuples(st.just("next_many"), st.one_of(st.integers(-1, 20), st.sampled_from([True, 1.5]))),
-        st.tuples(st.just("mark"), st.integers(min_value=-2, max_value=9), COOLDOWNS),
+        st.tuples(st.just("mark"), TARGETS, COOLDOWNS),
+        st.tuples(st.just("mark"), TARGETS, COOLDOWNS),
+        st.tuples(st.just("mark"), TARGETS, COOLDOWNS),
+        st.tuples(st.just("success"), TARGETS),
         st.tuples(st.just("advance"), st.integers(min_value=0, max_value=5 * 10**9)),
+        st.tuples(st.just("advance"), st.integers(min_value=0, max_value=10**12)),
+        st.tuples(st.just("update"), MEMBERS, st.one_of(st.none(), WEIGHTS)),
+        st.tuples(st.just("snapshot")),
+        # the backoff ladder: one node failing again after each cooldown ends
+        st.just(("mark", 0, None)),
+        st.just(("advance", 10**12)),
+        # weighted fallback: every node but one cooling
+        st.just(("mark", 0, math.inf)),
+        st.just(("mark", 1, math.inf)),
     ),
-    max_size=60,
+    min_size=10,
+    max_size=100,
 )
 
 
@@ -42,6 +68,13 @@ def apply(pool, op, clock):
             return ("ok", pool.next_many(op[1]))
         if kind == "mark":
             return ("ok", pool.mark_failed(op[1], op[2]))
+        if kind == "success":
+            return ("ok", pool.mark_success(op[1]))
+        if kind == "update":
+            weights = None if op[2] is None else (op[2] * 7)[: len(op[1])]
+            return ("ok", pool.update([ENDPOINTS[i] for i in op[1]], weights))
+        if kind == "snapshot":
+            return ("ok", pool.snapshot())
         clock[0] += op[1]
         pool._set_clock(clock[0])
         return ("ok", clock[0])
@@ -49,15 +82,25 @@ def apply(pool, op, clock):
         return (type(exc).__name__, str(exc))
 
 
-@settings(max_examples=300, deadline=None)
-@given(n=st.integers(min_value=1, max_value=7), ops=OPS, start=st.integers(0, 2**62))
-def test_c_core_and_pure_twin_agree_on_any_operation_sequence(both_impls, n, ops, start):
+@settings(max_examples=500, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=7),
+    weights=st.one_of(st.none(), WEIGHTS),
+    start=st.integers(0, 2**62),
+    base=st.sampled_from([1, 30.0, 0.25]),
+    ops=OPS,
+    now=st.integers(0, 2**62),
+)
+def test_c_core_and_pure_twin_agree_on_any_operation_sequence(both_impls, n, weights, start, base, ops, now):
     c_impl, py_impl = both_impls
-    eps = nodes(n)
-    c_pool, py_pool = c_impl.EndpointPool(eps), py_impl.EndpointPool(eps)
-    c_clock, py_clock = [start], [start]
-    c_pool._set_clock(start)
-    py_pool._set_clock(start)
+    eps = ENDPOINTS[:n]
+    weights = None if weights is None else (weights * 7)[:n]
+    settings_ = dict(weights=weights, start=start, base_cooldown=base, max_cooldown=base * 1000)
+    c_pool, py_pool = c_impl.EndpointPool(eps, **settings_), py_impl.EndpointPool(eps, **settings_)
+    c_clock, py_clock = [now], [now]
+    c_pool._set_clock(now)
+    py_pool._set_clock(now)
     for op in ops:
         assert apply(c_pool, op, c_clock) == apply(py_pool, op, py_clock), op
         assert c_pool._state() == py_pool._state(), op
+    assert c_pool.snapshot() == py_pool.snapshot()

@@ -1,8 +1,9 @@
-/* Relaxed 64-bit atomics and a monotonic clock for the selection core.
+/* 64-bit atomics and a monotonic clock for the selection core.
  *
  * The core needs four operations on 64-bit words: load, exchange, fetch_add and
- * compare_exchange, all with relaxed ordering (see _pool.pyx for why relaxed is
- * enough).  The ladder follows CPython's pyatomic.h: C11 <stdatomic.h> wherever the
+ * compare_exchange, relaxed for node state (see _pool.pyx for why relaxed is
+ * enough), plus an acquire load and an acq_rel exchange that publish a new
+ * membership.  The ladder follows CPython's pyatomic.h: C11 <stdatomic.h> wherever the
  * compiler has it, MSVC's _Interlocked* intrinsics otherwise, and #error elsewhere.
  *
  * Nothing here touches a Python object: every function is safe without the GIL.
@@ -40,6 +41,19 @@ static __inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t des
     return _InterlockedCompareExchange64(&a->v, (int64_t)desired, (int64_t)expected)
            == (int64_t)expected;
 }
+static __inline uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) {
+    /* x64 loads are acquire loads; ARM64 needs the barrier. */
+    uint64_t v = gp_u64_load(a);
+#  if defined(_M_ARM64)
+    __dmb(_ARM64_BARRIER_ISH);
+#  else
+    _ReadWriteBarrier();
+#  endif
+    return v;
+}
+static __inline uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) {
+    return (uint64_t)_InterlockedExchange64(&a->v, (int64_t)x);  /* full barrier */
+}
 static __inline int64_t gp_i64_load(gp_atomic_i64 *a) {
     return (int64_t)gp_u64_load((gp_atomic_u64 *)a);
 }
@@ -72,6 +86,12 @@ static inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
 static inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
     return atomic_compare_exchange_strong_explicit(
         &a->v, &expected, desired, memory_order_relaxed, memory_order_relaxed);
+}
+static inline uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) {
+    return atomic_load_explicit(&a->v, memory_order_acquire);
+}
+static inline uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) {
+    return atomic_exchange_explicit(&a->v, x, memory_order_acq_rel);
 }
 static inline int64_t gp_i64_load(gp_atomic_i64 *a) {
     return atomic_load_explicit(&a->v, memory_order_relaxed);

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from . import _failover
 from ._endpoint import GonkaEndpoint
+from ._policy import check_start, check_weights, smooth_schedule
 
 __all__ = ["PoolFacade", "collect_endpoints"]
 
@@ -51,8 +52,35 @@ class PoolFacade:
 
     __slots__ = ()
 
-    def __new__(cls, endpoints: Iterable[GonkaEndpoint]):
-        return super().__new__(cls, collect_endpoints(endpoints))  # type: ignore[call-arg]
+    def __new__(
+        cls,
+        endpoints: Iterable[GonkaEndpoint],
+        *,
+        weights: Iterable[int] | None = None,
+        start: int | str = "random",
+        base_cooldown: Any = 30.0,
+        max_cooldown: Any = 300.0,
+    ):
+        nodes = collect_endpoints(endpoints)
+        checked = check_weights(weights, len(nodes))
+        return super().__new__(  # type: ignore[call-arg]
+            cls, nodes, checked, smooth_schedule(checked), check_start(start),
+            base_cooldown, max_cooldown,
+        )
+
+    def update(self, endpoints: Iterable[GonkaEndpoint], weights: Iterable[int] | None = None) -> None:
+        """Replace the membership in one atomic step while other threads select.
+
+        Nodes present before and after keep their deadlines and failure counts; a
+        concurrent ``next()`` returns a node of the old set or of the new one.  An
+        index from ``next_indexed()`` refers to the set in force when it was issued:
+        after an update, mark by endpoint (``mark_failed(endpoint)``), which resolves
+        against the current set.  Same validation as the constructor; on error the
+        pool is unchanged.
+        """
+        nodes = collect_endpoints(endpoints)
+        checked = check_weights(weights, len(nodes))
+        self._replace(nodes, checked, smooth_schedule(checked))  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         shown = ", ".join(repr(node) for node in self.endpoints[:_REPR_LIMIT])  # type: ignore[attr-defined]

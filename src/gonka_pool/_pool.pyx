@@ -1,14 +1,29 @@
 # cython: language_level=3, freethreading_compatible=True, binding=False, always_allow_keywords=False
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The selection core: round robin over an atomic cursor, fail-skip by deadline.
+"""The selection core: round robin over atomic cursors, fail-skip by deadline.
 
 This module knows nothing of URLs: it selects an index among ``n`` opaque nodes.
 The facade (``gonka_pool/__init__.py``) validates input and subclasses
 ``EndpointPoolCore`` without overriding the hot methods, so ``pool.next()``
 resolves straight to the C method below: no Python frame, no allocation, no lock.
 
-State (one cache-line-aligned C block per pool, outside the Python object so that
-reference-count writes to the pool object never share a line with it):
+State lives in C blocks outside the Python objects, so that reference-count
+writes to a pool never share a cache line with it.
+
+The pool (``gp_core``, one per pool, cache-line aligned):
+
+``cursors``
+    Round-robin positions, one stripe per thread slot (``STRIPES`` per pool), each
+    on its own 64-byte line.  A thread takes a slot once, the first time it selects,
+    and always advances the same stripe; every stripe cycles over all nodes, so
+    with no failures T threads x M selections (M a multiple of the period) still
+    give every node exactly its share, and one thread sees the seed's round robin.
+    One shared cursor would bounce its cache line between cores on every pick.
+``members``
+    The current membership, published with a release exchange and read with an
+    acquire load, so ``update()`` swaps the whole set in one step.
+
+A membership (``gp_members``, replaced whole by ``update()``):
 
 ``failed_until[i]``
     Monotonic deadline in nanoseconds before which node ``i`` is skipped; ``0``
@@ -16,36 +31,52 @@ reference-count writes to the pool object never share a line with it):
 ``cooling``
     Number of non-zero deadlines plus marks in flight.  While it is zero a
     selection is one ``fetch_add``: no clock read, no deadline load.
-``cursors``
-    Round-robin positions, one stripe per thread slot (``STRIPES`` per pool), each
-    on its own 64-byte line.  A thread takes a slot once, the first time it selects,
-    and always advances the same stripe; every stripe cycles over all nodes, so
-    with no failures T threads x M selections (M a multiple of n) still give every
-    node exactly T*M/n picks, and one thread sees the seed's round robin.  One
-    shared cursor would bounce its cache line between cores on every selection.
+``schedule``
+    For weighted pools, the node of each slot of one period of the smooth
+    schedule (``_policy.smooth_schedule``); NULL for equal weights.
+``consecutive``, ``total``
+    Failure counters for the backoff policy and ``snapshot()``; never read by
+    selection.
 
-Memory ordering: every access is relaxed, as in the seed.  Selection makes no
+Memory ordering: node state is relaxed, as in the seed.  Selection makes no
 promise about *which* healthy node a racing thread sees first; the worst outcome
 of a stale read is one extra request to a node that failed a moment ago.  A mark
 that *completed before* a call (program order, a join, a lock, a barrier) is
 always seen by it, since coherence orders every load after a store that
 happens-before it.
+
+Reclaiming a replaced membership: every reader loads the membership pointer and
+finishes with it inside one C call, while its thread is attached to the
+interpreter and without running Python code in between.  With the GIL that call
+cannot overlap ``update()``, so the old membership is dropped at once.  Without
+it (3.13t), a stop-the-world pause waits for every attached thread to leave such a
+call, and every free-threaded garbage collection stops the world: an old
+membership is freed once a collection that started after its retirement has
+finished.  Code that must run Python while using a membership (``next_many``'s
+GIL-free loop, endpoint lookups) holds a reference to it instead.
 """
 
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree
-from cpython.ref cimport PyObject
+from cpython.ref cimport PyObject, Py_INCREF
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.ref cimport Py_INCREF
 from cpython.sequence cimport PySequence_Fast_ITEMS
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from libc.stdint cimport int64_t, uint64_t, uintptr_t
+from cpython.tuple cimport PyTuple_GET_SIZE
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from libc.math cimport ceil
 
+import gc as _gc
 import os as _os
+import random as _random
+import sysconfig as _sysconfig
 from datetime import timedelta as _timedelta
 from operator import index as _index
+
+from threading import Lock as _Lock
+
+from ._endpoint import GonkaEndpoint as _Endpoint
+from ._policy import EndpointState as _EndpointState, log_cooldown as _log_cooldown
 
 
 cdef extern from "_atomics.h" nogil:
@@ -58,8 +89,10 @@ cdef extern from "_atomics.h" nogil:
     ctypedef struct gp_padded_u64:
         gp_atomic_u64 value
     uint64_t gp_u64_load(gp_atomic_u64 *a) noexcept
+    uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) noexcept
     void gp_u64_store(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_exchange(gp_atomic_u64 *a, uint64_t x) noexcept
+    uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) noexcept
     bint gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) noexcept
     int64_t gp_i64_load(gp_atomic_i64 *a) noexcept
@@ -72,6 +105,7 @@ cdef extern from "_atomics.h" nogil:
 
 
 ATOMICS = GP_ATOMICS_IMPL.decode("ascii")
+FREE_THREADED = bool(_sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def _stripe_count():
@@ -90,6 +124,8 @@ cdef Py_ssize_t _NOGIL_MIN = NEXT_MANY_NOGIL_MIN
 
 # Deadline meaning "until cleared"; also where every addition saturates.
 cdef uint64_t FOREVER = 0xFFFFFFFFFFFFFFFFULL
+# mark_failed's cooldown when the pool's backoff policy decides.
+cdef uint64_t POLICY = 0xFFFFFFFFFFFFFFFEULL
 DEF NS_PER_S = 1000000000
 # Whole seconds at or above which the cooldown saturates to FOREVER
 # (ceil((2**64 - 1) / 1e9)); as a double, the nanosecond count that does.
@@ -97,36 +133,140 @@ DEF SATURATING_SECONDS = 18446744074
 DEF SATURATING_NS_DOUBLE = 18446744073709551616.0
 
 
-cdef struct gp_core:
+def _smooth_schedule(tuple reduced not None):
+    """``_policy.smooth_schedule_py`` in C: nginx's smooth weighted round robin over
+    weights already divided by their gcd (sum <= 2**20, so int64 never overflows)."""
+    cdef Py_ssize_t n = len(reduced), i, best, step
+    cdef int64_t total = 0
+    cdef int64_t *weight = <int64_t *>PyMem_RawCalloc(2 * n, sizeof(int64_t))
+    cdef int64_t *current
+    if weight == NULL:
+        raise MemoryError()
+    current = weight + n
+    try:
+        for i in range(n):
+            weight[i] = reduced[i]
+            total += weight[i]
+        schedule = PyList_New(total)
+        for step in range(total):
+            best = 0
+            for i in range(n):
+                current[i] += weight[i]
+                if current[i] > current[best]:
+                    best = i
+            current[best] -= total
+            node = best
+            Py_INCREF(node)
+            PyList_SET_ITEM(schedule, step, node)
+        return schedule
+    finally:
+        PyMem_RawFree(weight)
+
+
+# -- the garbage collector as a grace period (free-threaded builds) ------------
+
+cdef gp_atomic_u64 _gc_started      # collections started so far
+cdef gp_atomic_u64 _gc_finished     # the number of the last collection that finished
+
+
+def _on_gc(phase, info):
+    if phase == "start":
+        gp_u64_fetch_add(&_gc_started, 1)
+    elif phase == "stop":
+        gp_u64_store(&_gc_finished, gp_u64_load(&_gc_started))
+
+
+if FREE_THREADED:
+    _gc.callbacks.append(_on_gc)
+
+# Retired memberships a pool keeps before it asks for a collection itself.
+DEF RETIRED_COLLECT_AT = 64
+
+
+# -- state ----------------------------------------------------------------------
+
+cdef struct gp_members:
     Py_ssize_t n                      # number of nodes, >= 1
-    uint64_t n_inv                    # gp_reciprocal(n), for gp_mod
+    uint64_t n_inv                    # gp_reciprocal(n)
+    uint64_t period                   # schedule slots (n when unweighted)
+    uint64_t period_inv               # gp_reciprocal(period)
+    uint32_t *schedule                # node of each slot; NULL when unweighted
     gp_atomic_i64 cooling             # non-zero deadlines + marks in flight
+    gp_atomic_u64 *failed_until       # n deadlines, contiguous (read by selection)
+    gp_atomic_u64 *consecutive        # n: cooldowns entered since the last success
+    gp_atomic_u64 *total              # n: failures ever reported
+    PyObject **items                  # the nodes, borrowed from the owner's tuple
+    PyObject *owner                   # the _Members object that frees this block
+
+
+cdef struct gp_core:
+    gp_atomic_u64 members             # the current gp_members *, as an integer
     gp_atomic_i64 test_now            # test clock in ns, or -1 for the real clock
-    gp_atomic_u64 *failed_until       # n deadlines, contiguous (read-mostly)
-    gp_padded_u64 *cursors            # n_stripes cursors, one cache line each
-    uint64_t stripe_mask              # n_stripes - 1 (n_stripes is a power of two)
-    void *allocation                  # what to free
+    uint64_t stripe_mask              # stripes - 1 (a power of two)
+    uint64_t base_ns                  # backoff policy: first cooldown
+    uint64_t max_ns                   # backoff policy: cap
+    gp_padded_u64 *cursors            # one cache line per stripe
+    void *allocation
 
 
-cdef gp_core *_core_new(Py_ssize_t n, Py_ssize_t n_stripes) noexcept nogil:
-    """One zeroed block: [core | cursors | deadlines], aligned to a cache line."""
-    cdef size_t line = GP_CACHE_LINE
-    cdef size_t core_bytes = (sizeof(gp_core) + line - 1) // line * line
-    cdef size_t cursor_bytes = <size_t>n_stripes * sizeof(gp_padded_u64)
-    cdef size_t deadline_bytes = <size_t>n * sizeof(gp_atomic_u64)
-    cdef char *raw = <char *>PyMem_RawCalloc(1, line + core_bytes + cursor_bytes + deadline_bytes)
-    if raw == NULL:
-        return NULL
-    cdef char *base = <char *>((<uintptr_t>raw + line - 1) // line * line)
-    cdef gp_core *core = <gp_core *>base
-    core.allocation = raw
-    core.n = n
-    core.n_inv = gp_reciprocal(<uint64_t>n)
-    core.stripe_mask = <uint64_t>n_stripes - 1
-    core.cursors = <gp_padded_u64 *>(base + core_bytes)
-    core.failed_until = <gp_atomic_u64 *>(base + core_bytes + cursor_bytes)
-    gp_i64_store(&core.test_now, -1)
-    return core
+cdef class _Members:
+    """One membership: the nodes tuple, weights, and the C block of their state."""
+
+    cdef gp_members *m
+    cdef void *allocation
+    cdef readonly tuple nodes
+    cdef readonly tuple weights       # None when all equal
+    cdef dict positions               # endpoint -> tuple of indices (built lazily)
+
+    def __cinit__(self, tuple nodes not None, weights, schedule):
+        cdef Py_ssize_t n = PyTuple_GET_SIZE(nodes), i
+        cdef Py_ssize_t period = n if schedule is None else len(schedule)
+        cdef size_t line = GP_CACHE_LINE
+        cdef size_t head = (sizeof(gp_members) + line - 1) // line * line
+        cdef size_t per_array = (<size_t>n * sizeof(gp_atomic_u64) + line - 1) // line * line
+        cdef char *raw
+        cdef char *base
+        if n == 0:
+            raise ValueError("EndpointPool requires at least one node")
+        raw = <char *>PyMem_RawCalloc(1, line + head + 3 * per_array
+                                      + (0 if schedule is None else <size_t>period * sizeof(uint32_t)))
+        if raw == NULL:
+            raise MemoryError()
+        base = <char *>((<uintptr_t>raw + line - 1) // line * line)
+        self.allocation = raw
+        self.m = <gp_members *>base
+        self.m.n = n
+        self.m.n_inv = gp_reciprocal(<uint64_t>n)
+        self.m.period = <uint64_t>period
+        self.m.period_inv = gp_reciprocal(<uint64_t>period)
+        self.m.failed_until = <gp_atomic_u64 *>(base + head)
+        self.m.consecutive = <gp_atomic_u64 *>(base + head + per_array)
+        self.m.total = <gp_atomic_u64 *>(base + head + 2 * per_array)
+        if schedule is not None:
+            self.m.schedule = <uint32_t *>(base + head + 3 * per_array)
+            for i in range(period):
+                self.m.schedule[i] = <uint32_t>schedule[i]
+        self.nodes = nodes
+        self.weights = weights
+        self.m.items = PySequence_Fast_ITEMS(nodes)
+        self.m.owner = <PyObject *>self
+
+    def __dealloc__(self):
+        PyMem_RawFree(self.allocation)
+
+    cdef tuple indices_of(self, object endpoint):
+        """Every index holding ``endpoint`` (duplicates are separate slots)."""
+        cdef dict positions = self.positions
+        if positions is None:
+            positions = {}
+            for i, node in enumerate(self.nodes):
+                positions[node] = positions.get(node, ()) + (i,)
+            self.positions = positions  # racing builders build the same dict
+        return positions.get(endpoint, ())
+
+
+cdef inline gp_members *_current(gp_core *core) noexcept nogil:
+    return <gp_members *><uintptr_t>gp_u64_load_acquire(&core.members)
 
 
 cdef inline uint64_t _now(gp_core *core) noexcept nogil:
@@ -136,86 +276,151 @@ cdef inline uint64_t _now(gp_core *core) noexcept nogil:
     return gp_monotonic_ns()
 
 
-cdef Py_ssize_t _earliest(gp_core *core) noexcept nogil:
-    """Index of the smallest deadline; the first one wins a tie."""
-    cdef Py_ssize_t i, best = 0
-    cdef uint64_t deadline, best_deadline = gp_u64_load(&core.failed_until[0])
-    for i in range(1, core.n):
-        deadline = gp_u64_load(&core.failed_until[i])
-        if deadline < best_deadline:
-            best = i
-            best_deadline = deadline
-    return best
-
+# -- selection --------------------------------------------------------------------
 
 cdef inline gp_atomic_u64 *_cursor(gp_core *core) noexcept nogil:
     """This thread's stripe."""
     return &core.cursors[gp_thread_slot() & core.stripe_mask].value
 
 
-cdef inline Py_ssize_t _select_at(gp_core *core, gp_atomic_u64 *cursor, uint64_t now) noexcept nogil:
-    """The seed's selection: at most n round-robin candidates, skip cooling nodes,
-    else the node whose cooldown ends first.  Never fails."""
-    cdef uint64_t n = <uint64_t>core.n
-    cdef uint64_t deadline
-    cdef Py_ssize_t tries, idx
-    for tries in range(core.n):
-        idx = <Py_ssize_t>gp_mod(gp_u64_fetch_add(cursor, 1), n, core.n_inv)
-        deadline = gp_u64_load(&core.failed_until[idx])
-        if deadline <= now:
-            # An expired deadline is cleared here, once (the CAS fails if a new
-            # mark raced in), so that the pool returns to the clock-free path.
-            if deadline != 0 and gp_u64_cas(&core.failed_until[idx], deadline, 0):
-                gp_i64_fetch_add(&core.cooling, -1)
+cdef inline Py_ssize_t _node_at(gp_members *m, uint64_t position) noexcept nogil:
+    if m.schedule == NULL:
+        return <Py_ssize_t>gp_mod(position, <uint64_t>m.n, m.n_inv)
+    return m.schedule[gp_mod(position, m.period, m.period_inv)]
+
+
+cdef Py_ssize_t _earliest(gp_members *m) noexcept nogil:
+    """Index of the smallest deadline; the first one wins a tie."""
+    cdef Py_ssize_t i, best = 0
+    cdef uint64_t deadline, best_deadline = gp_u64_load(&m.failed_until[0])
+    for i in range(1, m.n):
+        deadline = gp_u64_load(&m.failed_until[i])
+        if deadline < best_deadline:
+            best = i
+            best_deadline = deadline
+    return best
+
+
+cdef inline bint _healthy_at(gp_members *m, Py_ssize_t idx, uint64_t now) noexcept nogil:
+    """Whether node idx is selectable at ``now``; an expired deadline is cleared
+    here, once (the CAS fails if a new mark raced in), so that the pool returns to
+    the clock-free path."""
+    cdef uint64_t deadline = gp_u64_load(&m.failed_until[idx])
+    if deadline > now:
+        return False
+    if deadline != 0 and gp_u64_cas(&m.failed_until[idx], deadline, 0):
+        gp_i64_fetch_add(&m.cooling, -1)
+    return True
+
+
+cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) noexcept nogil:
+    """The seed's selection: at most n candidates in schedule order, skip cooling
+    nodes, else the node whose cooldown ends first.  Never fails."""
+    cdef Py_ssize_t tries, idx, i
+    cdef uint64_t position = 0
+    for tries in range(m.n):
+        position = gp_u64_fetch_add(cursor, 1)
+        idx = _node_at(m, position)
+        if _healthy_at(m, idx, now):
             return idx
-    return _earliest(core)
+    if m.schedule != NULL:
+        # n slots of a weighted schedule may all belong to cooling heavy nodes:
+        # any healthy node beats the earliest-deadline fallback.
+        for i in range(m.n):
+            idx = <Py_ssize_t>gp_mod(position + <uint64_t>i, <uint64_t>m.n, m.n_inv)
+            if _healthy_at(m, idx, now):
+                return idx
+    return _earliest(m)
 
 
-cdef inline Py_ssize_t _select(gp_core *core) noexcept nogil:
+cdef inline Py_ssize_t _select(gp_core *core, gp_members *m) noexcept nogil:
     cdef gp_atomic_u64 *cursor = _cursor(core)
-    if gp_i64_load(&core.cooling) <= 0:
+    if gp_i64_load(&m.cooling) <= 0:
         # No deadline anywhere: the candidate is healthy, no clock needed.
-        return <Py_ssize_t>gp_mod(gp_u64_fetch_add(cursor, 1), <uint64_t>core.n, core.n_inv)
-    return _select_at(core, cursor, _now(core))
+        return _node_at(m, gp_u64_fetch_add(cursor, 1))
+    return _select_at(m, cursor, _now(core))
 
 
-cdef void _select_batch(gp_core *core, Py_ssize_t *out, Py_ssize_t k) noexcept nogil:
+cdef void _select_batch(gp_core *core, gp_members *m, Py_ssize_t *out, Py_ssize_t k) noexcept nogil:
     """k selections, as k calls of _select on this thread, with at most one clock
     read; with no deadline anywhere, one fetch_add claims all k positions."""
     cdef gp_atomic_u64 *cursor = _cursor(core)
-    cdef uint64_t n = <uint64_t>core.n
     cdef uint64_t position, now
     cdef Py_ssize_t i
-    if gp_i64_load(&core.cooling) <= 0:
+    if gp_i64_load(&m.cooling) <= 0:
         position = gp_u64_fetch_add(cursor, <uint64_t>k)
         for i in range(k):
-            out[i] = <Py_ssize_t>gp_mod(position + <uint64_t>i, n, core.n_inv)
+            out[i] = _node_at(m, position + <uint64_t>i)
         return
     now = _now(core)
     for i in range(k):
-        out[i] = _select_at(core, cursor, now)
+        out[i] = _select_at(m, cursor, now)
 
 
-cdef void _mark(gp_core *core, Py_ssize_t idx, uint64_t cooldown_ns) noexcept nogil:
-    """Replace node idx's deadline with now + cooldown (0 clears it).
+# -- failures -----------------------------------------------------------------------
 
-    ``cooling`` is raised *before* the deadline becomes visible and lowered only
-    after a non-zero deadline is gone, so it never undercounts: a selection that
-    reads zero may skip the clock safely."""
-    cdef uint64_t now, deadline
+cdef inline uint64_t _backoff_ns(gp_core *core, uint64_t level) noexcept nogil:
+    """base * 2**(level - 1), capped at max (level >= 1)."""
+    cdef uint64_t shift = level - 1
+    if shift >= 63 or core.base_ns > (core.max_ns >> shift):
+        return core.max_ns
+    return core.base_ns << shift
+
+
+cdef inline void _set_deadline(gp_members *m, Py_ssize_t idx, uint64_t old, uint64_t new,
+                               bint *done) noexcept nogil:
+    """CAS old -> new, keeping ``cooling`` an over-count: raised before a non-zero
+    deadline replaces a zero one, lowered only after a non-zero one is gone."""
+    if old == 0 and new != 0:
+        gp_i64_fetch_add(&m.cooling, 1)
+    done[0] = gp_u64_cas(&m.failed_until[idx], old, new)
+    if done[0]:
+        if old != 0 and new == 0:
+            gp_i64_fetch_add(&m.cooling, -1)
+    elif old == 0 and new != 0:
+        gp_i64_fetch_add(&m.cooling, -1)
+
+
+cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t cooldown_ns,
+                    uint64_t *level_out) noexcept nogil:
+    """Record a failure of node idx; return the cooldown if it *entered* one (the
+    node was selectable), else 0.  The deadline becomes max(current, now + cooldown):
+    a new mark never shortens one already further away.  ``cooldown_ns`` 0 clears,
+    POLICY asks the backoff policy.  A failure reported while the node is already
+    cooling belongs to the same outage: it counts in ``total`` but does not raise
+    the backoff level, so a burst of in-flight requests failing together escalates
+    once, as Envoy's ejections do."""
+    cdef uint64_t now, old, deadline, level, ns
+    cdef bint cooling_now, done = False
     if cooldown_ns == 0:
-        if gp_u64_exchange(&core.failed_until[idx], 0) != 0:
-            gp_i64_fetch_add(&core.cooling, -1)
-        return
-    if cooldown_ns == FOREVER:
-        deadline = FOREVER
-    else:
-        now = _now(core)
-        deadline = FOREVER if cooldown_ns >= FOREVER - now else now + cooldown_ns
-    gp_i64_fetch_add(&core.cooling, 1)
-    if gp_u64_exchange(&core.failed_until[idx], deadline) != 0:
-        gp_i64_fetch_add(&core.cooling, -1)
+        if gp_u64_exchange(&m.failed_until[idx], 0) != 0:
+            gp_i64_fetch_add(&m.cooling, -1)
+        return 0
+    now = _now(core)
+    while True:
+        old = gp_u64_load(&m.failed_until[idx])
+        cooling_now = old > now
+        level = gp_u64_load(&m.consecutive[idx])
+        if not cooling_now:
+            level += 1
+        elif level == 0:
+            level = 1
+        ns = _backoff_ns(core, level) if cooldown_ns == POLICY else cooldown_ns
+        deadline = FOREVER if ns >= FOREVER - now else now + ns
+        if cooling_now and old >= deadline:
+            break
+        _set_deadline(m, idx, old, deadline, &done)
+        if done:
+            break
+    gp_u64_fetch_add(&m.total[idx], 1)
+    if cooling_now:
+        return 0
+    gp_u64_fetch_add(&m.consecutive[idx], 1)
+    level_out[0] = level
+    return ns
 
+
+# -- arguments --------------------------------------------------------------------
 
 cdef Py_ssize_t _check_index(object idx, Py_ssize_t n) except -1:
     cdef int overflow = 0
@@ -292,31 +497,57 @@ cdef double _INF = float("inf")
 cdef class EndpointPoolCore:
     """Lock-free round-robin selection with fail-skip cooldowns (the C core).
 
-    Not used directly: ``gonka_pool.EndpointPool`` subclasses it and validates the
-    endpoints.  ``nodes`` is a non-empty tuple of the objects that selection returns.
+    Not used directly: ``gonka_pool.EndpointPool`` subclasses it and validates its
+    arguments.  ``nodes`` is a non-empty tuple of the objects that selection
+    returns; ``weights``/``schedule`` come from ``_policy``; ``start`` is an offset
+    or None for a random one per stripe; cooldowns are in any form mark_failed takes.
     """
 
     cdef gp_core *_core
-    cdef tuple _nodes
-    # _nodes' item array, borrowed (the tuple is immutable and lives as long as the
-    # pool): selection reads it without touching the tuple's reference count, a
-    # cache line that every thread would otherwise write on 3.13t.
-    cdef PyObject **_items
+    cdef _Members _members            # the current membership (written under _update_lock)
+    cdef list _retired                # [(collections started at retirement, _Members)]
+    cdef object _update_lock
+    cdef uint64_t _cursor_origin      # the stripes' starting positions, summed
 
-    def __cinit__(self, tuple nodes not None):
-        cdef Py_ssize_t n = PyTuple_GET_SIZE(nodes)
-        if n == 0:
-            raise ValueError("EndpointPool requires at least one node")
-        self._core = _core_new(n, STRIPES)
-        if self._core == NULL:
+    def __cinit__(self, tuple nodes not None, weights=None, schedule=None, start=0,
+                  base_cooldown=30.0, max_cooldown=300.0):
+        cdef size_t line = GP_CACHE_LINE
+        cdef size_t head = (sizeof(gp_core) + line - 1) // line * line
+        cdef Py_ssize_t stripes = STRIPES, s
+        cdef uint64_t offset
+        cdef uint64_t base_ns = _cooldown_ns(base_cooldown), max_ns = _cooldown_ns(max_cooldown)
+        cdef char *raw
+        cdef char *base
+        if base_ns == 0 or max_ns < base_ns:
+            raise ValueError("need 0 < base_cooldown <= max_cooldown, got "
+                             f"{base_cooldown!r} and {max_cooldown!r}")
+        members = _Members(nodes, weights, schedule)
+        raw = <char *>PyMem_RawCalloc(1, line + head + <size_t>stripes * sizeof(gp_padded_u64))
+        if raw == NULL:
             raise MemoryError()
-        self._nodes = nodes
-        self._items = PySequence_Fast_ITEMS(nodes)
+        base = <char *>((<uintptr_t>raw + line - 1) // line * line)
+        self._core = <gp_core *>base
+        self._core.allocation = raw
+        self._core.cursors = <gp_padded_u64 *>(base + head)
+        self._core.stripe_mask = <uint64_t>stripes - 1
+        self._core.base_ns = base_ns
+        self._core.max_ns = max_ns
+        gp_i64_store(&self._core.test_now, -1)
+        for s in range(stripes):
+            offset = <uint64_t>(_random.getrandbits(63) if start is None else start)
+            gp_u64_store(&self._core.cursors[s].value, offset)
+            self._cursor_origin += offset
+        self._members = members
+        gp_u64_store(&self._core.members, <uintptr_t>members.m)
+        self._retired = []
+        self._update_lock = _Lock()
 
     def __dealloc__(self):
         if self._core != NULL:
             PyMem_RawFree(self._core.allocation)
             self._core = NULL
+
+    # -- selection (the hot path) ------------------------------------------------
 
     def next(self):
         """Return the next healthy endpoint in round-robin order.
@@ -324,12 +555,14 @@ cdef class EndpointPoolCore:
         Nodes inside their cooldown are skipped; when every node is cooling down,
         the one whose cooldown ends first is returned.  Never raises.
         """
-        return <object>self._items[_select(self._core)]
+        cdef gp_members *m = _current(self._core)
+        return <object>m.items[_select(self._core, m)]
 
     def next_indexed(self):
         """Like ``next()``, also returning the node's index for ``mark_failed``."""
-        cdef Py_ssize_t idx = _select(self._core)
-        return (idx, <object>self._items[idx])
+        cdef gp_members *m = _current(self._core)
+        cdef Py_ssize_t idx = _select(self._core, m)
+        return (idx, <object>m.items[idx])
 
     def next_many(self, k):
         """``k`` selections in one call, as ``[pool.next() for _ in range(k)]`` would
@@ -342,59 +575,184 @@ cdef class EndpointPoolCore:
         cdef Py_ssize_t small[64]
         cdef Py_ssize_t *picks = small
         cdef list out = PyList_New(count)
+        cdef gp_members *m
+        cdef _Members pinned
         cdef object node
         if count > 64:
             picks = <Py_ssize_t *>PyMem_RawCalloc(count, sizeof(Py_ssize_t))
             if picks == NULL:
                 raise MemoryError()
+        m = _current(self._core)
         if count >= _NOGIL_MIN:
+            pinned = <_Members>m.owner  # holds the membership while the GIL is released
             with nogil:
-                _select_batch(self._core, picks, count)
+                _select_batch(self._core, m, picks, count)
         else:
-            _select_batch(self._core, picks, count)
+            _select_batch(self._core, m, picks, count)
         for i in range(count):
-            node = <object>self._items[picks[i]]
+            node = <object>m.items[picks[i]]
             Py_INCREF(node)
             PyList_SET_ITEM(out, i, node)
         if picks != small:
             PyMem_RawFree(picks)
         return out
 
-    def mark_failed(self, idx, cooldown):
-        """Skip node ``idx`` for ``cooldown`` (seconds or a timedelta); 0 clears it.
+    # -- failures -----------------------------------------------------------------
 
-        Replaces any earlier deadline.  ``math.inf`` (or anything past ~584 years)
-        means "until cleared".  Raises IndexError, TypeError or ValueError for bad
-        arguments, leaving the pool unchanged.
+    def mark_failed(self, target, cooldown=None):
+        """Skip ``target`` (an index, or a ``GonkaEndpoint`` of the pool) for
+        ``cooldown`` (seconds or a timedelta; 0 clears it; None lets the pool's
+        backoff policy decide).
+
+        The deadline becomes the later of the current one and now + cooldown: a new
+        mark never shortens a cooldown, except 0, which clears.  Returns True, or
+        False when an endpoint target is not in the pool (the mark is ignored).
+        Raises IndexError, TypeError or ValueError for bad arguments, leaving the
+        pool unchanged.
         """
-        cdef Py_ssize_t i = _check_index(idx, self._core.n)
-        _mark(self._core, i, _cooldown_ns(cooldown))
+        cdef uint64_t cooldown_ns = POLICY if cooldown is None else _cooldown_ns(cooldown)
+        cdef uint64_t entered, level = 0
+        cdef gp_members *m
+        cdef Py_ssize_t idx
+        cdef _Members members
+        cdef object node
+        if _is_index(target):
+            m = _current(self._core)
+            idx = _check_index(target, m.n)
+            entered = _fail(self._core, m, idx, cooldown_ns, &level)
+            if entered:
+                node = <object>m.items[idx]
+                _log_cooldown(node, entered, level)
+            return True
+        members = <_Members>_current(self._core).owner
+        indices = members.indices_of(_check_endpoint(target))
+        for idx in indices:
+            entered = _fail(self._core, members.m, idx, cooldown_ns, &level)
+            if entered:
+                _log_cooldown(target, entered, level)
+        return bool(indices)
+
+    def mark_success(self, target):
+        """Reset ``target``'s consecutive-failure count (its backoff level); a
+        cooldown already running is left to run.  Returns True, or False when an
+        endpoint target is not in the pool."""
+        cdef gp_members *m
+        cdef _Members members
+        cdef Py_ssize_t idx
+        if _is_index(target):
+            m = _current(self._core)
+            gp_u64_store(&m.consecutive[_check_index(target, m.n)], 0)
+            return True
+        members = <_Members>_current(self._core).owner
+        indices = members.indices_of(_check_endpoint(target))
+        for idx in indices:
+            gp_u64_store(&members.m.consecutive[idx], 0)
+        return bool(indices)
+
+    # -- membership ------------------------------------------------------------------
+
+    def _replace(self, tuple nodes not None, weights=None, schedule=None):
+        """Swap in a new membership; nodes present before and after keep their
+        deadlines and failure counts (k-th duplicate to k-th duplicate)."""
+        cdef _Members new = _Members(nodes, weights, schedule)
+        cdef _Members old
+        cdef gp_members *o
+        cdef gp_members *m = new.m
+        cdef Py_ssize_t i, j
+        cdef uint64_t deadline
+        with self._update_lock:
+            old = self._members
+            o = old.m
+            seen = {}
+            pairs = []
+            for j in range(m.n):
+                node = nodes[j]
+                k = seen.get(node, 0)
+                seen[node] = k + 1
+                same = old.indices_of(node)
+                if k < len(same):
+                    pairs.append((same[k], j))
+            for i, j in pairs:
+                gp_u64_store(&m.consecutive[j], gp_u64_load(&o.consecutive[i]))
+                gp_u64_store(&m.total[j], gp_u64_load(&o.total[i]))
+                deadline = gp_u64_load(&o.failed_until[i])
+                if deadline != 0:
+                    gp_u64_store(&m.failed_until[j], deadline)
+                    gp_i64_fetch_add(&m.cooling, 1)
+            gp_u64_exchange_acq_rel(&self._core.members, <uintptr_t>m)
+            self._members = new
+            # Marks that landed on the old set between the copy and the swap.
+            for i, j in pairs:
+                deadline = gp_u64_load(&o.failed_until[i])
+                if deadline > gp_u64_load(&m.failed_until[j]):
+                    _raise_deadline(m, j, deadline)
+            self._retire(old)
+
+    cdef _retire(self, _Members old):
+        if not FREE_THREADED:
+            return  # with the GIL no reader can be inside old; pins keep it alive
+        finished = gp_u64_load(&_gc_finished)
+        self._retired = [entry for entry in self._retired if entry[0] >= finished]
+        self._retired.append((gp_u64_load(&_gc_started), old))
+        if len(self._retired) >= RETIRED_COLLECT_AT:
+            _gc.collect()
+            finished = gp_u64_load(&_gc_finished)
+            self._retired = [entry for entry in self._retired if entry[0] >= finished]
+
+    # -- reading ---------------------------------------------------------------------
+
+    def snapshot(self):
+        """One ``EndpointState`` per node, in pool order; lock-free, never blocks
+        selection."""
+        cdef _Members members = <_Members>_current(self._core).owner
+        cdef gp_members *m = members.m
+        cdef uint64_t now = _now(self._core), deadline
+        cdef Py_ssize_t i
+        states = []
+        for i in range(m.n):
+            deadline = gp_u64_load(&m.failed_until[i])
+            states.append(_EndpointState(
+                members.nodes[i],
+                1 if members.weights is None else members.weights[i],
+                deadline <= now,
+                0.0 if deadline <= now else (_INF if deadline == FOREVER else (deadline - now) / 1e9),
+                gp_u64_load(&m.consecutive[i]),
+                gp_u64_load(&m.total[i]),
+            ))
+        return tuple(states)
+
+    @property
+    def endpoints(self):
+        """The endpoints, in pool order, as a tuple."""
+        return (<_Members>_current(self._core).owner).nodes
+
+    @property
+    def weights(self):
+        """The weights, one per endpoint (all 1 when not given)."""
+        cdef _Members members = <_Members>_current(self._core).owner
+        return (1,) * len(members.nodes) if members.weights is None else members.weights
 
     def is_empty(self):
         """Always False: a pool cannot be built without endpoints."""
         return False
 
     def __len__(self):
-        return self._core.n
+        return _current(self._core).n
 
     def __bool__(self):
         return True
 
     def __getitem__(self, key):
+        cdef tuple nodes = self.endpoints
         if type(key) is slice:
-            return self._nodes[key]
-        return self._nodes[_check_sequence_index(key, self._core.n)]
+            return nodes[key]
+        return nodes[_check_sequence_index(key, len(nodes))]
 
     def __iter__(self):
-        return iter(self._nodes)
+        return iter(self.endpoints)
 
     def __contains__(self, item):
-        return item in self._nodes
-
-    @property
-    def endpoints(self):
-        """The endpoints, in pool order, as a tuple."""
-        return self._nodes
+        return item in self.endpoints
 
     # -- test and benchmark hooks (not public API) ---------------------------
 
@@ -405,29 +763,34 @@ cdef class EndpointPoolCore:
     def _state(self):
         """(selections so far, cooling, deadlines) exactly as stored, for the twin
         comparison; the first is the sum of the stripes' cursors."""
+        cdef gp_members *m = _current(self._core)
         cdef uint64_t cursor_sum = 0
         cdef uint64_t stripe
         for stripe in range(self._core.stripe_mask + 1):
             cursor_sum += gp_u64_load(&self._core.cursors[stripe].value)
-        return (cursor_sum,
-                gp_i64_load(&self._core.cooling),
-                [gp_u64_load(&self._core.failed_until[i]) for i in range(self._core.n)])
+        return (cursor_sum - self._cursor_origin,
+                gp_i64_load(&m.cooling),
+                [gp_u64_load(&m.failed_until[i]) for i in range(m.n)])
 
     def _next_releasing_gil(self):
         """``next()`` with the GIL released around the selection (GIL benchmark)."""
+        cdef gp_members *m = _current(self._core)
+        cdef _Members pinned = <_Members>m.owner
         cdef Py_ssize_t idx
         with nogil:
-            idx = _select(self._core)
-        return <object>self._items[idx]
+            idx = _select(self._core, m)
+        return <object>m.items[idx]
 
     def _select_loop(self, Py_ssize_t k, bint release_gil=True):
         """k selections in C, returning how often each node was chosen (the
         benchmark of the core alone and the exact-balance test)."""
+        cdef gp_members *m = _current(self._core)
+        cdef _Members pinned = <_Members>m.owner
         cdef Py_ssize_t i
         # Padded by a cache line on each side: two threads' counters must not share
         # a line, or the loop measures false sharing instead of the core.
         cdef Py_ssize_t pad = GP_CACHE_LINE // sizeof(Py_ssize_t)
-        cdef Py_ssize_t *block = <Py_ssize_t *>PyMem_RawCalloc(self._core.n + 2 * pad, sizeof(Py_ssize_t))
+        cdef Py_ssize_t *block = <Py_ssize_t *>PyMem_RawCalloc(m.n + 2 * pad, sizeof(Py_ssize_t))
         cdef Py_ssize_t *counts = block + pad
         if block == NULL:
             raise MemoryError()
@@ -435,17 +798,41 @@ cdef class EndpointPoolCore:
             if release_gil:
                 with nogil:
                     for i in range(k):
-                        counts[_select(self._core)] += 1
+                        counts[_select(self._core, m)] += 1
             else:
                 for i in range(k):
-                    counts[_select(self._core)] += 1
-            return [counts[i] for i in range(self._core.n)]
+                    counts[_select(self._core, m)] += 1
+            return [counts[i] for i in range(m.n)]
         finally:
             PyMem_RawFree(block)
 
     def __reduce__(self):
         raise TypeError(f"cannot pickle {type(self).__name__!r} object: rebuild it from "
                         "pool.endpoints instead (cooldown state is per process)")
+
+
+cdef void _raise_deadline(gp_members *m, Py_ssize_t idx, uint64_t deadline) noexcept nogil:
+    """Raise node idx's deadline to at least ``deadline`` (never lowers it)."""
+    cdef uint64_t old
+    cdef bint done = False
+    while True:
+        old = gp_u64_load(&m.failed_until[idx])
+        if old >= deadline:
+            return
+        _set_deadline(m, idx, old, deadline, &done)
+        if done:
+            return
+
+
+cdef inline bint _is_index(object target):
+    return type(target) is int or (not isinstance(target, _Endpoint) and hasattr(type(target), "__index__"))
+
+
+cdef object _check_endpoint(object target):
+    if not isinstance(target, _Endpoint):
+        raise TypeError("target must be an endpoint index (int) or a GonkaEndpoint, "
+                        f"not {type(target).__name__}")
+    return target
 
 
 cdef Py_ssize_t _check_count(object k) except -1:

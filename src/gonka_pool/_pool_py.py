@@ -9,19 +9,26 @@ it thread-safe with the GIL off as well.
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from datetime import timedelta
 from operator import index as _index
 
+from ._endpoint import GonkaEndpoint
+from ._policy import EndpointState, log_cooldown
+
 __all__ = ["EndpointPoolCore"]
 
 ATOMICS = "python-lock"
 STRIPES = 1  # one lock-protected cursor
+FREE_THREADED = False  # nothing here depends on it
 NEXT_MANY_NOGIL_MIN = 0  # no GIL to release in Python code
 
 # Deadline meaning "until cleared"; also where every addition saturates.
 FOREVER = 2**64 - 1
+# mark_failed's cooldown when the pool's backoff policy decides.
+POLICY = 2**64 - 2
 NS_PER_S = 1_000_000_000
 # Whole seconds at or above which the cooldown saturates to FOREVER; as a float,
 # the nanosecond count that does.
@@ -112,88 +119,160 @@ def _check_sequence_index(key: object, n: int) -> int:
     return key
 
 
-class EndpointPoolCore:
-    """Round-robin selection with fail-skip cooldowns (the pure-Python twin).
+class _Members:
+    """One membership: nodes, weights, schedule and the nodes' state."""
 
-    Not used directly: ``gonka_pool.EndpointPool`` subclasses it and validates the
-    endpoints.  ``nodes`` is a non-empty tuple of the objects that selection returns.
-    """
+    __slots__ = ("nodes", "weights", "schedule", "n", "period", "cooling",
+                 "failed_until", "consecutive", "total", "positions")
 
-    __slots__ = ("_nodes", "_n", "_lock", "_cursor", "_cooling", "_test_now", "_failed_until")
-
-    def __new__(cls, nodes: tuple):
+    def __init__(self, nodes: tuple, weights, schedule) -> None:
         if type(nodes) is not tuple:
             raise TypeError(f"nodes must be a tuple, not {type(nodes).__name__}")
         if not nodes:
             raise ValueError("EndpointPool requires at least one node")
+        self.nodes = nodes
+        self.weights = weights  # None when all equal
+        self.schedule = None if schedule is None else list(schedule)
+        self.n = len(nodes)
+        self.period = self.n if schedule is None else len(self.schedule)
+        self.cooling = 0  # non-zero deadlines (+ marks in flight, always 0 here)
+        self.failed_until = [0] * self.n
+        self.consecutive = [0] * self.n
+        self.total = [0] * self.n
+        self.positions = None
+
+    def indices_of(self, endpoint) -> tuple:
+        """Every index holding ``endpoint`` (duplicates are separate slots)."""
+        if self.positions is None:
+            positions: dict = {}
+            for i, node in enumerate(self.nodes):
+                positions[node] = positions.get(node, ()) + (i,)
+            self.positions = positions
+        return self.positions.get(endpoint, ())
+
+    def node_at(self, position: int) -> int:
+        if self.schedule is None:
+            return position % self.n
+        return self.schedule[position % self.period]
+
+    def earliest(self) -> int:
+        """Index of the smallest deadline; the first one wins a tie."""
+        return self.failed_until.index(min(self.failed_until))
+
+    def healthy_at(self, idx: int, now: int) -> bool:
+        deadline = self.failed_until[idx]
+        if deadline > now:
+            return False
+        if deadline != 0:
+            self.failed_until[idx] = 0
+            self.cooling -= 1
+        return True
+
+
+class EndpointPoolCore:
+    """Round-robin selection with fail-skip cooldowns (the pure-Python twin).
+
+    Not used directly: ``gonka_pool.EndpointPool`` subclasses it and validates its
+    arguments.  One lock per pool guards everything; selection takes it once.
+    """
+
+    __slots__ = ("_members", "_lock", "_cursor", "_cursor_origin", "_test_now", "_base_ns", "_max_ns")
+
+    def __new__(cls, nodes: tuple, weights=None, schedule=None, start=0,
+                base_cooldown=30.0, max_cooldown=300.0):
+        base_ns, max_ns = _cooldown_ns(base_cooldown), _cooldown_ns(max_cooldown)
+        if base_ns == 0 or max_ns < base_ns:
+            raise ValueError(
+                "need 0 < base_cooldown <= max_cooldown, got "
+                f"{base_cooldown!r} and {max_cooldown!r}"
+            )
         self = object.__new__(cls)
-        self._nodes = nodes
-        self._n = len(nodes)
+        self._members = _Members(nodes, weights, schedule)
         self._lock = threading.Lock()
-        self._cursor = 0  # one stripe, as in the C core
-        self._cooling = 0  # non-zero deadlines (+ marks in flight, always 0 here)
+        # One cursor: under one lock a stripe per thread would gain nothing.
+        self._cursor = random.getrandbits(63) if start is None else start
+        self._cursor_origin = self._cursor
         self._test_now = -1  # test clock in ns, or -1 for the real clock
-        self._failed_until = [0] * self._n
+        self._base_ns = base_ns
+        self._max_ns = max_ns
         return self
 
     def _now(self) -> int:
         fake = self._test_now
         return fake if fake >= 0 else time.monotonic_ns()
 
-    def _earliest(self) -> int:
-        """Index of the smallest deadline; the first one wins a tie."""
-        failed_until = self._failed_until
-        return failed_until.index(min(failed_until))
+    # -- selection (lock held) ---------------------------------------------------
 
-    def _select_at(self, now: int) -> int:
-        """The seed's selection: at most n round-robin candidates, skip cooling
-        nodes, else the node whose cooldown ends first.  Call with the lock held."""
-        n = self._n
-        failed_until = self._failed_until
-        for _ in range(n):
-            idx = self._cursor % n
+    def _select_at(self, m: _Members, now: int) -> int:
+        """The seed's selection: at most n candidates in schedule order, skip
+        cooling nodes, else the node whose cooldown ends first."""
+        position = 0
+        for _ in range(m.n):
+            position = self._cursor
             self._cursor += 1
-            deadline = failed_until[idx]
-            if deadline <= now:
-                if deadline != 0:
-                    failed_until[idx] = 0
-                    self._cooling -= 1
+            idx = m.node_at(position)
+            if m.healthy_at(idx, now):
                 return idx
-        return self._earliest()
+        if m.schedule is not None:
+            for i in range(m.n):
+                idx = (position + i) % m.n
+                if m.healthy_at(idx, now):
+                    return idx
+        return m.earliest()
 
-    def _select(self) -> int:
-        """Lock held.  One cursor: under one lock a stripe per thread gains nothing."""
-        if self._cooling <= 0:
-            idx = self._cursor % self._n
+    def _select(self, m: _Members) -> int:
+        if m.cooling <= 0:
+            position = self._cursor
             self._cursor += 1
-            return idx
-        return self._select_at(self._now())
+            return m.node_at(position)
+        return self._select_at(m, self._now())
 
-    def _select_batch(self, k: int) -> list:
-        """k selections with at most one clock read.  Lock held."""
-        n = self._n
-        if self._cooling <= 0:
+    def _select_batch(self, m: _Members, k: int) -> list:
+        """k selections with at most one clock read."""
+        if m.cooling <= 0:
             position = self._cursor
             self._cursor += k
-            return [(position + i) % n for i in range(k)]
+            return [m.node_at(position + i) for i in range(k)]
         now = self._now()
-        return [self._select_at(now) for _ in range(k)]
+        return [self._select_at(m, now) for _ in range(k)]
 
-    def _mark(self, idx: int, cooldown_ns: int) -> None:
-        """Replace node idx's deadline with now + cooldown (0 clears it).  Lock held."""
-        failed_until = self._failed_until
+    # -- failures (lock held) ----------------------------------------------------
+
+    def _backoff_ns(self, level: int) -> int:
+        shift = level - 1
+        if shift >= 63 or self._base_ns > (self._max_ns >> shift):
+            return self._max_ns
+        return self._base_ns << shift
+
+    def _fail(self, m: _Members, idx: int, cooldown_ns: int) -> tuple[int, int]:
+        """Record a failure of node idx; return (cooldown, level) if it entered a
+        cooldown, else (0, 0).  See _pool.pyx's _fail for the rules."""
         if cooldown_ns == 0:
-            if failed_until[idx] != 0:
-                self._cooling -= 1
-            failed_until[idx] = 0
-            return
-        if cooldown_ns == FOREVER:
-            deadline = FOREVER
-        else:
-            deadline = min(self._now() + cooldown_ns, FOREVER)
-        if failed_until[idx] == 0:
-            self._cooling += 1
-        failed_until[idx] = deadline
+            if m.failed_until[idx] != 0:
+                m.cooling -= 1
+            m.failed_until[idx] = 0
+            return (0, 0)
+        now = self._now()
+        old = m.failed_until[idx]
+        cooling_now = old > now
+        level = m.consecutive[idx]
+        if not cooling_now:
+            level += 1
+        elif level == 0:
+            level = 1
+        ns = self._backoff_ns(level) if cooldown_ns == POLICY else cooldown_ns
+        deadline = FOREVER if ns >= FOREVER - now else now + ns
+        if not (cooling_now and old >= deadline):
+            if old == 0:
+                m.cooling += 1
+            m.failed_until[idx] = deadline
+        m.total[idx] += 1
+        if cooling_now:
+            return (0, 0)
+        m.consecutive[idx] += 1
+        return (ns, level)
+
+    # -- the public surface ------------------------------------------------------
 
     def next(self):
         """Return the next healthy endpoint in round-robin order.
@@ -202,60 +281,141 @@ class EndpointPoolCore:
         the one whose cooldown ends first is returned.  Never raises.
         """
         with self._lock:
-            return self._nodes[self._select()]
+            m = self._members
+            return m.nodes[self._select(m)]
 
     def next_indexed(self):
         """Like ``next()``, also returning the node's index for ``mark_failed``."""
         with self._lock:
-            idx = self._select()
-        return (idx, self._nodes[idx])
+            m = self._members
+            idx = self._select(m)
+        return (idx, m.nodes[idx])
 
     def next_many(self, k) -> list:
         """``k`` selections in one call, as ``[pool.next() for _ in range(k)]`` would
         make them on this thread, with one clock read at most."""
         count = _check_count(k)
         with self._lock:
-            picks = self._select_batch(count)
-        nodes = self._nodes
+            m = self._members
+            picks = self._select_batch(m, count)
+        nodes = m.nodes
         return [nodes[i] for i in picks]
 
-    def mark_failed(self, idx, cooldown) -> None:
-        """Skip node ``idx`` for ``cooldown`` (seconds or a timedelta); 0 clears it.
+    def mark_failed(self, target, cooldown=None) -> bool:
+        """Skip ``target`` (an index, or a ``GonkaEndpoint`` of the pool) for
+        ``cooldown`` (seconds or a timedelta; 0 clears it; None lets the pool's
+        backoff policy decide).
 
-        Replaces any earlier deadline.  ``math.inf`` (or anything past ~584 years)
-        means "until cleared".  Raises IndexError, TypeError or ValueError for bad
-        arguments, leaving the pool unchanged.
+        The deadline becomes the later of the current one and now + cooldown: a new
+        mark never shortens a cooldown, except 0, which clears.  Returns True, or
+        False when an endpoint target is not in the pool (the mark is ignored).
+        Raises IndexError, TypeError or ValueError for bad arguments, leaving the
+        pool unchanged.
         """
-        i = _check_index(idx, self._n)
-        cooldown_ns = _cooldown_ns(cooldown)
+        cooldown_ns = POLICY if cooldown is None else _cooldown_ns(cooldown)
+        if _is_index(target):
+            with self._lock:
+                m = self._members
+                idx = _check_index(target, m.n)
+                entered, level = self._fail(m, idx, cooldown_ns)
+            if entered:
+                log_cooldown(m.nodes[idx], entered, level)
+            return True
+        m = self._members
+        indices = m.indices_of(_check_endpoint(target))
+        for idx in indices:
+            with self._lock:
+                entered, level = self._fail(m, idx, cooldown_ns)
+            if entered:
+                log_cooldown(target, entered, level)
+        return bool(indices)
+
+    def mark_success(self, target) -> bool:
+        """Reset ``target``'s consecutive-failure count (its backoff level); a
+        cooldown already running is left to run.  Returns True, or False when an
+        endpoint target is not in the pool."""
+        if _is_index(target):
+            with self._lock:
+                m = self._members
+                m.consecutive[_check_index(target, m.n)] = 0
+            return True
+        m = self._members
+        indices = m.indices_of(_check_endpoint(target))
         with self._lock:
-            self._mark(i, cooldown_ns)
+            for idx in indices:
+                m.consecutive[idx] = 0
+        return bool(indices)
+
+    def _replace(self, nodes: tuple, weights=None, schedule=None) -> None:
+        """Swap in a new membership; nodes present before and after keep their
+        deadlines and failure counts (k-th duplicate to k-th duplicate)."""
+        new = _Members(nodes, weights, schedule)
+        with self._lock:
+            old = self._members
+            seen: dict = {}
+            for j, node in enumerate(nodes):
+                k = seen.get(node, 0)
+                seen[node] = k + 1
+                same = old.indices_of(node)
+                if k < len(same):
+                    i = same[k]
+                    new.consecutive[j] = old.consecutive[i]
+                    new.total[j] = old.total[i]
+                    new.failed_until[j] = old.failed_until[i]
+                    if old.failed_until[i] != 0:
+                        new.cooling += 1
+            self._members = new
+
+    def snapshot(self) -> tuple:
+        """One ``EndpointState`` per node, in pool order."""
+        with self._lock:
+            m = self._members
+            now = self._now()
+            rows = [(m.failed_until[i], m.consecutive[i], m.total[i]) for i in range(m.n)]
+        return tuple(
+            EndpointState(
+                m.nodes[i],
+                1 if m.weights is None else m.weights[i],
+                deadline <= now,
+                0.0 if deadline <= now else (math.inf if deadline == FOREVER else (deadline - now) / 1e9),
+                consecutive,
+                total,
+            )
+            for i, (deadline, consecutive, total) in enumerate(rows)
+        )
+
+    @property
+    def endpoints(self) -> tuple:
+        """The endpoints, in pool order, as a tuple."""
+        return self._members.nodes
+
+    @property
+    def weights(self) -> tuple:
+        """The weights, one per endpoint (all 1 when not given)."""
+        m = self._members
+        return (1,) * m.n if m.weights is None else m.weights
 
     def is_empty(self) -> bool:
         """Always False: a pool cannot be built without endpoints."""
         return False
 
     def __len__(self) -> int:
-        return self._n
+        return self._members.n
 
     def __bool__(self) -> bool:
         return True
 
     def __getitem__(self, key):
+        nodes = self._members.nodes
         if type(key) is slice:
-            return self._nodes[key]
-        return self._nodes[_check_sequence_index(key, self._n)]
+            return nodes[key]
+        return nodes[_check_sequence_index(key, len(nodes))]
 
     def __iter__(self):
-        return iter(self._nodes)
+        return iter(self._members.nodes)
 
     def __contains__(self, item) -> bool:
-        return item in self._nodes
-
-    @property
-    def endpoints(self) -> tuple:
-        """The endpoints, in pool order, as a tuple."""
-        return self._nodes
+        return item in self._members.nodes
 
     # -- test and benchmark hooks (not public API) ---------------------------
 
@@ -265,9 +425,11 @@ class EndpointPoolCore:
             self._test_now = -1 if now_ns is None else now_ns
 
     def _state(self):
-        """(cursor, cooling, deadlines) exactly as stored, for the twin comparison."""
+        """(selections so far, cooling, deadlines) exactly as stored, for the twin
+        comparison."""
         with self._lock:
-            return (self._cursor, self._cooling, list(self._failed_until))
+            m = self._members
+            return ((self._cursor - self._cursor_origin) % 2**64, m.cooling, list(m.failed_until))
 
     def _next_releasing_gil(self):
         """Same as ``next()`` (there is no GIL to release in Python code)."""
@@ -275,11 +437,12 @@ class EndpointPoolCore:
 
     def _select_loop(self, k: int, release_gil: bool = True) -> list:
         """k selections, returning how often each node was chosen."""
-        counts = [0] * self._n
+        m = self._members
+        counts = [0] * m.n
         lock = self._lock
         for _ in range(k):
             with lock:
-                counts[self._select()] += 1
+                counts[self._select(m)] += 1
         return counts
 
     def __reduce__(self):
@@ -287,3 +450,18 @@ class EndpointPoolCore:
             f"cannot pickle {type(self).__name__!r} object: rebuild it from "
             "pool.endpoints instead (cooldown state is per process)"
         )
+
+
+def _is_index(target: object) -> bool:
+    return type(target) is int or (
+        not isinstance(target, GonkaEndpoint) and hasattr(type(target), "__index__")
+    )
+
+
+def _check_endpoint(target: object) -> object:
+    if not isinstance(target, GonkaEndpoint):
+        raise TypeError(
+            "target must be an endpoint index (int) or a GonkaEndpoint, "
+            f"not {type(target).__name__}"
+        )
+    return target

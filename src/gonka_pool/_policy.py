@@ -1,0 +1,126 @@
+"""What both cores share and need no speed: weights, the smooth schedule, the state
+record, the cooldown log line.  Runs at construction and on the failure path only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from math import gcd
+from operator import index
+from typing import NamedTuple
+
+from ._endpoint import GonkaEndpoint
+
+__all__ = ["EndpointState", "MAX_PERIOD", "check_start", "check_weights", "log_cooldown", "smooth_schedule"]
+
+logger = logging.getLogger("gonka_pool")
+
+# Longest schedule (sum of the weights divided by their gcd) a pool precomputes,
+# and the most work (slots x nodes) building it may take.  Weights beyond either
+# are refused rather than silently rounded.
+MAX_PERIOD = 1 << 20
+MAX_SCHEDULE_WORK = 1 << 24
+
+
+class EndpointState(NamedTuple):
+    """One node's state in ``pool.snapshot()``, read without blocking selection."""
+
+    endpoint: GonkaEndpoint
+    weight: int
+    available: bool  # selectable now
+    cooldown_remaining: float  # seconds; 0.0 when available, inf when "until cleared"
+    consecutive_failures: int  # cooldowns entered since the last mark_success
+    total_failures: int  # every mark_failed with a non-zero cooldown
+
+
+def check_weights(weights: Iterable[int] | None, n: int) -> tuple[int, ...] | None:
+    """Positive integer weights, one per endpoint, or None for "all equal"."""
+    if weights is None:
+        return None
+    if isinstance(weights, (str, bytes)):
+        raise TypeError(f"weights must be an iterable of int, not {type(weights).__name__}")
+    try:
+        values = tuple(weights)
+    except TypeError:
+        raise TypeError(f"weights must be an iterable of int, not {type(weights).__name__}") from None
+    if len(values) != n:
+        raise ValueError(f"got {len(values)} weights for {n} endpoints")
+    checked = []
+    for position, weight in enumerate(values):
+        if isinstance(weight, bool) or not hasattr(type(weight), "__index__"):
+            raise TypeError(f"weight {position} must be an int, not {type(weight).__name__}")
+        weight = index(weight)
+        if weight <= 0:
+            raise ValueError(f"weight {position} must be positive, got {weight}")
+        checked.append(weight)
+    period = sum(checked) // gcd(*checked)
+    if period > MAX_PERIOD or (len(set(checked)) > 1 and period * n > MAX_SCHEDULE_WORK):
+        raise ValueError(
+            f"weights too fine-grained: their sum divided by their gcd is {period} "
+            f"schedule slots for {n} endpoints (at most {MAX_PERIOD} slots and "
+            f"{MAX_SCHEDULE_WORK} slots x endpoints)"
+        )
+    return tuple(checked)
+
+
+def smooth_schedule(weights: tuple[int, ...] | None) -> list[int] | None:
+    """The node of each slot of one period, or None when all weights are equal.
+
+    nginx's smooth weighted round robin: every step each node's ``current`` grows by
+    its weight, the node with the largest ``current`` (the lower index on a tie) is
+    picked and pays back the total.  Over a period of sum(w)/gcd(w) slots node i
+    appears exactly w_i/gcd(w) times, interleaved (weights 5,1,1 give a a b a c a a,
+    not a a a a a b c), and any window of sum(weights) consecutive slots is whole
+    periods.  Computed once, so a weighted pick is still one atomic step plus one
+    table read.  The C core computes the same list in C (``_pool._smooth_schedule``).
+    """
+    if weights is None or len(set(weights)) == 1:
+        return None
+    common = gcd(*weights)
+    reduced = tuple(w // common for w in weights)
+    try:
+        from ._pool import _smooth_schedule
+    except ImportError:
+        return smooth_schedule_py(reduced)
+    return _smooth_schedule(reduced)
+
+
+def smooth_schedule_py(reduced: tuple[int, ...]) -> list[int]:
+    """``smooth_schedule`` in Python, for weights already divided by their gcd."""
+    total = sum(reduced)
+    current = [0] * len(reduced)
+    nodes = range(len(reduced))
+    schedule = []
+    for _ in range(total):
+        best = 0
+        for i in nodes:
+            current[i] += reduced[i]
+            if current[i] > current[best]:
+                best = i
+        current[best] -= total
+        schedule.append(best)
+    return schedule
+
+
+def check_start(start: object) -> int | None:
+    """``"random"`` -> None (each cursor stripe at a random offset), or an int >= 0."""
+    if isinstance(start, str):
+        if start != "random":
+            raise ValueError(f"start must be 'random' or an int >= 0, not {start!r}")
+        return None
+    if isinstance(start, bool) or not hasattr(type(start), "__index__"):
+        raise TypeError(f"start must be 'random' or an int >= 0, not {type(start).__name__}")
+    offset = index(start)  # type: ignore[arg-type]
+    if offset < 0:
+        raise ValueError(f"start must be 'random' or an int >= 0, got {offset}")
+    return offset % (1 << 63)
+
+
+def log_cooldown(endpoint: GonkaEndpoint, cooldown_ns: int, failures: int) -> None:
+    """The one log line of the failure path: a node entered its cooldown."""
+    if logger.isEnabledFor(logging.WARNING):
+        seconds = "until cleared" if cooldown_ns >= 2**64 - 1 else f"{cooldown_ns / 1e9:.3f} s"
+        logger.warning(
+            "endpoint %s (%s) entered cooldown for %s (%d consecutive failure%s)",
+            endpoint.base_url, endpoint.address, seconds, failures, "" if failures == 1 else "s",
+        )
