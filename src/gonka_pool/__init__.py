@@ -20,8 +20,9 @@ import sys
 
 from ._endpoint import GonkaEndpoint
 from ._facade import PoolFacade
+from ._policy import EndpointState
 
-__all__ = ["IMPLEMENTATION", "EndpointPool", "GonkaEndpoint"]
+__all__ = ["IMPLEMENTATION", "EndpointPool", "EndpointState", "GonkaEndpoint"]
 __version__ = "0.1.0"
 
 _NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (
@@ -46,9 +47,10 @@ else:
 class EndpointPool(PoolFacade, _Core):
     """Round-robin pool of endpoints that skips nodes in their failure cooldown.
 
-    ``EndpointPool(endpoints)`` takes any non-empty iterable of ``GonkaEndpoint``.
-    Safe to share across threads, with or without the GIL; ``next()``,
-    ``next_indexed()`` and ``mark_failed()`` are lock-free in the C core.
+    ``EndpointPool(endpoints, *, weights=None, start="random", base_cooldown=30.0,
+    max_cooldown=300.0)`` takes any non-empty iterable of ``GonkaEndpoint``.  Safe
+    to share across threads, with or without the GIL; selection and marks are
+    lock-free in the C core.
     """
 
     __slots__ = ()

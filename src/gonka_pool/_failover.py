@@ -165,7 +165,9 @@ def failover_plan(
 
 def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[Any, str]) -> None:
     cooldown, reason = verdict
-    pool.mark_failed(idx, cooldown)
+    # By endpoint, not index: an update() between the pick and the failure may have
+    # moved the node, and the endpoint resolves against the set in force now.
+    pool.mark_failed(endpoint, cooldown)
     if log.isEnabledFor(logging.INFO):
         log.info(
             "node %d %s failed (%s); skipped for %s s",
