@@ -23,7 +23,7 @@ export GONKA_POOL_REQUIRE_C := 1
 # The suite must not pass because something re-enabled the GIL behind its back.
 export PYTHONWARNINGS := error::RuntimeWarning
 
-.PHONY: test test-gil test-ft demo venvs bench bench-pytest clean
+.PHONY: test test-gil test-ft demo venvs bench bench-pytest bench-policy clean
 
 test: test-gil test-ft
 
@@ -51,6 +51,17 @@ bench: $(VENV_GIL)/.installed $(VENV_FT)/.installed
 bench-pytest: $(VENV_GIL)/.installed $(VENV_FT)/.installed
 	$(VENV_GIL)/bin/python -m pytest benchmarks --benchmark-only --benchmark-sort=name
 	PYTHON_GIL=0 $(VENV_FT)/bin/python -m pytest benchmarks --benchmark-only --benchmark-sort=name
+
+# make bench-policy: next() with weights and the policy machinery against the core
+# before them (commit 18e6dc9, built in .bench/prepolicy), on both interpreters.
+PREPOLICY := 18e6dc9
+bench-policy: $(VENV_GIL)/.installed $(VENV_FT)/.installed
+	test -d .bench/prepolicy || git worktree add --detach .bench/prepolicy $(PREPOLICY)
+	for v in $(VENV_GIL) $(VENV_FT); do \
+	  $$v/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: "Cython>=3.1" "setuptools>=77"; \
+	  (cd .bench/prepolicy && ../../$$v/bin/python setup.py -q build_ext --inplace); done
+	$(VENV_GIL)/bin/python benchmarks/policy_overhead.py --baseline $$(ls .bench/prepolicy/src/gonka_pool/_pool.cpython-3*[0-9]-*.so | grep -v 't-' | head -1)
+	PYTHON_GIL=0 $(VENV_FT)/bin/python benchmarks/policy_overhead.py --baseline $$(ls .bench/prepolicy/src/gonka_pool/_pool.cpython-313t-*.so)
 
 $(VENV_GIL)/bin/python:
 	$(PYTHON) -m venv $(VENV_GIL)

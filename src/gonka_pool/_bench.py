@@ -8,8 +8,10 @@ One run, on the running interpreter, measures side by side:
   cursor and a list of deadlines;
 * ``itertools.count pool``: ``next(counter) % n`` plus the deadline check;
 * ``ft_utils AtomicInt64 pool``: the same on Meta's ft_utils, when installed;
-* ``floor``: a bound C method call on a shared object (``lst.__len__()``), the
-  cheapest call Python can make on an object that all threads share;
+* ``floor``: a bound C method call on a shared object: ``lst.__len__()`` (the
+  issue's reference; it allocates a method-wrapper per call) and the stricter
+  ``s.isascii()`` (a METH_NOARGS method returning an immortal bool, like ``next()``
+  minus the selection and the endpoint's reference count);
 
 for 1, 2, ... up to 2x the core count of threads.  Threads start on a barrier; rounds
 are interleaved across implementations and thread counts, and medians are
@@ -125,6 +127,7 @@ def implementations(n_nodes: int) -> dict[str, tuple[Any, str]]:
     if ft_pool is not None:
         impls["ft_utils AtomicInt64 pool"] = (ft_pool(endpoints), "obj.next()")
     impls["floor: lst.__len__()"] = (list(range(n_nodes)), "obj.__len__()")
+    impls["floor: str.isascii()"] = ("".join(["node"] * n_nodes), "obj.isascii()")
     return impls
 
 
@@ -136,13 +139,17 @@ def single_thread_cases(n_nodes: int) -> dict[str, tuple[Any, str, int]]:
     cooling = EndpointPool([GonkaEndpoint(f"https://node{i}.bench", "a") for i in range(1000)])
     for i in range(1000):
         cooling.mark_failed(i, 3600)
+    weighted = EndpointPool(endpoints, weights=range(1, n_nodes + 1))
     cases: dict[str, tuple[Any, str, int]] = {
         "next()": (pool, "obj.next()", 1),
+        "next(), weighted 1..n": (weighted, "obj.next()", 1),
         "next_indexed()": (pool, "obj.next_indexed()", 1),
         "mark_failed(i, 30.0)": (marked, "obj.mark_failed(1, 30.0)", 1),
         "mark_failed(i, 0) (clear)": (marked, "obj.mark_failed(1, 0)", 1),
+        "mark_failed(i) (policy)": (marked, "obj.mark_failed(1)", 1),
         "next(), 1000 nodes all cooling": (cooling, "obj.next()", 1),
         "floor: lst.__len__()": (list(range(n_nodes)), "obj.__len__()", 1),
+        "floor: str.isascii()": ("".join(["node"] * n_nodes), "obj.isascii()", 1),
     }
     if hasattr(pool, "next_many"):
         for k in (16, 256):

@@ -14,6 +14,8 @@ from ._endpoint import GonkaEndpoint
 __all__ = ["EndpointState", "MAX_PERIOD", "check_start", "check_weights", "log_cooldown", "smooth_schedule"]
 
 logger = logging.getLogger("gonka_pool")
+# A library logs; the application decides where it goes (no lastResort stderr).
+logger.addHandler(logging.NullHandler())
 
 # Longest schedule (sum of the weights divided by their gcd) a pool precomputes,
 # and the most work (slots x nodes) building it may take.  Weights beyond either

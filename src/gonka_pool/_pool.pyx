@@ -460,6 +460,8 @@ cdef uint64_t _cooldown_ns(object cooldown) except? 0:
     cdef double seconds
     if type(cooldown) is float:
         seconds = PyFloat_AS_DOUBLE(cooldown)
+    elif type(cooldown) is int:
+        return _seconds_ns(cooldown)
     elif isinstance(cooldown, _timedelta):
         if cooldown < _ZERO_TIMEDELTA:
             raise ValueError(f"cooldown must be >= 0, got {cooldown!r}")
@@ -467,8 +469,6 @@ cdef uint64_t _cooldown_ns(object cooldown) except? 0:
                           + cooldown.microseconds) * 1000)
     elif isinstance(cooldown, bool):
         raise TypeError("cooldown must be a number of seconds or a datetime.timedelta, not bool")
-    elif type(cooldown) is int:
-        return _seconds_ns(cooldown)
     elif hasattr(type(cooldown), "__index__"):
         return _seconds_ns(_index(cooldown))
     elif hasattr(type(cooldown), "__float__"):
