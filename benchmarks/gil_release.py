@@ -1,8 +1,10 @@
-"""Does releasing the GIL around one selection pay?  (The decision recorded in the README.)
+"""Does releasing the GIL around selection pay?  (The decisions recorded in the README.)
 
 Measures, interleaved round by round on the running interpreter, the per-call cost of
 ``pool.next()`` (GIL held), ``pool._next_releasing_gil()`` (``with nogil`` around the
-same selection) and a floor call, and prints medians as ratios to ``next()``.
+same selection) and a floor call, and prints medians as ratios to ``next()``; then,
+for batches of k selections in C (``_select_loop(k)``), what releasing the GIL around
+the loop adds, which sets ``next_many``'s threshold.
 
     python benchmarks/gil_release.py [--rounds 15] [--calls 200000]
 """
@@ -44,6 +46,17 @@ def main() -> None:
     for name, values in samples.items():
         med = statistics.median(values)
         print(f"  {name:26s} {med:7.1f} ns/call   {med / base:5.2f}x next()")
+
+    print("Batches of k selections in C: cost of releasing the GIL around the loop")
+    for k in (64, 256, 1024, 4096, 16384):
+        held, released = [], []
+        calls = max(20, args.calls // k)
+        for _ in range(args.rounds):
+            held.append(timeit.Timer(lambda: pool._select_loop(k, False)).timeit(calls))
+            released.append(timeit.Timer(lambda: pool._select_loop(k, True)).timeit(calls))
+        h, r = statistics.median(held), statistics.median(released)
+        print(f"  k={k:6d}  GIL held {h / calls / k * 1e9:5.2f} ns/pick   released "
+              f"{r / calls / k * 1e9:5.2f} ns/pick   +{(r / h - 1) * 100:5.1f}%")
 
 
 if __name__ == "__main__":

@@ -422,13 +422,19 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
 
 # -- arguments --------------------------------------------------------------------
 
+cdef object _as_int(object value, str what):
+    """``value`` as an exact int; bools and non-integers are a TypeError."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return _index(value)
+
+
 cdef Py_ssize_t _check_index(object idx, Py_ssize_t n) except -1:
     cdef int overflow = 0
     cdef long long i
-    if type(idx) is not int:
-        if isinstance(idx, bool) or not hasattr(type(idx), "__index__"):
-            raise TypeError(f"endpoint index must be an int, not {type(idx).__name__}")
-        idx = _index(idx)
+    idx = _as_int(idx, "endpoint index")
     i = PyLong_AsLongLongAndOverflow(idx, &overflow)
     if overflow or i < 0 or i >= n:
         raise IndexError(f"endpoint index {idx} out of range for a pool of {n}")
@@ -838,10 +844,7 @@ cdef object _check_endpoint(object target):
 cdef Py_ssize_t _check_count(object k) except -1:
     cdef int overflow = 0
     cdef long long count
-    if type(k) is not int:
-        if isinstance(k, bool) or not hasattr(type(k), "__index__"):
-            raise TypeError(f"count must be an int, not {type(k).__name__}")
-        k = _index(k)
+    k = _as_int(k, "count")
     count = PyLong_AsLongLongAndOverflow(k, &overflow)
     if overflow < 0 or (overflow == 0 and count < 0):
         raise ValueError(f"count must be >= 0, got {k!r}")

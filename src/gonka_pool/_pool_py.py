@@ -37,11 +37,17 @@ SATURATING_NS_DOUBLE = 18446744073709551616.0
 _ZERO_TIMEDELTA = timedelta(0)
 
 
+def _as_int(value: object, what: str) -> int:
+    """``value`` as an exact int; bools and non-integers are a TypeError."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return _index(value)  # type: ignore[arg-type]
+
+
 def _check_index(idx: object, n: int) -> int:
-    if type(idx) is not int:
-        if isinstance(idx, bool) or not hasattr(type(idx), "__index__"):
-            raise TypeError(f"endpoint index must be an int, not {type(idx).__name__}")
-        idx = _index(idx)
+    idx = _as_int(idx, "endpoint index")
     if idx < 0 or idx >= n:
         raise IndexError(f"endpoint index {idx} out of range for a pool of {n}")
     return idx
@@ -96,10 +102,7 @@ def _cooldown_ns(cooldown: object) -> int:
 
 
 def _check_count(k: object) -> int:
-    if type(k) is not int:
-        if isinstance(k, bool) or not hasattr(type(k), "__index__"):
-            raise TypeError(f"count must be an int, not {type(k).__name__}")
-        k = _index(k)  # type: ignore[arg-type]
+    k = _as_int(k, "count")
     if k < 0:
         raise ValueError(f"count must be >= 0, got {k!r}")
     if k > 1 << 40:
