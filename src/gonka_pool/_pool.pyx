@@ -216,7 +216,7 @@ cdef class _Members:
     cdef void *allocation
     cdef readonly tuple nodes
     cdef readonly tuple weights       # None when all equal
-    cdef dict positions               # endpoint -> tuple of indices (built lazily)
+    cdef dict positions               # endpoint -> tuple of indices, read-only once built
 
     def __cinit__(self, tuple nodes not None, weights, schedule):
         cdef Py_ssize_t n = PyTuple_GET_SIZE(nodes), i
@@ -250,19 +250,19 @@ cdef class _Members:
         self.weights = weights
         self.m.items = PySequence_Fast_ITEMS(nodes)
         self.m.owner = <PyObject *>self
+        # Built before the membership is published, so readers never race a writer.
+        positions = {}
+        for i in range(n):
+            node = nodes[i]
+            positions[node] = positions.get(node, ()) + (i,)
+        self.positions = positions
 
     def __dealloc__(self):
         PyMem_RawFree(self.allocation)
 
     cdef tuple indices_of(self, object endpoint):
         """Every index holding ``endpoint`` (duplicates are separate slots)."""
-        cdef dict positions = self.positions
-        if positions is None:
-            positions = {}
-            for i, node in enumerate(self.nodes):
-                positions[node] = positions.get(node, ()) + (i,)
-            self.positions = positions  # racing builders build the same dict
-        return positions.get(endpoint, ())
+        return self.positions.get(endpoint, ())
 
 
 cdef inline gp_members *_current(gp_core *core) noexcept nogil:

@@ -142,15 +142,13 @@ class _Members:
         self.failed_until = [0] * self.n
         self.consecutive = [0] * self.n
         self.total = [0] * self.n
-        self.positions = None
+        positions: dict = {}
+        for i, node in enumerate(nodes):
+            positions[node] = positions.get(node, ()) + (i,)
+        self.positions = positions  # read-only once built
 
     def indices_of(self, endpoint) -> tuple:
         """Every index holding ``endpoint`` (duplicates are separate slots)."""
-        if self.positions is None:
-            positions: dict = {}
-            for i, node in enumerate(self.nodes):
-                positions[node] = positions.get(node, ()) + (i,)
-            self.positions = positions
         return self.positions.get(endpoint, ())
 
     def node_at(self, position: int) -> int:
