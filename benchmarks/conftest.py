@@ -5,21 +5,20 @@ from __future__ import annotations
 import pytest
 
 from gonka_pool import GonkaEndpoint, _pool_py
-from gonka_pool._facade import PoolFacade
 
 try:
     from gonka_pool import _pool as _pool_c
 except ImportError:  # pragma: no cover
     _pool_c = None
 
-CORES = {"pure-python": _pool_py.EndpointPoolCore}
+CLASSES = {"pure-python": _pool_py.EndpointPool}
 if _pool_c is not None:
-    CORES["c"] = _pool_c.EndpointPoolCore
+    CLASSES["c"] = _pool_c.EndpointPool
 
 
-@pytest.fixture(params=sorted(CORES), scope="session")
+@pytest.fixture(params=sorted(CLASSES), scope="session")
 def pool_class(request):
-    return type("EndpointPool", (PoolFacade, CORES[request.param]), {"__slots__": ()})
+    return CLASSES[request.param]
 
 
 @pytest.fixture

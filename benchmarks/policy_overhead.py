@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     endpoints = [GonkaEndpoint(f"https://n{i}.example", f"a{i}") for i in range(8)]
-    old = load_baseline(args.baseline).EndpointPoolCore(tuple(endpoints))
+    old = load_baseline(args.baseline).EndpointPoolCore(tuple(endpoints))  # its name then
     cases = {
         "before the policies": old,
         "now, equal weights": EndpointPool(endpoints),

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from gonka_pool import GonkaEndpoint, _pool_py
-from gonka_pool._facade import PoolFacade
 
 try:
     from gonka_pool import _pool as _pool_c
@@ -42,11 +41,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-def _pool_class(core: type) -> type:
-    # The same composition as gonka_pool.EndpointPool, for either core.
-    return type("EndpointPool", (PoolFacade, core), {"__slots__": (), "__module__": __name__})
-
-
 @dataclass(frozen=True)
 class PoolImpl:
     """One implementation under test: its EndpointPool class and core module."""
@@ -61,9 +55,9 @@ class PoolImpl:
         return self.EndpointPool(nodes(n), **settings)
 
 
-IMPLS = {"pure-python-module": PoolImpl("python", _pool_class(_pool_py.EndpointPoolCore), _pool_py)}
+IMPLS = {"pure-python-module": PoolImpl("python", _pool_py.EndpointPool, _pool_py)}
 if _pool_c is not None:
-    IMPLS["c-extension-module"] = PoolImpl("c", _pool_class(_pool_c.EndpointPoolCore), _pool_c)
+    IMPLS["c-extension-module"] = PoolImpl("c", _pool_c.EndpointPool, _pool_c)
 
 
 def nodes(n: int) -> list[GonkaEndpoint]:

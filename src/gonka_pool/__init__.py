@@ -4,7 +4,8 @@
     >>> pool = EndpointPool([GonkaEndpoint("https://n1.example", "a1"),
     ...                      GonkaEndpoint("https://n2.example", "a2")])
     >>> idx, endpoint = pool.next_indexed()
-    >>> pool.mark_failed(idx, 30.0)      # skip it for 30 s
+    >>> pool.mark_failed(endpoint, 30.0)      # skip it for 30 s
+    True
     >>> pool.next() != endpoint
     True
 
@@ -19,7 +20,6 @@ import os
 import sys
 
 from ._endpoint import GonkaEndpoint
-from ._facade import PoolFacade
 from ._policy import EndpointState
 
 __all__ = ["IMPLEMENTATION", "EndpointPool", "EndpointState", "GonkaEndpoint"]
@@ -30,27 +30,15 @@ _NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (
 )
 
 if _NO_EXTENSIONS:
-    from ._pool_py import EndpointPoolCore as _Core
+    from ._pool_py import EndpointPool
 
     IMPLEMENTATION = "python"
 else:
     try:
-        from ._pool import EndpointPoolCore as _Core
+        from ._pool import EndpointPool
 
         IMPLEMENTATION = "c"
     except ImportError:  # no wheel for this platform, or a broken build
-        from ._pool_py import EndpointPoolCore as _Core
+        from ._pool_py import EndpointPool
 
         IMPLEMENTATION = "python"
-
-
-class EndpointPool(PoolFacade, _Core):
-    """Round-robin pool of endpoints that skips nodes in their failure cooldown.
-
-    ``EndpointPool(endpoints, *, weights=None, start="random", base_cooldown=30.0,
-    max_cooldown=300.0)`` takes any non-empty iterable of ``GonkaEndpoint``.  Safe
-    to share across threads, with or without the GIL; selection and marks are
-    lock-free in the C core.
-    """
-
-    __slots__ = ()

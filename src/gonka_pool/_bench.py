@@ -34,8 +34,7 @@ from itertools import count
 from typing import Any, Callable
 
 from . import IMPLEMENTATION, EndpointPool, GonkaEndpoint
-from ._facade import PoolFacade
-from ._pool_py import EndpointPoolCore as _PyCore
+from ._pool_py import EndpointPool as _TwinPool
 
 UNROLL = 10  # calls per loop iteration, so the loop itself weighs little
 
@@ -110,17 +109,13 @@ def _ft_utils_pool() -> type | None:
     return AtomicInt64Pool
 
 
-def _twin_pool_class() -> type:
-    return type("EndpointPool", (PoolFacade, _PyCore), {"__slots__": ()})
-
-
 def implementations(n_nodes: int) -> dict[str, tuple[Any, str]]:
     """name -> (shared object, the call expression on ``obj`` that the threads run)."""
     endpoints = [GonkaEndpoint(f"https://node{i}.bench", f"gonka1node{i}") for i in range(n_nodes)]
     impls: dict[str, tuple[Any, str]] = {}
     if IMPLEMENTATION == "c":
         impls["gonka_pool (c)"] = (EndpointPool(endpoints), "obj.next()")
-    impls["gonka_pool (python)"] = (_twin_pool_class()(endpoints), "obj.next()")
+    impls["gonka_pool (python)"] = (_TwinPool(endpoints), "obj.next()")
     impls["lock pool"] = (LockPool(endpoints), "obj.next()")
     impls["itertools.count pool"] = (CountPool(endpoints), "obj.next()")
     ft_pool = _ft_utils_pool()

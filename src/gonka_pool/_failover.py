@@ -273,7 +273,7 @@ def _call_plan(pool: Any, attempts: object, cooldown: object, timeout_cooldown: 
 def call(pool: Any, fn: Callable[[GonkaEndpoint], T], *, attempts: object = None,
          cooldown: object = DEFAULT_COOLDOWN, timeout_cooldown: object = DEFAULT_TIMEOUT_COOLDOWN,
          retry_on: object = (Exception,)) -> T:
-    """``pool.call``: see ``PoolFacade.call``."""
+    """``pool.call``: see ``EndpointPool.call``."""
     plan = _call_plan(pool, attempts, cooldown, timeout_cooldown, retry_on)
     return run(plan, lambda idx, endpoint: fn(endpoint))
 
@@ -282,7 +282,7 @@ async def acall(pool: Any, afn: Callable[[GonkaEndpoint], Awaitable[T]], *,
                 attempts: object = None, cooldown: object = DEFAULT_COOLDOWN,
                 timeout_cooldown: object = DEFAULT_TIMEOUT_COOLDOWN,
                 retry_on: object = (Exception,)) -> T:
-    """``pool.acall``: see ``PoolFacade.acall``."""
+    """``pool.acall``: see ``EndpointPool.acall``."""
     plan = _call_plan(pool, attempts, cooldown, timeout_cooldown, retry_on)
 
     async def send(idx: int, endpoint: GonkaEndpoint) -> Any:

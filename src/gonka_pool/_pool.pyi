@@ -1,7 +1,8 @@
 # Stub for the C core; the pure twin (_pool_py.py) has the same surface.
-from collections.abc import Iterator
+# pool.acall(...) returns a coroutine to await.
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from datetime import timedelta
-from typing import SupportsFloat, SupportsIndex, overload
+from typing import Any, SupportsFloat, SupportsIndex, TypeVar, overload
 
 from ._endpoint import GonkaEndpoint
 from ._policy import EndpointState
@@ -16,16 +17,23 @@ _Target = SupportsIndex | GonkaEndpoint
 
 def _smooth_schedule(reduced: tuple[int, ...]) -> list[int]: ...
 
-class EndpointPoolCore:
+_T = TypeVar("_T")
+
+class EndpointPool:
     def __new__(
         cls,
-        nodes: tuple[GonkaEndpoint, ...],
-        weights: tuple[int, ...] | None = ...,
-        schedule: list[int] | None = ...,
-        start: int | None = ...,
+        endpoints: Iterable[GonkaEndpoint],
+        *,
+        weights: Iterable[int] | None = ...,
+        start: int | str = ...,
         base_cooldown: _Cooldown = ...,
         max_cooldown: _Cooldown = ...,
-    ) -> EndpointPoolCore: ...
+    ) -> EndpointPool: ...
+    @classmethod
+    def from_env(cls, var: str = ...) -> EndpointPool: ...
+    def update(self, endpoints: Iterable[GonkaEndpoint], weights: Iterable[int] | None = ...) -> None: ...
+    def call(self, fn: Callable[[GonkaEndpoint], _T], **options: Any) -> _T: ...
+    def acall(self, afn: Callable[[GonkaEndpoint], Awaitable[_T]], **options: Any) -> Coroutine[Any, Any, _T]: ...
     def next(self) -> GonkaEndpoint: ...
     def next_indexed(self) -> tuple[int, GonkaEndpoint]: ...
     def next_many(self, k: SupportsIndex) -> list[GonkaEndpoint]: ...

@@ -2,10 +2,11 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The selection core: round robin over atomic cursors, fail-skip by deadline.
 
-This module knows nothing of URLs: it selects an index among ``n`` opaque nodes.
-The facade (``gonka_pool/__init__.py``) validates input and subclasses
-``EndpointPoolCore`` without overriding the hot methods, so ``pool.next()``
-resolves straight to the C method below: no Python frame, no allocation, no lock.
+Selection knows nothing of URLs: it picks an index among ``n`` opaque nodes.
+``EndpointPool`` below is the public type itself; argument validation runs once, at
+construction, in ``_facade`` (Python shared with the twin), so ``pool.next()`` is
+this type's C method: no Python frame, no allocation, no lock.  (A Python subclass
+would lose CPython's exact-type call specialization: about 15 ns a call on 3.11.)
 
 State lives in C blocks outside the Python objects, so that reference-count
 writes to a pool never share a cache line with it.
@@ -75,7 +76,9 @@ from operator import index as _index
 
 from threading import Lock as _Lock
 
+from . import _failover
 from ._endpoint import GonkaEndpoint as _Endpoint
+from ._facade import from_env as _from_env, pool_repr as _pool_repr, prepare as _prepare, update as _update
 from ._policy import EndpointState as _EndpointState, log_cooldown as _log_cooldown
 
 
@@ -500,13 +503,13 @@ _ZERO_TIMEDELTA = _timedelta(0)
 cdef double _INF = float("inf")
 
 
-cdef class EndpointPoolCore:
-    """Lock-free round-robin selection with fail-skip cooldowns (the C core).
+cdef class EndpointPool:
+    """Round-robin pool of endpoints that skips nodes in their failure cooldown.
 
-    Not used directly: ``gonka_pool.EndpointPool`` subclasses it and validates its
-    arguments.  ``nodes`` is a non-empty tuple of the objects that selection
-    returns; ``weights``/``schedule`` come from ``_policy``; ``start`` is an offset
-    or None for a random one per stripe; cooldowns are in any form mark_failed takes.
+    ``EndpointPool(endpoints, *, weights=None, start="random", base_cooldown=30.0,
+    max_cooldown=300.0)`` takes any non-empty iterable of ``GonkaEndpoint``.  Safe
+    to share across threads, with or without the GIL; selection and marks are
+    lock-free.
     """
 
     cdef gp_core *_core
@@ -515,8 +518,8 @@ cdef class EndpointPoolCore:
     cdef object _update_lock
     cdef uint64_t _cursor_origin      # the stripes' starting positions, summed
 
-    def __cinit__(self, tuple nodes not None, weights=None, schedule=None, start=0,
-                  base_cooldown=30.0, max_cooldown=300.0):
+    def __cinit__(self, endpoints, *, weights=None, start="random", base_cooldown=30.0,
+                  max_cooldown=300.0):
         cdef size_t line = GP_CACHE_LINE
         cdef size_t head = (sizeof(gp_core) + line - 1) // line * line
         cdef Py_ssize_t stripes = STRIPES, s
@@ -527,6 +530,7 @@ cdef class EndpointPoolCore:
         if base_ns == 0 or max_ns < base_ns:
             raise ValueError("need 0 < base_cooldown <= max_cooldown, got "
                              f"{base_cooldown!r} and {max_cooldown!r}")
+        nodes, weights, schedule, start = _prepare(endpoints, weights, start)
         members = _Members(nodes, weights, schedule)
         raw = <char *>PyMem_RawCalloc(1, line + head + <size_t>stripes * sizeof(gp_padded_u64))
         if raw == NULL:
@@ -655,7 +659,43 @@ cdef class EndpointPoolCore:
             gp_u64_store(&members.m.consecutive[idx], 0)
         return bool(indices)
 
-    # -- membership ------------------------------------------------------------------
+    # -- membership and the request loop ------------------------------------------
+
+    def update(self, endpoints, weights=None):
+        """Replace the membership in one atomic step while other threads select.
+
+        Nodes present before and after keep their deadlines and failure counts; a
+        concurrent ``next()`` returns a node of the old set or of the new one.  An
+        index from ``next_indexed()`` refers to the set in force when it was issued:
+        after an update, mark by endpoint, which resolves against the current set.
+        Same validation as the constructor; on error the pool is unchanged.
+        """
+        _update(self, endpoints, weights)
+
+    @classmethod
+    def from_env(cls, var="GONKA_ENDPOINTS"):
+        """A pool from comma-separated ``url;address`` entries in an environment
+        variable, the format gonka-openai reads (see ``GonkaEndpoint.parse``)."""
+        return _from_env(cls, var)
+
+    def call(self, fn, **options):
+        """``fn(endpoint)`` on the next healthy node, failing over on ``retry_on``.
+
+        Keywords: ``attempts=None`` (``min(len(pool), 3)``), ``cooldown=30.0``,
+        ``timeout_cooldown=60.0`` (for a built-in ``TimeoutError``),
+        ``retry_on=(Exception,)``.  An exception in ``retry_on`` marks the node and
+        tries the next; the last one is raised when the attempts run out; any other
+        exception is raised at once and marks nothing.
+        """
+        return _failover.call(self, fn, **options)
+
+    def acall(self, afn, **options):
+        """``await pool.acall(afn)``: ``call``'s failover for an async ``afn(endpoint)``;
+        cancellation is never retried."""
+        return _failover.acall(self, afn, **options)
+
+    def __repr__(self):
+        return _pool_repr(self)
 
     def _replace(self, tuple nodes not None, weights=None, schedule=None):
         """Swap in a new membership; nodes present before and after keep their

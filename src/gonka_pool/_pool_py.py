@@ -15,10 +15,12 @@ import time
 from datetime import timedelta
 from operator import index as _index
 
+from . import _failover
 from ._endpoint import GonkaEndpoint
+from ._facade import from_env, pool_repr, prepare, update
 from ._policy import EndpointState, log_cooldown
 
-__all__ = ["EndpointPoolCore"]
+__all__ = ["EndpointPool"]
 
 ATOMICS = "python-lock"
 STRIPES = 1  # one lock-protected cursor
@@ -170,23 +172,26 @@ class _Members:
         return True
 
 
-class EndpointPoolCore:
-    """Round-robin selection with fail-skip cooldowns (the pure-Python twin).
+class EndpointPool:
+    """Round-robin pool of endpoints that skips nodes in their failure cooldown.
 
-    Not used directly: ``gonka_pool.EndpointPool`` subclasses it and validates its
-    arguments.  One lock per pool guards everything; selection takes it once.
+    ``EndpointPool(endpoints, *, weights=None, start="random", base_cooldown=30.0,
+    max_cooldown=300.0)`` takes any non-empty iterable of ``GonkaEndpoint``.  Safe
+    to share across threads, with or without the GIL: one lock per pool guards
+    everything, and selection takes it once.
     """
 
     __slots__ = ("_members", "_lock", "_cursor", "_cursor_origin", "_test_now", "_base_ns", "_max_ns")
 
-    def __new__(cls, nodes: tuple, weights=None, schedule=None, start=0,
-                base_cooldown=30.0, max_cooldown=300.0):
+    def __new__(cls, endpoints, *, weights=None, start="random", base_cooldown=30.0,
+                max_cooldown=300.0):
         base_ns, max_ns = _cooldown_ns(base_cooldown), _cooldown_ns(max_cooldown)
         if base_ns == 0 or max_ns < base_ns:
             raise ValueError(
                 "need 0 < base_cooldown <= max_cooldown, got "
                 f"{base_cooldown!r} and {max_cooldown!r}"
             )
+        nodes, weights, schedule, start = prepare(endpoints, weights, start)
         self = object.__new__(cls)
         self._members = _Members(nodes, weights, schedule)
         self._lock = threading.Lock()
@@ -346,6 +351,44 @@ class EndpointPoolCore:
             for idx in indices:
                 m.consecutive[idx] = 0
         return bool(indices)
+
+    # -- membership and the request loop ------------------------------------------
+
+    def update(self, endpoints, weights=None) -> None:
+        """Replace the membership in one atomic step while other threads select.
+
+        Nodes present before and after keep their deadlines and failure counts; a
+        concurrent ``next()`` returns a node of the old set or of the new one.  An
+        index from ``next_indexed()`` refers to the set in force when it was issued:
+        after an update, mark by endpoint, which resolves against the current set.
+        Same validation as the constructor; on error the pool is unchanged.
+        """
+        update(self, endpoints, weights)
+
+    @classmethod
+    def from_env(cls, var="GONKA_ENDPOINTS"):
+        """A pool from comma-separated ``url;address`` entries in an environment
+        variable, the format gonka-openai reads (see ``GonkaEndpoint.parse``)."""
+        return from_env(cls, var)
+
+    def call(self, fn, **options):
+        """``fn(endpoint)`` on the next healthy node, failing over on ``retry_on``.
+
+        Keywords: ``attempts=None`` (``min(len(pool), 3)``), ``cooldown=30.0``,
+        ``timeout_cooldown=60.0`` (for a built-in ``TimeoutError``),
+        ``retry_on=(Exception,)``.  An exception in ``retry_on`` marks the node and
+        tries the next; the last one is raised when the attempts run out; any other
+        exception is raised at once and marks nothing.
+        """
+        return _failover.call(self, fn, **options)
+
+    def acall(self, afn, **options):
+        """``await pool.acall(afn)``: ``call``'s failover for an async ``afn(endpoint)``;
+        cancellation is never retried."""
+        return _failover.acall(self, afn, **options)
+
+    def __repr__(self) -> str:
+        return pool_repr(self)
 
     def _replace(self, nodes: tuple, weights=None, schedule=None) -> None:
         """Swap in a new membership; nodes present before and after keep their
