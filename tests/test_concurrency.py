@@ -107,7 +107,7 @@ def test_marks_racing_selections_never_yield_a_bad_index_or_an_error(make_pool):
         seen = 0
         while not stop.is_set() or seen < 1000:
             idx, ep = pool.next_indexed()
-            assert 0 <= idx < n and pool[idx] is ep
+            assert 0 <= idx < n and pool[idx] == ep
             assert pool.next() in pool.endpoints
             seen += 1
         return seen

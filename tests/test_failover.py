@@ -232,7 +232,7 @@ def test_acall_cools_asyncio_timeouts_for_timeout_cooldown(make_pool):
     pool = frozen(make_pool(2))
 
     async def afn(endpoint):
-        if endpoint is pool[0]:
+        if endpoint == pool[0]:
             await asyncio.wait_for(asyncio.sleep(1), 0.001)
         return "ok"
 

@@ -126,7 +126,7 @@ def test_doc_example_next_indexed_returns_a_usable_index(pool_impl):
     idx, ep = pool.next_indexed()
     assert 0 <= idx < len(pool)
     assert ep.base_url
-    assert pool[idx] is ep
+    assert pool[idx] == ep
 
 
 def test_all_failed_fallback_returns_the_earliest_deadline(make_pool):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -15,6 +16,22 @@ __all__ = ["GonkaEndpoint"]
 _FORBIDDEN_CHARS: Final = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 # Code points that a WHATWG host may not contain (beyond those split off above).
 _FORBIDDEN_HOST_CHARS: Final = re.compile(r"[<>\[\]\\^|%@/?#:]")
+# Beyond those, non-ASCII text may hide characters that print as nothing: format
+# characters (zero-width spaces, bidi overrides, the BOM), which IDNA drops or a log
+# shows invisibly, and lone surrogates, which cannot be encoded to send a request.
+_INVISIBLE_CATEGORIES: Final = frozenset({"Cf", "Cs"})
+
+
+def _has_invisible(text: str) -> bool:
+    return not text.isascii() and any(
+        unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text
+    )
+
+
+def _plain_str(text: str) -> str:
+    """``text`` as an exact ``str``: a subclass could override the very methods
+    (``lower``, ``startswith``, ``__hash__``) that validation relies on."""
+    return text if type(text) is str else str.__str__(text)
 
 
 def _invalid(url: str, reason: str) -> ValueError:
@@ -30,8 +47,11 @@ def validate_base_url(url: object) -> str:
     """
     if not isinstance(url, str):
         raise TypeError(f"base_url must be a str, not {type(url).__name__}")
+    url = _plain_str(url)
     if _FORBIDDEN_CHARS.search(url):
         raise _invalid(url, "contains whitespace or control characters")
+    if _has_invisible(url):
+        raise _invalid(url, "contains an invisible format character or a lone surrogate")
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
@@ -50,6 +70,10 @@ def validate_base_url(url: object) -> str:
         raise _invalid(url, "empty host")
     if netloc.startswith("["):
         host, _, rest = netloc[1:].partition("]")
+        if "%" in host:
+            # RFC 6874 zone IDs name an interface of this machine; the WHATWG URL
+            # standard (browsers, httpx's parser) does not accept them.
+            raise _invalid(url, "an IPv6 zone ID is not allowed")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
@@ -76,12 +100,18 @@ def validate_base_url(url: object) -> str:
 def validate_address(address: object) -> str:
     if not isinstance(address, str):
         raise TypeError(f"address must be a str, not {type(address).__name__}")
+    address = _plain_str(address)
     if not address:
         raise ValueError("endpoint address must not be empty")
     if _FORBIDDEN_CHARS.search(address) or ";" in address or "," in address:
         raise ValueError(
             f"invalid endpoint address {address!r}: whitespace, control characters, "
             "';' and ',' are not allowed"
+        )
+    if _has_invisible(address):
+        raise ValueError(
+            f"invalid endpoint address {address!r}: invisible format characters and "
+            "lone surrogates are not allowed"
         )
     return address
 
@@ -106,9 +136,15 @@ class GonkaEndpoint:
     address: str
 
     def __init__(self, base_url: str, address: str) -> None:
+        if hasattr(self, "_hash"):
+            # ep.__init__(...) again would rewrite a value that pools, sets and other
+            # threads already hold (and change its hash under them).
+            raise AttributeError(f"{type(self).__name__} is immutable")
+        base_url = validate_base_url(base_url)
+        address = validate_address(address)
         set_field = object.__setattr__
-        set_field(self, "base_url", validate_base_url(base_url))
-        set_field(self, "address", validate_address(address))
+        set_field(self, "base_url", base_url)
+        set_field(self, "address", address)
         set_field(self, "_hash", hash((base_url, address)))
 
     @classmethod
@@ -150,6 +186,16 @@ class GonkaEndpoint:
 
     def __reduce__(self):
         return (type(self), (self.base_url, self.address))
+
+    def _copy_for_stripe(self) -> GonkaEndpoint:
+        """An equal object with its own reference count (the C core's per-thread
+        copies), made without validating again."""
+        twin = object.__new__(type(self))
+        set_field = object.__setattr__
+        set_field(twin, "base_url", self.base_url)
+        set_field(twin, "address", self.address)
+        set_field(twin, "_hash", self._hash)
+        return twin
 
     def __copy__(self) -> GonkaEndpoint:
         return self

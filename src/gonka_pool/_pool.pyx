@@ -182,6 +182,27 @@ def _on_gc(phase, info):
 if FREE_THREADED:
     _gc.callbacks.append(_on_gc)
 
+# Per-stripe copies of the endpoints (free-threaded builds) for pools of at most
+# this many endpoints x stripes; larger pools share one object per endpoint.
+DEF STRIPE_COPIES_MAX = 4096
+
+
+cdef bint _stripe_copies = True
+
+
+def _set_stripe_copies(bint enabled):
+    """Benchmark hook: whether memberships built from now on get per-stripe copies."""
+    global _stripe_copies
+    _stripe_copies = enabled
+
+
+cdef object _stripe_copy(object node):
+    """An equal copy of a GonkaEndpoint, owned by this thread; other nodes as they are."""
+    if type(node) is _Endpoint:
+        return node._copy_for_stripe()
+    return node
+
+
 # Retired memberships a pool keeps before it asks for a collection itself.
 DEF RETIRED_COLLECT_AT = 64
 
@@ -198,7 +219,8 @@ cdef struct gp_members:
     gp_atomic_u64 *failed_until       # n deadlines, contiguous (read by selection)
     gp_atomic_u64 *consecutive        # n: cooldowns entered since the last success
     gp_atomic_u64 *total              # n: failures ever reported
-    PyObject **items                  # the nodes, borrowed from the owner's tuple
+    PyObject **items                  # the nodes (per stripe, see below), borrowed
+    Py_ssize_t stripe_stride          # n when each stripe has its own copies, else 0
     PyObject *owner                   # the _Members object that frees this block
 
 
@@ -219,6 +241,7 @@ cdef class _Members:
     cdef void *allocation
     cdef readonly tuple nodes
     cdef readonly tuple weights       # None when all equal
+    cdef tuple stripe_nodes           # stripes x n endpoints: each stripe's own copies
     cdef dict positions               # endpoint -> tuple of indices, read-only once built
 
     def __cinit__(self, tuple nodes not None, weights, schedule):
@@ -253,6 +276,14 @@ cdef class _Members:
         self.weights = weights
         self.m.items = PySequence_Fast_ITEMS(nodes)
         self.m.owner = <PyObject *>self
+        if _stripe_copies and FREE_THREADED and n * STRIPES <= STRIPE_COPIES_MAX:
+            # Without the GIL, a returned endpoint's reference count is a cache line
+            # that every selecting thread writes: equal per-stripe copies keep each
+            # thread on lines of its own (measured: benchmarks/refcount_contention.py).
+            self.stripe_nodes = tuple([node if stripe == 0 else _stripe_copy(node)
+                                       for stripe in range(STRIPES) for node in nodes])
+            self.m.items = PySequence_Fast_ITEMS(self.stripe_nodes)
+            self.m.stripe_stride = n
         # Built before the membership is published, so readers never race a writer.
         positions = {}
         for i in range(n):
@@ -281,9 +312,14 @@ cdef inline uint64_t _now(gp_core *core) noexcept nogil:
 
 # -- selection --------------------------------------------------------------------
 
-cdef inline gp_atomic_u64 *_cursor(gp_core *core) noexcept nogil:
+cdef inline uint64_t _stripe(gp_core *core) noexcept nogil:
     """This thread's stripe."""
-    return &core.cursors[gp_thread_slot() & core.stripe_mask].value
+    return gp_thread_slot() & core.stripe_mask
+
+
+cdef inline PyObject *_item(gp_members *m, uint64_t stripe, Py_ssize_t idx) noexcept nogil:
+    """Node idx as this stripe returns it (its own copy where there are copies)."""
+    return m.items[<Py_ssize_t>stripe * m.stripe_stride + idx]
 
 
 cdef inline Py_ssize_t _node_at(gp_members *m, uint64_t position) noexcept nogil:
@@ -336,18 +372,19 @@ cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) n
     return _earliest(m)
 
 
-cdef inline Py_ssize_t _select(gp_core *core, gp_members *m) noexcept nogil:
-    cdef gp_atomic_u64 *cursor = _cursor(core)
+cdef inline Py_ssize_t _select(gp_core *core, gp_members *m, uint64_t stripe) noexcept nogil:
+    cdef gp_atomic_u64 *cursor = &core.cursors[stripe].value
     if gp_i64_load(&m.cooling) <= 0:
         # No deadline anywhere: the candidate is healthy, no clock needed.
         return _node_at(m, gp_u64_fetch_add(cursor, 1))
     return _select_at(m, cursor, _now(core))
 
 
-cdef void _select_batch(gp_core *core, gp_members *m, Py_ssize_t *out, Py_ssize_t k) noexcept nogil:
+cdef void _select_batch(gp_core *core, gp_members *m, uint64_t stripe, Py_ssize_t *out,
+                        Py_ssize_t k) noexcept nogil:
     """k selections, as k calls of _select on this thread, with at most one clock
     read; with no deadline anywhere, one fetch_add claims all k positions."""
-    cdef gp_atomic_u64 *cursor = _cursor(core)
+    cdef gp_atomic_u64 *cursor = &core.cursors[stripe].value
     cdef uint64_t position, now
     cdef Py_ssize_t i
     if gp_i64_load(&m.cooling) <= 0:
@@ -566,13 +603,15 @@ cdef class EndpointPool:
         the one whose cooldown ends first is returned.  Never raises.
         """
         cdef gp_members *m = _current(self._core)
-        return <object>m.items[_select(self._core, m)]
+        cdef uint64_t stripe = _stripe(self._core)
+        return <object>_item(m, stripe, _select(self._core, m, stripe))
 
     def next_indexed(self):
         """Like ``next()``, also returning the node's index for ``mark_failed``."""
         cdef gp_members *m = _current(self._core)
-        cdef Py_ssize_t idx = _select(self._core, m)
-        return (idx, <object>m.items[idx])
+        cdef uint64_t stripe = _stripe(self._core)
+        cdef Py_ssize_t idx = _select(self._core, m, stripe)
+        return (idx, <object>_item(m, stripe, idx))
 
     def next_many(self, k):
         """``k`` selections in one call, as ``[pool.next() for _ in range(k)]`` would
@@ -586,6 +625,7 @@ cdef class EndpointPool:
         cdef Py_ssize_t *picks = small
         cdef list out = PyList_New(count)
         cdef gp_members *m
+        cdef uint64_t stripe
         cdef _Members pinned
         cdef object node
         if count > 64:
@@ -593,14 +633,15 @@ cdef class EndpointPool:
             if picks == NULL:
                 raise MemoryError()
         m = _current(self._core)
+        stripe = _stripe(self._core)
         if count >= _NOGIL_MIN:
             pinned = <_Members>m.owner  # holds the membership while the GIL is released
             with nogil:
-                _select_batch(self._core, m, picks, count)
+                _select_batch(self._core, m, stripe, picks, count)
         else:
-            _select_batch(self._core, m, picks, count)
+            _select_batch(self._core, m, stripe, picks, count)
         for i in range(count):
-            node = <object>m.items[picks[i]]
+            node = <object>_item(m, stripe, picks[i])
             Py_INCREF(node)
             PyList_SET_ITEM(out, i, node)
         if picks != small:
@@ -631,7 +672,7 @@ cdef class EndpointPool:
             idx = _check_index(target, m.n)
             entered = _fail(self._core, m, idx, cooldown_ns, &level)
             if entered:
-                node = <object>m.items[idx]
+                node = <object>_item(m, 0, idx)
                 _log_cooldown(node, entered, level)
             return True
         members = <_Members>_current(self._core).owner
@@ -822,10 +863,11 @@ cdef class EndpointPool:
         """``next()`` with the GIL released around the selection (GIL benchmark)."""
         cdef gp_members *m = _current(self._core)
         cdef _Members pinned = <_Members>m.owner
+        cdef uint64_t stripe = _stripe(self._core)
         cdef Py_ssize_t idx
         with nogil:
-            idx = _select(self._core, m)
-        return <object>m.items[idx]
+            idx = _select(self._core, m, stripe)
+        return <object>_item(m, stripe, idx)
 
     def _select_loop(self, Py_ssize_t k, bint release_gil=True):
         """k selections in C, returning how often each node was chosen (the
@@ -844,10 +886,10 @@ cdef class EndpointPool:
             if release_gil:
                 with nogil:
                     for i in range(k):
-                        counts[_select(self._core, m)] += 1
+                        counts[_select(self._core, m, _stripe(self._core))] += 1
             else:
                 for i in range(k):
-                    counts[_select(self._core, m)] += 1
+                    counts[_select(self._core, m, _stripe(self._core))] += 1
             return [counts[i] for i in range(m.n)]
         finally:
             PyMem_RawFree(block)
