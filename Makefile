@@ -1,5 +1,8 @@
-# make test   - build the C core and run the suite on CPython 3.11 and free-threaded 3.13t
+# make test   - build the C core and run the suite on CPython 3.11 and free-threaded 3.13t,
+#               then again on 3.13t with every test run by 4 threads at once
 # make demo   - build and run `python -m gonka_pool demo`
+# make tsan   - the concurrency tests under ThreadSanitizer (a TSan build of 3.13t)
+# make valgrind - the suite under valgrind: no definite leak from the extension
 # Everything it needs (virtual environments, build dependencies, the free-threaded
 # interpreter) it installs by itself, cached under .venv-*/ and $(PYENV_ROOT).
 
@@ -32,6 +35,13 @@ test-gil: $(VENV_GIL)/.installed
 
 test-ft: $(VENV_FT)/.installed
 	PYTHON_GIL=0 $(VENV_FT)/bin/python -m pytest $(PYTEST_FLAGS)
+
+# The whole suite again with the GIL off, each test run by 4 threads at once, twice
+# per thread (pytest-run-parallel, as numpy and scipy do).  Tests marked
+# thread_unsafe (each says why) already ran in test-ft and are skipped here.
+PARALLEL_FLAGS ?= --parallel-threads=4 --iterations=2 --skip-thread-unsafe=1
+test-parallel: $(VENV_FT)/.installed
+	PYTHON_GIL=0 $(VENV_FT)/bin/python -m pytest $(PYTEST_FLAGS) $(PARALLEL_FLAGS)
 
 demo: $(VENV_GIL)/.installed
 	$(VENV_GIL)/bin/python -m gonka_pool demo
@@ -78,5 +88,47 @@ $(VENV_FT)/bin/python:
 	.venv-$*/bin/python -c "import gonka_pool, sys; assert gonka_pool.IMPLEMENTATION == 'c', 'C core did not load'; print(sys.version.split()[0], 'GIL', getattr(sys, '_is_gil_enabled', lambda: True)())"
 	touch $@
 
+# make tsan: CPython 3.13.5t built with --disable-gil --with-thread-sanitizer (by
+# scripts/tsan-python, cached in $(PYENV_ROOT)/versions/3.13.5t-tsan), gonka_pool
+# compiled with -fsanitize=thread into .venv-tsan, then scripts/tsan-tests.  Not part
+# of `make test` (a fresh machine spends about 15 minutes on it); .ci/run runs both.
+TSAN_PYTHON ?= $(shell scripts/tsan-python)
+VENV_TSAN := .venv-tsan
+# Only what the TSan run needs (every package is slow to install under TSan); the
+# versions come from requirements-test.txt.
+TSAN_REQUIREMENTS = $(shell grep -E '^(pytest|hypothesis|pytest-run-parallel)([<>=!~ ;]|$$)' requirements-test.txt) \
+                    "setuptools>=77" "Cython>=3.1"
+
+tsan: $(VENV_TSAN)/.installed
+	scripts/tsan-tests
+
+# The interpreter's own runs during setup (venv, pip, the build) are not under test.
+$(VENV_TSAN)/bin/python $(VENV_TSAN)/.installed: export TSAN_OPTIONS := report_bugs=0
+
+$(VENV_TSAN)/bin/python:
+	$(TSAN_PYTHON) -m venv $(VENV_TSAN)
+
+# Built from a copy of the tree (build/tsan-src) so that setuptools' build/ cache,
+# shared with the .venv-ft build of the same cp313t tag, never hands either side
+# the other's object files.  _pool.c is copied too when there is one: cythonize
+# regenerates it only if it is older than _pool.pyx (Cython is slow under TSan).
+$(VENV_TSAN)/.installed: $(VENV_TSAN)/bin/python $(SOURCES) requirements-test.txt
+	$(VENV_TSAN)/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: $(TSAN_REQUIREMENTS)
+	rm -rf build/tsan-src && mkdir -p build/tsan-src
+	{ git ls-files --cached --others --exclude-standard; ls src/gonka_pool/_pool.c 2>/dev/null || true; } \
+	    | tar --ignore-failed-read -cf - -T - | tar -xf - -C build/tsan-src
+	CFLAGS="-fsanitize=thread -g" $(VENV_TSAN)/bin/python -m pip install $(PIP_FLAGS) \
+	    --no-build-isolation --force-reinstall --no-deps ./build/tsan-src
+	nm -D $(VENV_TSAN)/lib/python3.13t/site-packages/gonka_pool/_pool.*.so | grep -c __tsan_func_entry >/dev/null \
+	    || { echo "gonka_pool._pool is not instrumented with -fsanitize=thread" >&2; exit 1; }
+	$(VENV_TSAN)/bin/python -c "import gonka_pool, sys; assert gonka_pool.IMPLEMENTATION == 'c'; print(sys.version.split()[0], 'TSan build, GIL', sys._is_gil_enabled())"
+	touch $@
+
+# make valgrind: the suite (the C core's half; not the million-iteration leak tests)
+# under memcheck on the release 3.11 build; fails on any definitely-lost block
+# allocated in the extension (timing in the README, "Guarantees").
+valgrind: $(VENV_GIL)/.installed
+	nice -n 10 scripts/valgrind-suite $(VENV_GIL)/bin/python
+
 clean:
-	rm -rf $(VENV_GIL) $(VENV_FT) build dist src/*.egg-info src/gonka_pool/_pool.c src/gonka_pool/*.so
+	rm -rf $(VENV_GIL) $(VENV_FT) $(VENV_TSAN) build dist src/*.egg-info src/gonka_pool/_pool.c src/gonka_pool/*.so
