@@ -26,9 +26,9 @@ export GONKA_POOL_REQUIRE_C := 1
 # The suite must not pass because something re-enabled the GIL behind its back.
 export PYTHONWARNINGS := error::RuntimeWarning
 
-.PHONY: test test-gil test-ft demo venvs bench bench-pytest bench-policy clean
+.PHONY: test test-gil test-ft test-parallel tsan valgrind demo venvs bench bench-pytest bench-policy clean
 
-test: test-gil test-ft
+test: test-gil test-ft test-parallel
 
 test-gil: $(VENV_GIL)/.installed
 	$(VENV_GIL)/bin/python -m pytest $(PYTEST_FLAGS)
