@@ -137,3 +137,15 @@ def test_the_gil_stays_disabled_while_threads_select(make_pool):
     pool = make_pool(3)
     run_threads(lambda _: [pool.next() for _ in range(1000)])
     assert not sys._is_gil_enabled()
+
+
+@pytest.mark.c_extension
+@pytest.mark.thread_unsafe(reason="counts on the threads it starts taking consecutive stripes")
+def test_threads_started_one_after_another_advance_stripes_of_their_own(pool_impl):
+    if pool_impl.name != "c":
+        pytest.skip("the twin has one cursor under its lock")
+    pool = pool_impl.make(8)
+    before = pool._stripe_positions()
+    run_threads(lambda _: pool._select_loop(1000), n=2)
+    moved = [after - start for after, start in zip(pool._stripe_positions(), before)]
+    assert sorted(moved)[-2:] == [1000, 1000] and sum(moved) == 2000

@@ -554,6 +554,7 @@ cdef class EndpointPool:
     cdef list _retired                # [(collections started at retirement, _Members)]
     cdef object _update_lock
     cdef uint64_t _cursor_origin      # the stripes' starting positions, summed
+    cdef list _starts                 # each stripe's starting position
 
     def __cinit__(self, endpoints, *, weights=None, start="random", base_cooldown=30.0,
                   max_cooldown=300.0):
@@ -580,10 +581,12 @@ cdef class EndpointPool:
         self._core.base_ns = base_ns
         self._core.max_ns = max_ns
         gp_i64_store(&self._core.test_now, -1)
+        self._starts = []
         for s in range(stripes):
             offset = <uint64_t>(_random.getrandbits(63) if start is None else start)
             gp_u64_store(&self._core.cursors[s].value, offset)
             self._cursor_origin += offset
+            self._starts.append(offset)
         self._members = members
         gp_u64_store(&self._core.members, <uintptr_t>members.m)
         self._retired = []
@@ -858,6 +861,14 @@ cdef class EndpointPool:
         return (cursor_sum - self._cursor_origin,
                 gp_i64_load(&m.cooling),
                 [gp_u64_load(&m.failed_until[i]) for i in range(m.n)])
+
+    def _stripe_positions(self):
+        """Each stripe's cursor minus where it started (test hook)."""
+        return [gp_u64_load(&self._core.cursors[s].value) - self._start_of(s)
+                for s in range(self._core.stripe_mask + 1)]
+
+    cdef uint64_t _start_of(self, uint64_t stripe):
+        return self._starts[stripe] if self._starts is not None else 0
 
     def _next_releasing_gil(self):
         """``next()`` with the GIL released around the selection (GIL benchmark)."""
