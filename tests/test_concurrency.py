@@ -91,8 +91,10 @@ def test_selection_loop_without_the_gil_balances_exactly(make_pool):
     assert [sum(c[i] for c in counts) for i in range(7)] == [THREADS * per_thread // 7] * 7
 
 
-def test_marks_racing_selections_never_yield_a_bad_index_or_an_error(make_pool):
+def test_marks_racing_selections_never_yield_a_bad_index_or_an_error(make_pool, pool_impl):
     pool = make_pool(6)
+    # The twin's one lock is unfair: fewer marks keep its run short on a busy machine.
+    marks = 20_000 if pool_impl.name == "c" else 3_000
     n = len(pool)
     cooldowns = [0, 0.0, 1e-9, 1e-6, 0.001, 1, float("inf"), 10**9]
     stop = threading.Event()
@@ -100,7 +102,7 @@ def test_marks_racing_selections_never_yield_a_bad_index_or_an_error(make_pool):
     def work(k):
         rng = random.Random(k)
         if k == 0:  # the marker
-            for _ in range(20_000):
+            for _ in range(marks):
                 pool.mark_failed(rng.randrange(n), rng.choice(cooldowns))
             stop.set()
             return None
