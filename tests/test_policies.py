@@ -330,6 +330,8 @@ def test_snapshot_reports_each_node_state(make_pool):
         snap[0].available = False
 
 
+@pytest.mark.thread_unsafe(reason="caplog's handler collects the log records of every "
+                           "thread, so copies of the test running at once see each other's lines")
 def test_entering_a_cooldown_logs_one_warning(make_pool, caplog):
     pool = frozen(make_pool(2))
     with caplog.at_level(logging.WARNING, logger="gonka_pool"):
