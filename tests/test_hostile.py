@@ -409,13 +409,6 @@ def test_an_iterable_that_raises_while_iterated_propagates_its_own_error(pool_im
         pool_impl.EndpointPool(entries())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in _facade.py collect_endpoints (reported in issue 6): a TypeError raised "
-    "*inside* the iteration (here by the user's generator) is replaced, `from None`, by "
-    "'EndpointPool takes an iterable of GonkaEndpoint, not generator', which blames the "
-    "argument's type instead of showing the real error",
-)
 def test_a_type_error_raised_inside_the_iterable_is_not_blamed_on_its_type(pool_impl):
     def entries():
         yield GonkaEndpoint(GOOD, "addr")
@@ -425,13 +418,6 @@ def test_a_type_error_raised_inside_the_iterable_is_not_blamed_on_its_type(pool_
         pool_impl.EndpointPool(entries())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in _pool.pyx and _pool_py.py (reported in issue 6): start='random' draws "
-    "from the global random module (random.getrandbits), so building a pool moves a "
-    "user's seeded random sequence, and hypothesis fails any draw during which another "
-    "thread built a pool; a private random.Random() or os.urandom would not",
-)
 def test_building_a_pool_leaves_the_global_random_sequence_alone(pool_impl):
     random.seed(20260101)
     expected = [random.random() for _ in range(3)]

@@ -31,11 +31,12 @@ def collect_endpoints(endpoints: Iterable[GonkaEndpoint]) -> tuple[GonkaEndpoint
             f"not a single {type(endpoints).__name__}"
         )
     try:
-        nodes = tuple(endpoints)
+        iterator = iter(endpoints)
     except TypeError:
         raise TypeError(
             f"EndpointPool takes an iterable of GonkaEndpoint, not {type(endpoints).__name__}"
         ) from None
+    nodes = tuple(iterator)  # an error raised while iterating is the caller's to see
     if not nodes:
         raise ValueError("EndpointPool requires at least one node")
     for position, node in enumerate(nodes):

@@ -4,6 +4,7 @@ record, the cooldown log line.  Runs at construction and on the failure path onl
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from math import gcd
 from operator import index
@@ -116,6 +117,12 @@ def check_start(start: object) -> int | None:
     if offset < 0:
         raise ValueError(f"start must be 'random' or an int >= 0, got {offset}")
     return offset % (1 << 63)
+
+
+def random_offset() -> int:
+    """A random starting cursor position, from os.urandom: the global ``random``
+    sequence a user may have seeded stays untouched."""
+    return int.from_bytes(os.urandom(8), "little") >> 1
 
 
 def log_cooldown(endpoint: GonkaEndpoint, cooldown_ns: int, failures: int) -> None:

@@ -69,7 +69,7 @@ from libc.math cimport ceil
 
 import gc as _gc
 import os as _os
-import random as _random
+from ._policy import random_offset as _random_offset
 import sysconfig as _sysconfig
 from datetime import timedelta as _timedelta
 from operator import index as _index
@@ -583,7 +583,7 @@ cdef class EndpointPool:
         gp_i64_store(&self._core.test_now, -1)
         self._starts = []
         for s in range(stripes):
-            offset = <uint64_t>(_random.getrandbits(63) if start is None else start)
+            offset = <uint64_t>(_random_offset() if start is None else start)
             gp_u64_store(&self._core.cursors[s].value, offset)
             self._cursor_origin += offset
             self._starts.append(offset)

@@ -9,7 +9,6 @@ it thread-safe with the GIL off as well.
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
 from datetime import timedelta
@@ -18,7 +17,7 @@ from operator import index as _index
 from . import _failover
 from ._endpoint import GonkaEndpoint
 from ._facade import from_env, pool_repr, prepare, update
-from ._policy import EndpointState, log_cooldown
+from ._policy import EndpointState, log_cooldown, random_offset
 
 __all__ = ["EndpointPool"]
 
@@ -196,7 +195,7 @@ class EndpointPool:
         self._members = _Members(nodes, weights, schedule)
         self._lock = threading.Lock()
         # One cursor: under one lock a stripe per thread would gain nothing.
-        self._cursor = random.getrandbits(63) if start is None else start
+        self._cursor = random_offset() if start is None else start
         self._cursor_origin = self._cursor
         self._test_now = -1  # test clock in ns, or -1 for the real clock
         self._base_ns = base_ns
