@@ -496,11 +496,6 @@ def outcome(impl, url):
     return ("accepted", pool[0].base_url, sorted(selected))
 
 
-@pytest.mark.thread_unsafe(
-    reason="WORKAROUND for the global-random bug below (reported in issue 6): copies of "
-    "this test build pools while hypothesis draws in the others, and hypothesis fails a "
-    "draw during which the global random module changed; remove once that is fixed"
-)
 @settings(max_examples=500, deadline=None)
 @given(url=URLS)
 def test_any_url_string_gets_the_same_decision_from_the_c_core_and_the_twin(both_impls, url):

@@ -133,7 +133,7 @@ def test_pools_that_selected_and_marked_leave_memory_flat_when_dropped(pool_impl
             pool.next_indexed()
             pool.mark_failed(1, 30.0)
 
-    assert_flat(measure(loop, 200_000, 50_000), "used pools")
+    assert_flat(measure(loop, 200_000, 50_000), "pools that selected and marked")
 
 
 @requires_proc
