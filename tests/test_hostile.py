@@ -418,6 +418,8 @@ def test_a_type_error_raised_inside_the_iterable_is_not_blamed_on_its_type(pool_
         pool_impl.EndpointPool(entries())
 
 
+@pytest.mark.thread_unsafe(reason="seeds and draws from the process-wide random module; "
+                           "copies running at once would interleave their draws")
 def test_building_a_pool_leaves_the_global_random_sequence_alone(pool_impl):
     random.seed(20260101)
     expected = [random.random() for _ in range(3)]
