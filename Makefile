@@ -96,8 +96,8 @@ TSAN_PYTHON ?= $(shell scripts/tsan-python)
 VENV_TSAN := .venv-tsan
 # Only what the TSan run needs (every package is slow to install under TSan); the
 # versions come from requirements-test.txt.
-TSAN_REQUIREMENTS = $(shell grep -E '^(pytest|hypothesis|pytest-run-parallel)([<>=!~ ;]|$$)' requirements-test.txt) \
-                    "setuptools>=77" "Cython>=3.1"
+TSAN_REQUIREMENTS = $(shell grep -E '^(pytest|hypothesis|pytest-run-parallel)([<>=!~ ;]|$$)' requirements-test.txt \
+                      | sed "s/.*/'&'/") "setuptools>=77" "Cython>=3.1"
 
 tsan: $(VENV_TSAN)/.installed
 	scripts/tsan-tests
