@@ -165,14 +165,46 @@ def test_an_int_like_index_is_accepted(make_pool):
     assert pool._state()[2] == [0, T0 + 60 * 10**9]
 
 
-def test_real_clock_is_monotonic_nanoseconds(make_pool):
+def test_real_clock_is_monotonic_nanoseconds(make_pool, pool_impl):
+    # time.monotonic_ns()'s epoch and unit.  A coarse clock reads up to a tick
+    # behind (plus the timer interrupt's latency) and every deadline adds one tick.
     import time
 
+    tick = pool_impl.module.CLOCK[1]
     pool = make_pool(2)
     before = time.monotonic_ns()
     pool.mark_failed(0, 1)
     after = time.monotonic_ns()
-    assert before + 10**9 <= pool._state()[2][0] <= after + 10**9
+    assert before + 10**9 - tick <= pool._state()[2][0] <= after + 10**9 + tick
+
+
+def test_real_deadlines_add_one_tick_of_the_pools_clock(make_pool, pool_impl):
+    # Exact on the pool's own clock: a node marked just before a tick is not let
+    # back a tick early, and a mark repeated within one tick writes nothing new.
+    from gonka_pool._policy import monotonic_ns
+
+    tick = pool_impl.module.CLOCK[1]
+    pool = make_pool(2)
+    before = monotonic_ns()
+    pool.mark_failed(0, 1)
+    after = monotonic_ns()
+    assert before + tick + 10**9 <= pool._state()[2][0] <= after + tick + 10**9
+    pool.mark_failed(0, 0.5)  # shorter: never shortens
+    assert before + tick + 10**9 <= pool._state()[2][0] <= after + tick + 10**9
+
+
+def test_both_cores_read_the_same_clock():
+    import sys
+
+    from conftest import IMPLS
+    from gonka_pool import _policy
+
+    name, tick = _policy.CLOCK
+    assert all(impl.module.CLOCK == (name, tick) for impl in IMPLS.values())
+    assert 0 <= tick <= _policy.CLOCK_MAX_TICK_NS
+    if sys.platform.startswith("linux"):
+        # Coarse wherever the kernel offers it with a tick of 10 ms or less.
+        assert name == "CLOCK_MONOTONIC_COARSE" and tick > 0
 
 
 # -- bad input: a specific exception, the pool unchanged ----------------------

@@ -8,6 +8,7 @@ from ._endpoint import GonkaEndpoint
 from ._policy import EndpointState
 
 ATOMICS: str
+CLOCK: tuple[str, int]
 FREE_THREADED: bool
 STRIPES: int
 NEXT_MANY_NOGIL_MIN: int

@@ -28,7 +28,9 @@ A membership (``gp_members``, replaced whole by ``update()``):
 
 ``failed_until[i]``
     Monotonic deadline in nanoseconds before which node ``i`` is skipped; ``0``
-    means healthy, ``UINT64_MAX`` means "until cleared".
+    means healthy, ``UINT64_MAX`` means "until cleared".  On Linux the clock is
+    ``CLOCK_MONOTONIC_COARSE`` (``CLOCK``): a third of a precise read's cost, so a
+    mark stays within 2x a selection; every deadline adds one tick of it.
 ``cooling``
     Number of non-zero deadlines plus marks in flight.  While it is zero a
     selection is one ``fetch_add``: no clock read, no deadline load.
@@ -79,6 +81,7 @@ from threading import Lock as _Lock
 from . import _failover
 from ._endpoint import GonkaEndpoint as _Endpoint
 from ._facade import from_env as _from_env, pool_repr as _pool_repr, prepare as _prepare, update as _update
+from ._policy import CLOCK_MAX_TICK_NS as _CLOCK_MAX_TICK_NS
 from ._policy import EndpointState as _EndpointState, log_cooldown as _log_cooldown
 
 
@@ -102,12 +105,19 @@ cdef extern from "_atomics.h" nogil:
     void gp_i64_store(gp_atomic_i64 *a, int64_t x) noexcept
     int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) noexcept
     uint64_t gp_monotonic_ns() noexcept
+    uint64_t gp_clock_init(uint64_t max_tick_ns) noexcept
+    const char *gp_clock_name() noexcept
     uint64_t gp_thread_slot() noexcept
     uint64_t gp_reciprocal(uint64_t n) noexcept
     uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t inv) noexcept
 
 
 ATOMICS = GP_ATOMICS_IMPL.decode("ascii")
+# The clock deadlines are read on, once per process: CLOCK_MONOTONIC_COARSE on Linux
+# when its tick is at most _policy.CLOCK_MAX_TICK_NS, else the precise clock (tick 0).
+# Every real-clock deadline adds the tick, so a node is not let back a tick early.
+cdef uint64_t _CLOCK_TICK_NS = gp_clock_init(_CLOCK_MAX_TICK_NS)
+CLOCK = (gp_clock_name().decode("ascii"), _CLOCK_TICK_NS)
 FREE_THREADED = bool(_sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
@@ -133,6 +143,9 @@ DEF NS_PER_S = 1000000000
 # Whole seconds at or above which the cooldown saturates to FOREVER
 # (ceil((2**64 - 1) / 1e9)); as a double, the nanosecond count that does.
 DEF SATURATING_SECONDS = 18446744074
+# As a C variable: Cython keeps a literal beyond 32 bits a Python int, and compares
+# against it through the object protocol.
+cdef long long _SATURATING_SECONDS = SATURATING_SECONDS
 DEF SATURATING_NS_DOUBLE = 18446744073709551616.0
 
 
@@ -430,13 +443,19 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     cooling belongs to the same outage: it counts in ``total`` but does not raise
     the backoff level, so a burst of in-flight requests failing together escalates
     once, as Envoy's ejections do."""
-    cdef uint64_t now, old, deadline, level, ns
+    cdef uint64_t now, tick, old, deadline, level, ns
+    cdef int64_t fake
     cdef bint cooling_now, done = False
     if cooldown_ns == 0:
-        if gp_u64_exchange(&m.failed_until[idx], 0) != 0:
+        # No write when already clear: the common repeat costs a load, not a locked op.
+        if gp_u64_load(&m.failed_until[idx]) != 0 and gp_u64_exchange(&m.failed_until[idx], 0) != 0:
             gp_i64_fetch_add(&m.cooling, -1)
         return 0
-    now = _now(core)
+    fake = gp_i64_load(&core.test_now)
+    if fake >= 0:
+        now, tick = <uint64_t>fake, 0
+    else:
+        now, tick = gp_monotonic_ns(), _CLOCK_TICK_NS
     while True:
         old = gp_u64_load(&m.failed_until[idx])
         cooling_now = old > now
@@ -446,7 +465,7 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
         elif level == 0:
             level = 1
         ns = _backoff_ns(core, level) if cooldown_ns == POLICY else cooldown_ns
-        deadline = FOREVER if ns >= FOREVER - now else now + ns
+        deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
         if cooling_now and old >= deadline:
             break
         _set_deadline(m, idx, old, deadline, &done)
@@ -481,13 +500,47 @@ cdef Py_ssize_t _check_index(object idx, Py_ssize_t n) except -1:
     return <Py_ssize_t>i
 
 
+cdef inline Py_ssize_t _index_arg(object idx, Py_ssize_t n) except -1:
+    """``_check_index`` with the common case (an exact int in range) inline."""
+    cdef int overflow = 0
+    cdef long long i
+    if type(idx) is int:
+        i = PyLong_AsLongLongAndOverflow(idx, &overflow)
+        if overflow == 0 and 0 <= i < n:
+            return <Py_ssize_t>i
+    return _check_index(idx, n)
+
+
+cdef inline int _cooldown_arg(object cooldown, uint64_t *ns) except -1:
+    """mark_failed's cooldown -> ``ns[0]``: POLICY for None, else ``_cooldown_ns``,
+    with a float or int in range converted inline (no error check)."""
+    cdef double seconds
+    cdef int overflow = 0
+    cdef long long whole
+    if cooldown is None:
+        ns[0] = POLICY
+        return 0
+    if type(cooldown) is float:
+        seconds = PyFloat_AS_DOUBLE(cooldown)
+        if 0 <= seconds * NS_PER_S < SATURATING_NS_DOUBLE:  # not NaN, not negative
+            ns[0] = <uint64_t>ceil(seconds * NS_PER_S)
+            return 0
+    elif type(cooldown) is int:
+        whole = PyLong_AsLongLongAndOverflow(cooldown, &overflow)
+        if overflow == 0 and 0 <= whole < _SATURATING_SECONDS:
+            ns[0] = <uint64_t>whole * NS_PER_S
+            return 0
+    ns[0] = _cooldown_ns(cooldown)
+    return 0
+
+
 cdef uint64_t _seconds_ns(object whole) except? 0:
     """A Python int of seconds -> nanoseconds, saturated to FOREVER."""
     cdef int overflow = 0
     cdef long long seconds = PyLong_AsLongLongAndOverflow(whole, &overflow)
     if overflow < 0 or (overflow == 0 and seconds < 0):
         raise ValueError(f"cooldown must be >= 0, got {whole!r}")
-    if overflow > 0 or seconds >= SATURATING_SECONDS:
+    if overflow > 0 or seconds >= _SATURATING_SECONDS:
         return FOREVER
     return <uint64_t>seconds * NS_PER_S
 
@@ -664,15 +717,15 @@ cdef class EndpointPool:
         Raises IndexError, TypeError or ValueError for bad arguments, leaving the
         pool unchanged.
         """
-        cdef uint64_t cooldown_ns = POLICY if cooldown is None else _cooldown_ns(cooldown)
-        cdef uint64_t entered, level = 0
+        cdef uint64_t cooldown_ns, entered, level = 0
         cdef gp_members *m
         cdef Py_ssize_t idx
         cdef _Members members
         cdef object node
+        _cooldown_arg(cooldown, &cooldown_ns)
         if _is_index(target):
             m = _current(self._core)
-            idx = _check_index(target, m.n)
+            idx = _index_arg(target, m.n)
             entered = _fail(self._core, m, idx, cooldown_ns, &level)
             if entered:
                 node = <object>_item(m, 0, idx)
@@ -695,7 +748,7 @@ cdef class EndpointPool:
         cdef Py_ssize_t idx
         if _is_index(target):
             m = _current(self._core)
-            gp_u64_store(&m.consecutive[_check_index(target, m.n)], 0)
+            gp_u64_store(&m.consecutive[_index_arg(target, m.n)], 0)
             return True
         members = <_Members>_current(self._core).owner
         indices = members.indices_of(_check_endpoint(target))

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from datetime import timedelta
 from operator import index as _index
 
 from . import _failover
 from ._endpoint import GonkaEndpoint
 from ._facade import from_env, pool_repr, prepare, update
-from ._policy import EndpointState, log_cooldown, random_offset
+from ._policy import CLOCK, EndpointState, log_cooldown, monotonic_ns, random_offset
 
 __all__ = ["EndpointPool"]
 
@@ -204,7 +203,7 @@ class EndpointPool:
 
     def _now(self) -> int:
         fake = self._test_now
-        return fake if fake >= 0 else time.monotonic_ns()
+        return fake if fake >= 0 else monotonic_ns()
 
     # -- selection (lock held) ---------------------------------------------------
 
@@ -257,7 +256,8 @@ class EndpointPool:
                 m.cooling -= 1
             m.failed_until[idx] = 0
             return (0, 0)
-        now = self._now()
+        fake = self._test_now
+        now, tick = (fake, 0) if fake >= 0 else (monotonic_ns(), CLOCK[1])
         old = m.failed_until[idx]
         cooling_now = old > now
         level = m.consecutive[idx]
@@ -266,7 +266,7 @@ class EndpointPool:
         elif level == 0:
             level = 1
         ns = self._backoff_ns(level) if cooldown_ns == POLICY else cooldown_ns
-        deadline = FOREVER if ns >= FOREVER - now else now + ns
+        deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
         if not (cooling_now and old >= deadline):
             if old == 0:
                 m.cooling += 1
