@@ -34,6 +34,7 @@ from itertools import count
 from typing import Any, Callable
 
 from . import IMPLEMENTATION, EndpointPool, GonkaEndpoint
+from ._policy import CLOCK
 from ._pool_py import EndpointPool as _TwinPool
 
 UNROLL = 10  # calls per loop iteration, so the loop itself weighs little
@@ -215,13 +216,16 @@ def interpreter() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "gonka_pool": IMPLEMENTATION,
+        "clock": "{} (tick {} ns)".format(*CLOCK),
     }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     info = interpreter()
-    max_threads = args.max_threads or 2 * (os.cpu_count() or 1)
-    thread_counts = list(range(1, max_threads + 1))
+    if args.threads:
+        thread_counts = args.threads
+    else:
+        thread_counts = list(range(1, (args.max_threads or 2 * (os.cpu_count() or 1)) + 1))
     impls = implementations(args.nodes)
     runners = {name: make_runner(expr) for name, (_, expr) in impls.items()}
     reps = {name: calibrate(obj, runners[name], args.seconds) for name, (obj, _) in impls.items()}
@@ -277,7 +281,7 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"gonka_pool bench: Python {info['python']} ({'free-threaded' if info['free_threaded_build'] else 'GIL'} build), "
         f"GIL {'enabled' if info['gil_enabled'] else 'disabled'}, {info['cores']} cores, "
-        f"{info['machine']}, implementation {info['gonka_pool']}",
+        f"{info['machine']}, implementation {info['gonka_pool']}, clock {info['clock']}",
         f"{result['nodes']} nodes, {result['rounds']} interleaved rounds, medians",
         "",
         "Single thread, ns per call (ratio to next()):",
@@ -329,12 +333,24 @@ def plot(result: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _thread_counts(text: str) -> list[int]:
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of thread counts: {text!r}") from None
+    if not counts or counts[0] != 1:
+        raise argparse.ArgumentTypeError("the thread counts must include 1 (every ratio is to one thread)")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gonka_pool bench", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--seconds", type=float, default=0.05, help="target time per measurement")
     parser.add_argument("--nodes", type=int, default=8, help="endpoints in each pool (default 8)")
     parser.add_argument("--max-threads", type=int, default=0, help="default: 2x the core count")
+    parser.add_argument("--threads", type=_thread_counts, default=None, metavar="1,2,4,...",
+                        help="thread counts to measure (must include 1); default 1 to --max-threads")
     parser.add_argument("--core-k", type=int, default=2_000_000, help="selections per thread, C loop")
     parser.add_argument("--json", metavar="FILE", help="write the raw data as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="draw throughput against threads (matplotlib)")
