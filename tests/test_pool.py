@@ -31,6 +31,29 @@ def picks(pool, k):
 # -- selection ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("weights", [None, [1, 2, 1, 3, 1]])
+def test_every_candidate_examined_moves_the_cursor_as_in_the_seed(make_pool, weights):
+    # The seed takes one cursor position per candidate; the core claims the first
+    # and moves past the rest in one step: the same picks, the cursor as far.
+    pool = frozen(make_pool(5, weights=weights))
+    pool.mark_failed(1, 60)
+    pool.mark_failed(2, 60)
+    seen, positions = [], []
+    for _ in range(12):
+        seen.append(pool.next_indexed()[0])
+        positions.append(pool._state()[0])
+    assert 1 not in seen and 2 not in seen
+    if weights is None:
+        assert seen == [0, 3, 4] * 4
+        assert positions == [p + 5 * k for k in range(4) for p in (1, 4, 5)]
+    for idx in (0, 3, 4):
+        pool.mark_failed(idx, 30)
+    # All cooling: n candidates examined, the earliest deadline returned.
+    before = pool._state()[0]
+    assert pool.next_indexed()[0] == 0
+    assert pool._state()[0] - before == 5
+
+
 def test_next_and_next_indexed_share_one_cursor(make_pool):
     pool = make_pool(3)
     assert [pool.next_indexed()[0], url(pool.next()), pool.next_indexed()[0]] == [0, 1, 2]
