@@ -254,10 +254,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"\r  [{done:4d}/{total}] {label[:60]:60s}", end="", file=sys.stderr, flush=True)
 
     for round_ in range(args.rounds):
-        for name, (obj, _, per_call) in singles.items():
-            rate = measure(obj, single_runners[name], 1, single_reps[name])
-            single[name].append(1e9 / (rate * per_call))
-            progress(f"round {round_ + 1}: {name}")
+        # Every single-thread case of a round on one thread, back to back: which core
+        # a new thread lands on moves its timings up to 2x on a shared machine, and
+        # the ratios to next() must not depend on that draw.
+        def singles_on_one_thread() -> None:
+            for name, (obj, _, per_call) in singles.items():
+                start = time.perf_counter()
+                single_runners[name](obj, single_reps[name])
+                elapsed = time.perf_counter() - start
+                single[name].append(elapsed * 1e9 / (single_reps[name] * UNROLL * per_call))
+                progress(f"round {round_ + 1}: {name}")
+
+        worker = threading.Thread(target=singles_on_one_thread)
+        worker.start()
+        worker.join()
         for threads in thread_counts:
             for name, (obj, _) in impls.items():
                 threaded[name][threads].append(measure(obj, runners[name], threads, reps[name]))
@@ -274,6 +284,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "threads": thread_counts,
         "single_thread_ns": {k: statistics.median(v) for k, v in single.items()},
+        # Median over rounds of each round's ratio to that round's next().
+        "single_thread_ratio": {
+            k: statistics.median(a / b for a, b in zip(v, single["next()"])) for k, v in single.items()
+        },
         "throughput": {n: {t: statistics.median(v) for t, v in d.items()} for n, d in threaded.items()},
         "core_loop": {t: statistics.median(v) for t, v in core.items()} if IMPLEMENTATION == "c" else {},
         "raw": {"single_thread_ns": single, "throughput": threaded, "core_loop": core},
@@ -289,12 +303,13 @@ def report(result: dict[str, Any]) -> str:
         f"{info['machine']}, implementation {info['gonka_pool']}, clock {info['clock']}",
         f"{result['nodes']} nodes, {result['rounds']} interleaved rounds, medians",
         "",
-        "Single thread, ns per call (ratio to next()):",
+        "Single thread, all cases of a round on one thread: ns per call (median), and the",
+        "median over rounds of the ratio to that round's next():",
     ]
     singles = result["single_thread_ns"]
-    base_ns = singles["next()"]
+    ratios = result["single_thread_ratio"]
     for name, ns in singles.items():
-        lines.append(f"  {name:34s} {ns:8.1f} ns  {ns / base_ns:6.2f}x")
+        lines.append(f"  {name:34s} {ns:8.1f} ns  {ratios[name]:6.2f}x")
     throughput = result["throughput"]
     ref_name = "gonka_pool (c)" if "gonka_pool (c)" in throughput else "gonka_pool (python)"
     ref = throughput[ref_name][1]
