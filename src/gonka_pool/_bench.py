@@ -126,6 +126,7 @@ def implementations(n_nodes: int) -> dict[str, tuple[Any, str]]:
     if ft_pool is not None:
         impls["ft_utils AtomicInt64 pool"] = (ft_pool(endpoints), "obj.next()")
     impls["floor: lst.__len__()"] = (list(range(n_nodes)), "obj.__len__()")
+    impls["floor: len_ = lst.__len__ per thread"] = (list(range(n_nodes)), "len_ = obj.__len__; len_()")
     impls["floor: str.isascii()"] = ("".join(["node"] * n_nodes), "obj.isascii()")
     return impls
 
