@@ -366,7 +366,7 @@ def _thread_counts(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gonka_pool bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     parser.add_argument("--seconds", type=float, default=0.05, help="target time per measurement")
     parser.add_argument("--nodes", type=int, default=8, help="endpoints in each pool (default 8)")
     parser.add_argument("--max-threads", type=int, default=0, help="default: 2x the core count")
