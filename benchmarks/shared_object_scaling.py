@@ -25,67 +25,37 @@ import argparse
 import os
 import statistics
 import sys
-import threading
-import time
 
 from gonka_pool import EndpointPool, GonkaEndpoint
+from gonka_pool._bench import make_runner, measure
 
-UNROLL = 20
 ENDPOINTS = [GonkaEndpoint(f"https://node{i}.example", f"a{i}") for i in range(8)]
 
-
-def runner(setup: str, expression: str):
-    """run(obj, reps): ``setup`` once in the thread, then ``expression`` reps*UNROLL times."""
-    namespace: dict = {"EndpointPool": EndpointPool, "ENDPOINTS": ENDPOINTS}
-    body = "".join(f"        {expression}\n" for _ in range(UNROLL))
-    exec(f"def run(obj, reps):\n    {setup}\n    for _ in range(reps):\n{body}", namespace)  # noqa: S102
-    return namespace["run"]
-
-
+# name -> (the object every thread gets, "setup once per thread; the repeated call")
 CASES = {
-    "shared pool: obj.next()": ("shared", "pass", "obj.next()"),
-    "shared pool: next_ = obj.next; next_()": ("shared", "next_ = obj.next", "next_()"),
-    "pool per thread (built in it): obj.next()": ("shared", "obj = EndpointPool(ENDPOINTS)", "obj.next()"),
-    "shared list: obj.__len__()": ("list", "pass", "obj.__len__()"),
-    "list per thread: obj.__len__()": ("list", "obj = list(obj)", "obj.__len__()"),
+    "shared pool: obj.next()": ("pool", "obj.next()"),
+    "shared pool: next_ = obj.next; next_()": ("pool", "next_ = obj.next; next_()"),
+    "pool per thread (built in it): obj.next()": ("factory", "obj = obj(); obj.next()"),
+    "shared list: obj.__len__()": ("list", "obj.__len__()"),
+    "list per thread: obj.__len__()": ("list", "obj = list(obj); obj.__len__()"),
 }
-
-
-def rate(obj, run, threads: int, reps: int) -> float:
-    barrier = threading.Barrier(threads)
-    spans = []
-    lock = threading.Lock()
-
-    def body():
-        barrier.wait()
-        start = time.perf_counter()
-        run(obj, reps)
-        end = time.perf_counter()
-        with lock:
-            spans.append((start, end))
-
-    workers = [threading.Thread(target=body) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return threads * reps * UNROLL / (max(e for _, e in spans) - min(s for s, _ in spans))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", default=",".join(str(t) for t in (1, 2, 4, 8, 16) if t <= 2 * (os.cpu_count() or 1)))
+    default = ",".join(str(t) for t in (1, 2, 4, 8, 16) if t <= 2 * (os.cpu_count() or 1))
+    parser.add_argument("--threads", default=default)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--reps", type=int, default=20_000)
     args = parser.parse_args()
     counts = [int(t) for t in args.threads.split(",")]
-    shared = {"shared": EndpointPool(ENDPOINTS), "list": list(range(8))}
-    runs = {name: runner(setup, expr) for name, (_, setup, expr) in CASES.items()}
+    shared = {"pool": EndpointPool(ENDPOINTS), "factory": lambda: EndpointPool(ENDPOINTS), "list": list(range(8))}
+    runs = {name: make_runner(expression) for name, (_, expression) in CASES.items()}
     results: dict[str, dict[int, list[float]]] = {name: {t: [] for t in counts} for name in CASES}
     for _ in range(args.rounds):
         for t in counts:
-            for name, (kind, _, _) in CASES.items():
-                results[name][t].append(rate(shared[kind], runs[name], t, args.reps))
+            for name, (kind, _) in CASES.items():
+                results[name][t].append(measure(shared[kind], runs[name], t, args.reps))
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     print(f"Python {sys.version.split()[0]}, GIL {'on' if gil else 'off'}, {os.cpu_count()} cores, "
           f"{args.rounds} interleaved rounds, medians; aggregate calls/s as a ratio to one thread "
