@@ -51,7 +51,7 @@ def _pick_clock() -> tuple[str, int]:
         try:
             tick = time.clock_getres(_CLOCK_MONOTONIC_COARSE)
             time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE)
-        except (OSError, AttributeError):
+        except OSError:
             pass
         else:
             tick_ns = round(tick * 1e9)
@@ -63,15 +63,12 @@ def _pick_clock() -> tuple[str, int]:
 CLOCK = _pick_clock()
 
 
-def monotonic_ns() -> int:
-    """Now on ``CLOCK``: the epoch of ``time.monotonic_ns()``."""
-    return time.monotonic_ns()
+def _coarse_ns() -> int:
+    return time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE)
 
 
-if CLOCK[1]:
-
-    def monotonic_ns() -> int:  # noqa: F811 - the coarse reading where it was picked
-        return time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE)
+# Now on ``CLOCK``, in the epoch of ``time.monotonic_ns()``.
+monotonic_ns = _coarse_ns if CLOCK[1] else time.monotonic_ns
 
 
 class EndpointState(NamedTuple):

@@ -316,11 +316,20 @@ cdef inline gp_members *_current(gp_core *core) noexcept nogil:
     return <gp_members *><uintptr_t>gp_u64_load_acquire(&core.members)
 
 
-cdef inline uint64_t _now(gp_core *core) noexcept nogil:
+cdef inline uint64_t _now_tick(gp_core *core, uint64_t *tick) noexcept nogil:
+    """Now, and in ``tick`` what a deadline set now adds: the real clock's tick
+    (0 for a precise clock), or 0 on the test clock."""
     cdef int64_t fake = gp_i64_load(&core.test_now)
     if fake >= 0:
+        tick[0] = 0
         return <uint64_t>fake
+    tick[0] = _CLOCK_TICK_NS
     return gp_monotonic_ns()
+
+
+cdef inline uint64_t _now(gp_core *core) noexcept nogil:
+    cdef uint64_t tick
+    return _now_tick(core, &tick)
 
 
 # -- selection --------------------------------------------------------------------
@@ -474,18 +483,13 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     the backoff level, so a burst of in-flight requests failing together escalates
     once, as Envoy's ejections do."""
     cdef uint64_t now, tick, old, deadline, level, ns
-    cdef int64_t fake
     cdef bint cooling_now, done = False
     if cooldown_ns == 0:
         # No write when already clear: the common repeat costs a load, not a locked op.
         if gp_u64_load(&m.failed_until[idx]) != 0 and gp_u64_exchange(&m.failed_until[idx], 0) != 0:
             gp_i64_fetch_add(&m.cooling, -1)
         return 0
-    fake = gp_i64_load(&core.test_now)
-    if fake >= 0:
-        now, tick = <uint64_t>fake, 0
-    else:
-        now, tick = gp_monotonic_ns(), _CLOCK_TICK_NS
+    now = _now_tick(core, &tick)
     while True:
         old = gp_u64_load(&m.failed_until[idx])
         cooling_now = old > now
@@ -520,7 +524,19 @@ cdef object _as_int(object value, str what):
     return _index(value)
 
 
-cdef Py_ssize_t _check_index(object idx, Py_ssize_t n) except -1:
+cdef inline Py_ssize_t _check_index(object idx, Py_ssize_t n) except -1:
+    """An endpoint index in range(n); the common case, an exact int in range, here,
+    inline; the rest and every error by ``_check_index_any``."""
+    cdef int overflow = 0
+    cdef long long i
+    if type(idx) is int:
+        i = PyLong_AsLongLongAndOverflow(idx, &overflow)
+        if overflow == 0 and 0 <= i < n:
+            return <Py_ssize_t>i
+    return _check_index_any(idx, n)
+
+
+cdef Py_ssize_t _check_index_any(object idx, Py_ssize_t n) except -1:
     cdef int overflow = 0
     cdef long long i
     idx = _as_int(idx, "endpoint index")
@@ -530,76 +546,55 @@ cdef Py_ssize_t _check_index(object idx, Py_ssize_t n) except -1:
     return <Py_ssize_t>i
 
 
-cdef inline Py_ssize_t _index_arg(object idx, Py_ssize_t n) except -1:
-    """``_check_index`` with the common case (an exact int in range) inline."""
-    cdef int overflow = 0
-    cdef long long i
-    if type(idx) is int:
-        i = PyLong_AsLongLongAndOverflow(idx, &overflow)
-        if overflow == 0 and 0 <= i < n:
-            return <Py_ssize_t>i
-    return _check_index(idx, n)
-
-
-cdef inline int _cooldown_arg(object cooldown, uint64_t *ns) except -1:
-    """mark_failed's cooldown -> ``ns[0]``: POLICY for None, else ``_cooldown_ns``,
-    with a float or int in range converted inline (no error check)."""
-    cdef double seconds
-    cdef int overflow = 0
-    cdef long long whole
-    if cooldown is None:
-        ns[0] = POLICY
-        return 0
-    if type(cooldown) is float:
-        seconds = PyFloat_AS_DOUBLE(cooldown)
-        if 0 <= seconds * NS_PER_S < SATURATING_NS_DOUBLE:  # not NaN, not negative
-            ns[0] = <uint64_t>ceil(seconds * NS_PER_S)
-            return 0
-    elif type(cooldown) is int:
-        whole = PyLong_AsLongLongAndOverflow(cooldown, &overflow)
-        if overflow == 0 and 0 <= whole < _SATURATING_SECONDS:
-            ns[0] = <uint64_t>whole * NS_PER_S
-            return 0
-    ns[0] = _cooldown_ns(cooldown)
-    return 0
-
-
-cdef uint64_t _seconds_ns(object whole) except? 0:
-    """A Python int of seconds -> nanoseconds, saturated to FOREVER."""
+cdef inline int _seconds_ns(object whole, uint64_t *out) except -1:
+    """A Python int of seconds -> nanoseconds in ``out``, saturated to FOREVER."""
     cdef int overflow = 0
     cdef long long seconds = PyLong_AsLongLongAndOverflow(whole, &overflow)
     if overflow < 0 or (overflow == 0 and seconds < 0):
         raise ValueError(f"cooldown must be >= 0, got {whole!r}")
-    if overflow > 0 or seconds >= _SATURATING_SECONDS:
-        return FOREVER
-    return <uint64_t>seconds * NS_PER_S
+    out[0] = FOREVER if overflow > 0 or seconds >= _SATURATING_SECONDS else <uint64_t>seconds * NS_PER_S
+    return 0
 
 
-cdef uint64_t _whole_ns(object ns) except? 0:
-    """A non-negative Python int of nanoseconds, saturated to FOREVER."""
-    if ns >= FOREVER:
-        return FOREVER
-    return ns
+cdef inline int _cooldown_ns(object cooldown, uint64_t *out) except -1:
+    """Seconds (int, float, any real number) or a timedelta -> whole nanoseconds in
+    ``out``.  0 means "clear"; any positive cooldown is at least 1 ns; too large
+    saturates.  The common case, an exact float or int in range, is converted here,
+    inline; the rest and every error by ``_cooldown_ns_any``.  An error return is -1
+    only, so a 0 result costs no PyErr_Occurred check."""
+    cdef double seconds
+    cdef int overflow = 0
+    cdef long long whole
+    if type(cooldown) is float:
+        seconds = PyFloat_AS_DOUBLE(cooldown)
+        if 0 <= seconds * NS_PER_S < SATURATING_NS_DOUBLE:  # not NaN, not negative
+            out[0] = <uint64_t>ceil(seconds * NS_PER_S)
+            return 0
+    elif type(cooldown) is int:
+        whole = PyLong_AsLongLongAndOverflow(cooldown, &overflow)
+        if overflow == 0 and 0 <= whole < _SATURATING_SECONDS:
+            out[0] = <uint64_t>whole * NS_PER_S
+            return 0
+    return _cooldown_ns_any(cooldown, out)
 
 
-cdef uint64_t _cooldown_ns(object cooldown) except? 0:
-    """Seconds (int, float, any real number) or a timedelta -> whole nanoseconds.
-
-    0 means "clear"; any positive cooldown is at least 1 ns; too large saturates."""
+cdef int _cooldown_ns_any(object cooldown, uint64_t *out) except -1:
+    """``_cooldown_ns`` for any type, with its errors."""
     cdef double seconds
     if type(cooldown) is float:
         seconds = PyFloat_AS_DOUBLE(cooldown)
     elif type(cooldown) is int:
-        return _seconds_ns(cooldown)
+        return _seconds_ns(cooldown, out)
     elif isinstance(cooldown, _timedelta):
         if cooldown < _ZERO_TIMEDELTA:
             raise ValueError(f"cooldown must be >= 0, got {cooldown!r}")
-        return _whole_ns(((cooldown.days * 86400 + cooldown.seconds) * 1000000
-                          + cooldown.microseconds) * 1000)
+        whole = ((cooldown.days * 86400 + cooldown.seconds) * 1000000 + cooldown.microseconds) * 1000
+        out[0] = FOREVER if whole >= FOREVER else <uint64_t>whole
+        return 0
     elif isinstance(cooldown, bool):
         raise TypeError("cooldown must be a number of seconds or a datetime.timedelta, not bool")
     elif hasattr(type(cooldown), "__index__"):
-        return _seconds_ns(_index(cooldown))
+        return _seconds_ns(_index(cooldown), out)
     elif hasattr(type(cooldown), "__float__"):
         try:
             seconds = PyFloat_AsDouble(cooldown)
@@ -612,11 +607,11 @@ cdef uint64_t _cooldown_ns(object cooldown) except? 0:
         raise ValueError("cooldown must not be NaN")
     if seconds < 0:
         raise ValueError(f"cooldown must be >= 0, got {seconds!r}")
-    if seconds == 0:
-        return 0
     if seconds * NS_PER_S >= SATURATING_NS_DOUBLE:
-        return FOREVER
-    return <uint64_t>ceil(seconds * NS_PER_S)
+        out[0] = FOREVER
+    else:  # 0 and -0.0 give 0 ("clear"); any positive value at least 1 ns
+        out[0] = <uint64_t>ceil(seconds * NS_PER_S)
+    return 0
 
 
 _ZERO_TIMEDELTA = _timedelta(0)
@@ -645,9 +640,11 @@ cdef class EndpointPool:
         cdef size_t head = (sizeof(gp_core) + line - 1) // line * line
         cdef Py_ssize_t stripes = STRIPES, s
         cdef uint64_t offset
-        cdef uint64_t base_ns = _cooldown_ns(base_cooldown), max_ns = _cooldown_ns(max_cooldown)
+        cdef uint64_t base_ns, max_ns
         cdef char *raw
         cdef char *base
+        _cooldown_ns(base_cooldown, &base_ns)
+        _cooldown_ns(max_cooldown, &max_ns)
         if base_ns == 0 or max_ns < base_ns:
             raise ValueError("need 0 < base_cooldown <= max_cooldown, got "
                              f"{base_cooldown!r} and {max_cooldown!r}")
@@ -752,10 +749,13 @@ cdef class EndpointPool:
         cdef Py_ssize_t idx
         cdef _Members members
         cdef object node
-        _cooldown_arg(cooldown, &cooldown_ns)
+        if cooldown is None:
+            cooldown_ns = POLICY
+        else:
+            _cooldown_ns(cooldown, &cooldown_ns)
         if _is_index(target):
             m = _current(self._core)
-            idx = _index_arg(target, m.n)
+            idx = _check_index(target, m.n)
             entered = _fail(self._core, m, idx, cooldown_ns, &level)
             if entered:
                 node = <object>_item(m, 0, idx)
@@ -778,7 +778,7 @@ cdef class EndpointPool:
         cdef Py_ssize_t idx
         if _is_index(target):
             m = _current(self._core)
-            gp_u64_store(&m.consecutive[_index_arg(target, m.n)], 0)
+            gp_u64_store(&m.consecutive[_check_index(target, m.n)], 0)
             return True
         members = <_Members>_current(self._core).owner
         indices = members.indices_of(_check_endpoint(target))

@@ -201,9 +201,14 @@ class EndpointPool:
         self._max_ns = max_ns
         return self
 
-    def _now(self) -> int:
+    def _now_tick(self) -> tuple[int, int]:
+        """Now, and what a deadline set now adds: the real clock's tick (0 for a
+        precise clock), or 0 on the test clock."""
         fake = self._test_now
-        return fake if fake >= 0 else monotonic_ns()
+        return (fake, 0) if fake >= 0 else (monotonic_ns(), CLOCK[1])
+
+    def _now(self) -> int:
+        return self._now_tick()[0]
 
     # -- selection (lock held) ---------------------------------------------------
 
@@ -256,8 +261,7 @@ class EndpointPool:
                 m.cooling -= 1
             m.failed_until[idx] = 0
             return (0, 0)
-        fake = self._test_now
-        now, tick = (fake, 0) if fake >= 0 else (monotonic_ns(), CLOCK[1])
+        now, tick = self._now_tick()
         old = m.failed_until[idx]
         cooling_now = old > now
         level = m.consecutive[idx]
