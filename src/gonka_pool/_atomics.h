@@ -111,8 +111,8 @@ static inline int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) {
 /* CLOCK_MONOTONIC's epoch, as time.monotonic_ns(), so the C core and the pure twin
  * agree on what "now" means; a wall clock would let an NTP step revive or freeze
  * every cooling node at once.  On Linux the core reads CLOCK_MONOTONIC_COARSE: the
- * same clock as of the last timer tick, 11 ns a read against 31 ns here, where a
- * precise read costs more than a whole next() call.  gp_clock_init() picks it
+ * same clock as of the last timer tick, a fraction of a precise read's cost
+ * (benchmarks/clock_cost.c), which mark_failed pays.  gp_clock_init() picks it
  * when its tick (clock_getres) is at most max_tick_ns and returns that tick, which
  * callers add to every deadline so a node is never let back a tick early; it
  * returns 0 when it keeps the precise clock (other systems, or a coarse tick too

@@ -29,8 +29,9 @@ A membership (``gp_members``, replaced whole by ``update()``):
 ``failed_until[i]``
     Monotonic deadline in nanoseconds before which node ``i`` is skipped; ``0``
     means healthy, ``UINT64_MAX`` means "until cleared".  On Linux the clock is
-    ``CLOCK_MONOTONIC_COARSE`` (``CLOCK``): a third of a precise read's cost, so a
-    mark stays within 2x a selection; every deadline adds one tick of it.
+    ``CLOCK_MONOTONIC_COARSE`` (``CLOCK``): a fraction of a precise read's cost
+    (``benchmarks/clock_cost.c``), so a mark stays within 2x a selection; every
+    deadline adds one tick of it.
 ``cooling``
     Number of non-zero deadlines plus marks in flight.  While it is zero a
     selection is one ``fetch_add``: no clock read, no deadline load.
