@@ -134,3 +134,151 @@ def test_parse_reads_the_gonka_endpoints_entry_form():
 def test_parse_rejects_malformed_entries(text, error, message):
     with pytest.raises(error, match=message):
         GonkaEndpoint.parse(text)
+
+
+# -- entry separators and '@' inside a URL ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "separator"),
+    [
+        ("https://n1/v1;a1;https://n2/v1", ";"),   # GONKA_ENDPOINTS with ';' between entries
+        ("https://n1/v1;a1,https://n2/v1", ";"),   # a whole list given to parse
+        ("https://node.example/a;b", ";"),
+        ("https://node.example/a,b", ","),
+        ("https://n1,n2/v1", ","),
+    ],
+)
+def test_a_semicolon_or_comma_in_a_base_url_is_refused_as_an_entry_separator(url, separator):
+    with pytest.raises(ValueError, match="invalid endpoint URL") as info:
+        GonkaEndpoint(url, "a1")
+    assert f"contains {separator!r}: GONKA_ENDPOINTS entries are 'url;address' separated by ','" \
+        in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text", ["https://n1/v1;a1,https://n2/v1;a2", "https://n1/v1;a1;https://n2/v1;a2"]
+)
+def test_parse_refuses_several_entries_instead_of_building_one_endpoint_from_them(text):
+    with pytest.raises(ValueError, match="separated by ','"):
+        GonkaEndpoint.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://user:secret@node.example", "credentials are not allowed"),
+        ("https://user:sec/ret@node.example", "'@' is not allowed anywhere"),
+        ("https://user:sec?ret@node.example", "'@' is not allowed anywhere"),
+        ("https://user:sec#ret@node.example", "'@' is not allowed anywhere"),
+        ("https://node.example/@v1", "'@' is not allowed anywhere"),
+        ("https://user:secret@[::1", "credentials are not allowed"),
+    ],
+)
+def test_a_url_with_an_at_sign_anywhere_is_refused_with_a_text_that_quotes_none_of_it(url, message):
+    with pytest.raises(ValueError, match=message) as info:
+        GonkaEndpoint(url, "a")
+    assert "'" + url[:9] not in str(info.value) and "sec" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("ftp://user:secret@node.example", "endpoint URL 'ftp://***@node.example' must use"),
+        ("mailto:someone@example.com", "endpoint URL '***@example.com' must use"),
+        ("//user:secret@node.example", "invalid endpoint URL '//***@node.example': relative"),
+        ("https://user:se cret@node.example", "invalid endpoint URL 'https://***@node.example'"),
+        ("https://user:s@cr@t@node .example", "invalid endpoint URL 'https://***@node .example'"),
+        ("u:se//cret@node.example", "endpoint URL '***@node.example' must use"),
+    ],
+)
+def test_an_error_found_before_the_at_sign_quotes_the_url_with_its_userinfo_redacted(url, shown):
+    with pytest.raises(ValueError) as info:
+        GonkaEndpoint(url, "a")
+    assert str(info.value).startswith(shown)
+
+
+def test_an_address_with_an_at_sign_is_refused_without_quoting_it():
+    with pytest.raises(ValueError, match="invalid endpoint address: '@' is not allowed") as info:
+        GonkaEndpoint("https://node.example", "sec@ret")
+    assert "sec" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # no address: the password is followed by nothing the split could use
+        ("https://user:secret@node.example", "invalid endpoint entry 'https://***@node.example'"),
+        # a ';' in the password: the split falls inside it
+        ("https://user:sec;ret@node.example", "invalid endpoint address: '@' is not allowed"),
+        ("https://user:sec;ret@node.example;a1", "invalid endpoint URL: user:password"),
+    ],
+)
+def test_parse_quotes_no_part_of_a_password_however_the_entry_splits(text, shown):
+    with pytest.raises(ValueError) as info:
+        GonkaEndpoint.parse(text)
+    assert str(info.value).startswith(shown)
+    assert "sec" not in str(info.value) and "ret@" not in str(info.value)
+
+
+# -- GONKA_ENDPOINTS mistakes -----------------------------------------------------------
+
+ENV_UNSAFE = pytest.mark.thread_unsafe(reason="sets GONKA_ENDPOINTS, which is process-wide")
+
+
+@ENV_UNSAFE
+@pytest.mark.parametrize(
+    ("value", "entry"),
+    [
+        ("https://n1;a1,", "entry 2 of 2"),
+        (",https://n1;a1", "entry 1 of 2"),
+        ("https://n1;a1,,https://n2;a2", "entry 2 of 3"),
+        ("https://n1;a1, ,https://n2;a2", "entry 2 of 3"),
+    ],
+)
+def test_from_env_names_the_variable_and_the_position_of_an_empty_entry(
+        pool_impl, monkeypatch, value, entry):
+    monkeypatch.setenv("GONKA_ENDPOINTS", value)
+    with pytest.raises(ValueError) as info:
+        pool_impl.EndpointPool.from_env()
+    assert str(info.value).startswith(
+        f"environment variable GONKA_ENDPOINTS, {entry} (counting from 1) is empty")
+
+
+@ENV_UNSAFE
+@pytest.mark.parametrize(
+    ("value", "entry", "bad"),
+    [
+        ("https://n1;a1,ftp://n2;a2", "entry 2 of 2", "ftp://n2;a2"),
+        ("https://n1", "entry 1 of 1", "https://n1"),
+        ("https://n1;a1, not a url;a2 ,https://n3;a3", "entry 2 of 3", " not a url;a2 "),
+        ("https://n1;a 1", "entry 1 of 1", "https://n1;a 1"),
+    ],
+)
+def test_from_env_names_the_variable_and_the_position_of_an_invalid_entry(
+        pool_impl, monkeypatch, value, entry, bad):
+    monkeypatch.setenv("MY_NODES", value)
+    with pytest.raises(ValueError) as parse:
+        GonkaEndpoint.parse(bad)
+    with pytest.raises(ValueError) as info:
+        pool_impl.EndpointPool.from_env("MY_NODES")
+    where = f"environment variable MY_NODES, {entry} (counting from 1)"
+    assert str(info.value) == f"{where}: {parse.value}"
+
+
+@ENV_UNSAFE
+def test_from_env_refuses_semicolons_used_between_entries(pool_impl, monkeypatch):
+    monkeypatch.setenv("GONKA_ENDPOINTS", "https://n1/v1;a1;https://n2/v1;a2")
+    with pytest.raises(ValueError) as info:
+        pool_impl.EndpointPool.from_env()
+    message = str(info.value)
+    assert message.startswith(
+        "environment variable GONKA_ENDPOINTS, entry 1 of 1 (counting from 1): ")
+    assert "contains ';': GONKA_ENDPOINTS entries are 'url;address' separated by ','" in message
+
+
+@ENV_UNSAFE
+def test_from_env_accepts_a_variable_name_with_braces(pool_impl, monkeypatch):
+    monkeypatch.setenv("NODES_{0}", "https://n1;a1,")
+    with pytest.raises(ValueError, match=r"^environment variable NODES_\{0\}, entry 2 of 2"):
+        pool_impl.EndpointPool.from_env("NODES_{0}")

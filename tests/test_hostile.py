@@ -516,3 +516,22 @@ def test_any_url_string_gets_the_same_decision_from_the_c_core_and_the_twin(both
     assert not {unicodedata.category(c) for c in url} & {"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"}
     assert url.encode("utf-8")
     assert GonkaEndpoint.parse(f" {url} ; addr ").base_url == url
+
+
+# -- URL strings from hypothesis: '@', ';' and ',' ------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(url=URLS, extra=st.sampled_from(["", ";", ",", "u:S3CRET@", "/S3CRET@v1", "S3CRET@"]))
+def test_a_url_with_an_at_sign_or_entry_separator_is_refused_and_its_userinfo_never_quoted(
+        url, extra):
+    if extra.endswith("@"):  # as userinfo: after "//", or at the start without one
+        url = url.replace("//", "//" + extra, 1) if "//" in url else extra + url
+    else:
+        url += extra
+    try:
+        GonkaEndpoint(url, "addr")
+    except ValueError as exc:
+        assert "S3CRET" not in str(exc)
+    else:
+        assert not {"@", ";", ","} & set(url)

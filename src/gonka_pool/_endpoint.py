@@ -34,16 +34,67 @@ def _plain_str(text: str) -> str:
     return text if type(text) is str else str.__str__(text)
 
 
+# A scheme and "//" that can be kept when redacting: nothing before them can be
+# part of a password, so an error still shows which URL it is about.
+_AUTHORITY_PREFIX: Final = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//")
+# The scheme as urlsplit finds it, matched here so that a URL with '@' can be refused
+# before urlsplit runs: its errors may quote the netloc, userinfo and all.
+_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+
+CREDENTIALS_MESSAGE: Final = (
+    "invalid endpoint URL: user:password credentials are not allowed in an "
+    "endpoint URL (they would leak through repr and logs)"
+)
+# A '/', '?' or '#' inside a password ends the authority early, so its '@' and the
+# rest of the password land in the path, query or fragment.
+AT_AFTER_HOST_MESSAGE: Final = (
+    "invalid endpoint URL: '@' is not allowed anywhere in an endpoint URL (after the "
+    "host it usually ends a password that contains '/', '?' or '#', which would leak "
+    "through repr and logs)"
+)
+AT_IN_ADDRESS_MESSAGE: Final = (
+    "invalid endpoint address: '@' is not allowed (in a 'url;address' entry it "
+    "usually ends a URL password that contained ';')"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` fit to quote in an error: everything that could be userinfo, from
+    after ``scheme://`` (or from the start) to the last ``@``, becomes ``***``.
+
+    The last ``@`` and not the first: a password may itself contain ``@``, and
+    ``/``, ``?``, ``#``, ``;`` or ``,`` in it move where parsers split, so only the
+    last ``@`` is sure to lie after the password.
+    """
+    at = text.rfind("@")
+    if at < 0:
+        return text
+    prefix = _AUTHORITY_PREFIX.match(text)
+    keep = prefix.end() if prefix is not None and prefix.end() <= at else 0
+    return f"{text[:keep]}***{text[at:]}"
+
+
 def _invalid(url: str, reason: str) -> ValueError:
-    return ValueError(f"invalid endpoint URL {url!r}: {reason}")
+    return ValueError(f"invalid endpoint URL {redact(url)!r}: {reason}")
+
+
+def _separator_in_url(url: str, separator: str) -> ValueError:
+    # Mostly GONKA_ENDPOINTS written with ';' between entries, or a whole list
+    # passed to parse: the URL would swallow the entries after it.
+    return _invalid(
+        url,
+        f"contains {separator!r}: GONKA_ENDPOINTS entries are 'url;address' "
+        "separated by ',', and a base URL may contain neither",
+    )
 
 
 def validate_base_url(url: object) -> str:
     """Return ``url`` if it is an absolute http(s) URL with a host, else raise.
 
     ValueError messages contain ``invalid endpoint URL`` or ``must use http or https
-    scheme``, as the seed's do.  A URL with credentials is rejected without echoing
-    it, since the password would otherwise land in the error, repr and logs.
+    scheme``, as the seed's do.  A URL containing ``@`` (credentials) is rejected
+    with a fixed text, and every message that quotes a URL quotes it through
+    ``redact``, so no password reaches an error, repr or log.
     """
     if not isinstance(url, str):
         raise TypeError(f"base_url must be a str, not {type(url).__name__}")
@@ -52,20 +103,26 @@ def validate_base_url(url: object) -> str:
         raise _invalid(url, "contains whitespace or control characters")
     if _has_invisible(url):
         raise _invalid(url, "contains an invisible format character or a lone surrogate")
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        raise _invalid(url, "relative URL without a scheme")
+    if scheme[1].lower() not in ("http", "https"):
+        raise ValueError(f"endpoint URL {redact(url)!r} must use http or https scheme")
+    if "@" in url:
+        rest = url[scheme.end() :]
+        authority = re.split(r"[/?#]", rest[2:], maxsplit=1)[0] if rest.startswith("//") else ""
+        raise ValueError(CREDENTIALS_MESSAGE if "@" in authority else AT_AFTER_HOST_MESSAGE)
+    for separator in ";,":
+        if separator in url:
+            raise _separator_in_url(url, separator)
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
         raise _invalid(url, str(exc)) from None
-    if not parts.scheme or not url.lower().startswith(parts.scheme + ":"):
+    if parts.scheme != scheme[1].lower():
+        # Only if urllib ever finds the scheme differently from _SCHEME.
         raise _invalid(url, "relative URL without a scheme")
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"endpoint URL {url!r} must use http or https scheme")
     netloc = parts.netloc
-    if "@" in netloc:
-        raise ValueError(
-            "invalid endpoint URL: user:password credentials are not allowed in an "
-            "endpoint URL (they would leak through repr and logs)"
-        )
     if not url[len(parts.scheme) + 1 :].startswith("//") or not netloc:
         raise _invalid(url, "empty host")
     if netloc.startswith("["):
@@ -103,14 +160,16 @@ def validate_address(address: object) -> str:
     address = _plain_str(address)
     if not address:
         raise ValueError("endpoint address must not be empty")
+    if "@" in address:
+        raise ValueError(AT_IN_ADDRESS_MESSAGE)
     if _FORBIDDEN_CHARS.search(address) or ";" in address or "," in address:
         raise ValueError(
-            f"invalid endpoint address {address!r}: whitespace, control characters, "
+            f"invalid endpoint address {redact(address)!r}: whitespace, control characters, "
             "';' and ',' are not allowed"
         )
     if _has_invisible(address):
         raise ValueError(
-            f"invalid endpoint address {address!r}: invisible format characters and "
+            f"invalid endpoint address {redact(address)!r}: invisible format characters and "
             "lone surrogates are not allowed"
         )
     return address
@@ -158,9 +217,14 @@ class GonkaEndpoint:
         """
         if not isinstance(text, str):
             raise TypeError(f"endpoint entry must be a str, not {type(text).__name__}")
-        url, sep, address = text.strip().rpartition(";")
+        entry = text.strip()
+        url, sep, address = entry.rpartition(";")
         if not sep:
-            raise ValueError(f"invalid endpoint entry {text!r}: expected 'url;address'")
+            raise ValueError(f"invalid endpoint entry {redact(entry)!r}: expected 'url;address'")
+        if "@" in address:
+            # Checked before the URL: with a ';' inside a password the split falls
+            # there, and the URL's own error would quote the start of the password.
+            raise ValueError(AT_IN_ADDRESS_MESSAGE)
         return cls(url.strip(), address.strip())
 
     def __setattr__(self, name: str, value: object) -> None:

@@ -17,10 +17,52 @@ from typing import Any, TypeVar
 from ._endpoint import GonkaEndpoint
 from ._policy import check_start, check_weights, smooth_schedule
 
-__all__ = ["collect_endpoints", "from_env", "pool_repr", "prepare", "update"]
+__all__ = [
+    "collect_endpoints",
+    "constructor_arguments",
+    "from_env",
+    "pool_repr",
+    "prepare",
+    "update",
+]
 
 _REPR_LIMIT = 8
 T = TypeVar("T")
+
+
+# EndpointPool's keywords and their defaults, as both cores take them.
+_KEYWORD_DEFAULTS = {"weights": None, "start": "random", "base_cooldown": 30.0, "max_cooldown": 300.0}
+
+
+def constructor_arguments(name: str, args: tuple, kwargs: dict) -> tuple:
+    """``(endpoints, weights, start, base_cooldown, max_cooldown)`` from the
+    arguments of ``name(endpoints, *, weights=None, start="random",
+    base_cooldown=30.0, max_cooldown=300.0)``.
+
+    Both cores parse with this, so a mistake reads the same on either and names the
+    class, where Python's own messages would name ``__new__`` or ``__cinit__``."""
+    if len(args) > 1:
+        raise TypeError(
+            f"{name}() takes 1 positional argument (the endpoints) but {len(args)} were "
+            f"given; pass a list: {name}([ep1, ep2])"
+        )
+    for key in kwargs:
+        if key != "endpoints" and key not in _KEYWORD_DEFAULTS:
+            raise TypeError(
+                f"{name}() got an unexpected keyword argument {key!r}; its keywords are "
+                "weights, start, base_cooldown and max_cooldown"
+            )
+    if args:
+        if "endpoints" in kwargs:
+            raise TypeError(f"{name}() got multiple values for argument 'endpoints'")
+        endpoints = args[0]
+    elif "endpoints" in kwargs:
+        endpoints = kwargs["endpoints"]
+    else:
+        raise TypeError(
+            f"{name}() missing 1 required argument: 'endpoints' (an iterable of GonkaEndpoint)"
+        )
+    return (endpoints, *(kwargs.get(key, default) for key, default in _KEYWORD_DEFAULTS.items()))
 
 
 def collect_endpoints(endpoints: Iterable[GonkaEndpoint]) -> tuple[GonkaEndpoint, ...]:
@@ -81,4 +123,28 @@ def from_env(cls: type[T], var: str) -> T:
             f"environment variable {var} is {state}; expected comma-separated "
             "'url;address' entries"
         )
-    return cls(GonkaEndpoint.parse(entry) for entry in text.split(","))  # type: ignore[call-arg]
+    entries = text.split(",")
+
+    def entry_at(number: int) -> str:
+        return f"environment variable {var}, entry {number} of {len(entries)} (counting from 1)"
+
+    if "@" in text:
+        # Refused before any entry is parsed: a ',' inside a password splits it into
+        # entries before the '@', whose errors would quote the start of the password.
+        number = next(n for n, entry in enumerate(entries, 1) if "@" in entry)
+        raise ValueError(
+            f"{entry_at(number)}: '@' is not allowed (user:password credentials in an "
+            "endpoint URL would leak through repr and logs)"
+        )
+    endpoints = []
+    for number, entry in enumerate(entries, 1):
+        if not entry.strip():
+            raise ValueError(
+                f"{entry_at(number)} is empty: entries are 'url;address' separated by "
+                "',', with no ',' at the end or doubled"
+            )
+        try:
+            endpoints.append(GonkaEndpoint.parse(entry))
+        except ValueError as exc:
+            raise ValueError(f"{entry_at(number)}: {exc}") from None
+    return cls(endpoints)  # type: ignore[call-arg]
