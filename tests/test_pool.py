@@ -4,8 +4,10 @@ the sequence protocol, and bad input that must leave the pool unchanged."""
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import pickle
+import pydoc
 from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -296,6 +298,66 @@ def test_bad_cooldown_raises_and_leaves_the_pool_unchanged(make_pool, cooldown, 
 def test_bad_endpoints_are_rejected_with_a_specific_error(pool_impl, endpoints, error, message):
     with pytest.raises(error, match=message):
         pool_impl.EndpointPool(endpoints)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (nodes(3), {}, r"^EndpointPool\(\) takes 1 positional argument \(the endpoints\) but 3 were "
+         r"given; pass a list: EndpointPool\(\[ep1, ep2\]\)$"),
+        ([nodes(2), None], {}, r"takes 1 positional argument \(the endpoints\) but 2 were given"),
+        ([], {}, r"^EndpointPool\(\) missing 1 required argument: 'endpoints'"),
+        ([nodes(1)], {"wieghts": [1]}, r"^EndpointPool\(\) got an unexpected keyword argument 'wieghts'; "
+         "its keywords are weights, start, base_cooldown and max_cooldown$"),
+        ([nodes(1)], {"endpoints": nodes(1)}, r"^EndpointPool\(\) got multiple values for argument 'endpoints'$"),
+    ],
+)
+def test_a_wrong_call_of_the_constructor_is_reported_against_endpoint_pool(pool_impl, args, kwargs, message):
+    with pytest.raises(TypeError, match=message) as caught:
+        pool_impl.EndpointPool(*args, **kwargs)
+    assert "__cinit__" not in str(caught.value) and "__new__" not in str(caught.value)
+
+
+def test_the_constructor_takes_endpoints_by_keyword_and_settings_only_by_keyword(pool_impl):
+    pool = frozen(pool_impl.EndpointPool(endpoints=nodes(2), weights=[2, 1], start=1,
+                                         base_cooldown=1, max_cooldown=2))
+    assert pool.weights == (2, 1) and pool.next_indexed()[0] == 1  # schedule 0 1 0
+    pool.mark_failed(0)
+    assert pool.snapshot()[0].cooldown_remaining == 1.0
+
+
+def test_every_public_method_has_a_signature_with_the_twins_parameter_names(both_impls):
+    # The C methods are method descriptors (not cyfunctions, which would cost the
+    # hot path its exact-type call): their signatures come from the docstrings.
+    c_impl, py_impl = both_impls
+    c_cls, py_cls = c_impl.EndpointPool, py_impl.EndpointPool
+    public = sorted(name for name in dir(py_cls) if not name.startswith("_")
+                    and callable(getattr(py_cls, name)))
+    assert public == sorted(name for name in dir(c_cls) if not name.startswith("_")
+                            and callable(getattr(c_cls, name)))
+    assert {"next", "mark_failed", "mark_success", "update", "snapshot", "from_env"} <= set(public)
+    for name in public:
+        c_sig = inspect.signature(getattr(c_cls, name))
+        py_sig = inspect.signature(getattr(py_cls, name))
+        assert list(c_sig.parameters) == list(py_sig.parameters), name
+        # Beyond self (positional-only in C), the same kinds and defaults.
+        assert described(c_sig) == described(py_sig), name
+    assert inspect.signature(c_cls) == inspect.signature(py_cls)
+    assert str(inspect.signature(c_cls)) == (
+        "(endpoints, *, weights=None, start='random', base_cooldown=30.0, max_cooldown=300.0)"
+    )
+
+
+def described(signature):
+    params = [p for p in signature.parameters.values() if p.name != "self"]
+    return [(p.name, p.kind, p.default) for p in params]
+
+
+def test_help_shows_the_signatures_of_the_c_methods(both_impls):
+    text = pydoc.render_doc(both_impls[0].EndpointPool, renderer=pydoc.plaintext)
+    assert "mark_failed(self, /, target, cooldown=None)" in text
+    assert "next_many(self, k, /)" in text
+    assert "max_cooldown=300.0" in text  # the class's own; 3.13 wraps it over lines
 
 
 def test_any_iterable_of_endpoints_builds_a_pool(pool_impl):

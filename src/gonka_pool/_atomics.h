@@ -3,8 +3,10 @@
  * The core needs four operations on 64-bit words: load, exchange, fetch_add and
  * compare_exchange, relaxed for node state (see _pool.pyx for why relaxed is
  * enough), plus an acquire load and an acq_rel exchange that publish a new
- * membership.  The ladder follows CPython's pyatomic.h: C11 <stdatomic.h> wherever the
- * compiler has it, MSVC's _Interlocked* intrinsics otherwise, and #error elsewhere.
+ * membership, and the sequentially consistent load, store and fetch_add (with a
+ * release fetch_add to leave) of the handshake between marks and update().  The
+ * ladder follows CPython's pyatomic.h: C11 <stdatomic.h> wherever the compiler has
+ * it, MSVC's _Interlocked* intrinsics otherwise, and #error elsewhere.
  *
  * Nothing here touches a Python object: every function is safe without the GIL.
  */
@@ -63,6 +65,31 @@ static __inline void gp_i64_store(gp_atomic_i64 *a, int64_t x) {
 static __inline int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) {
     return _InterlockedExchangeAdd64(&a->v, x);
 }
+/* The interlocked read-modify-writes are full barriers; a plain load between two
+ * full barriers is sequentially consistent on ARM64, and on x64 already is against
+ * stores made by interlocked exchange (which gp_u64_store_sc is). */
+static __inline uint64_t gp_u64_fetch_add_sc(gp_atomic_u64 *a, uint64_t x) {
+    return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
+}
+static __inline uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) {
+    return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
+}
+static __inline void gp_u64_store_sc(gp_atomic_u64 *a, uint64_t x) {
+    _InterlockedExchange64(&a->v, (int64_t)x);
+}
+static __inline uint64_t gp_u64_load_sc(gp_atomic_u64 *a) {
+    uint64_t v;
+#  if defined(_M_ARM64)
+    __dmb(_ARM64_BARRIER_ISH);
+    v = gp_u64_load(a);
+    __dmb(_ARM64_BARRIER_ISH);
+#  else
+    _ReadWriteBarrier();
+    v = gp_u64_load(a);
+    _ReadWriteBarrier();
+#  endif
+    return v;
+}
 
 #elif !defined(__STDC_NO_ATOMICS__)
 /* ---- C11 <stdatomic.h> (GCC, Clang, MSVC with /std:c11 /experimental:c11atomics) */
@@ -101,6 +128,18 @@ static inline void gp_i64_store(gp_atomic_i64 *a, int64_t x) {
 }
 static inline int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) {
     return atomic_fetch_add_explicit(&a->v, x, memory_order_relaxed);
+}
+static inline uint64_t gp_u64_fetch_add_sc(gp_atomic_u64 *a, uint64_t x) {
+    return atomic_fetch_add_explicit(&a->v, x, memory_order_seq_cst);
+}
+static inline uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) {
+    return atomic_fetch_add_explicit(&a->v, x, memory_order_release);
+}
+static inline void gp_u64_store_sc(gp_atomic_u64 *a, uint64_t x) {
+    atomic_store_explicit(&a->v, x, memory_order_seq_cst);
+}
+static inline uint64_t gp_u64_load_sc(gp_atomic_u64 *a) {
+    return atomic_load_explicit(&a->v, memory_order_seq_cst);
 }
 
 #else
@@ -162,13 +201,39 @@ static inline const char *gp_clock_name(void) {
 #endif
 
 /* ---- Cache-line padding ------------------------------------------------- */
-/* A cursor that every selection writes gets a 64-byte line of its own, so the
- * writes never invalidate the read-mostly deadlines and sizes beside it. */
+/* A stripe's cursor, which every selection writes, gets a 64-byte line of its own,
+ * so the writes never invalidate the read-mostly deadlines and sizes beside it.
+ * The stripe's count of marks in flight shares the line: the thread that selects
+ * on a stripe is the one that marks on it, and update() reads it once per swap. */
 #define GP_CACHE_LINE 64
 typedef struct {
-    gp_atomic_u64 value;
-    char pad[GP_CACHE_LINE - sizeof(gp_atomic_u64)];
-} gp_padded_u64;
+    gp_atomic_u64 cursor;
+    gp_atomic_u64 in_flight;
+    char pad[GP_CACHE_LINE - 2 * sizeof(gp_atomic_u64)];
+} gp_stripe;
+
+/* ---- Waiting in a spin loop --------------------------------------------- */
+/* A mark waits here while update() copies a membership, and update() while the
+ * marks already in flight finish: both waits are a few hundred nanoseconds unless
+ * the other thread was descheduled, when yielding the CPU lets it run.  Nothing
+ * here may block or touch the interpreter (see _pool.pyx, "Marks and update()"). */
+#if defined(_WIN32)
+static __inline void gp_spin_wait(unsigned *spins) {
+    if (++*spins < 64) YieldProcessor(); else SwitchToThread();
+}
+#else
+#  include <sched.h>
+#  if defined(__x86_64__) || defined(__i386__)
+#    define GP_CPU_RELAX() __builtin_ia32_pause()
+#  elif defined(__aarch64__) || defined(__arm__)
+#    define GP_CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
+#  else
+#    define GP_CPU_RELAX() ((void)0)
+#  endif
+static inline void gp_spin_wait(unsigned *spins) {
+    if (++*spins < 64) GP_CPU_RELAX(); else sched_yield();
+}
+#endif
 
 #if defined(_MSC_VER)
 #  define GP_INLINE_EARLY __inline

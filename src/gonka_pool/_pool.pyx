@@ -1,4 +1,5 @@
 # cython: language_level=3, freethreading_compatible=True, binding=False, always_allow_keywords=False
+# cython: embedsignature=True, embedsignature.format=clinic
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The selection core: round robin over atomic cursors, fail-skip by deadline.
 
@@ -13,12 +14,13 @@ writes to a pool never share a cache line with it.
 
 The pool (``gp_core``, one per pool, cache-line aligned):
 
-``cursors``
+``stripes``
     Round-robin positions, one stripe per thread slot (``STRIPES`` per pool), each
-    on its own 64-byte line.  A thread takes a slot once, the first time it selects,
-    and always advances the same stripe; every stripe cycles over all nodes, so
-    with no failures T threads x M selections (M a multiple of the period) still
-    give every node exactly its share, and one thread sees the seed's round robin.
+    on its own 64-byte line with the stripe's count of marks in flight.  A thread
+    takes a slot once, the first time it selects or marks, and always advances
+    (and marks on) the same stripe; every stripe cycles over all nodes, so with no
+    failures T threads x M selections (M a multiple of the period) still give
+    every node exactly its share, and one thread sees the seed's round robin.
     One shared cursor would bounce its cache line between cores on every pick.
 ``members``
     The current membership, published with a release exchange and read with an
@@ -35,6 +37,9 @@ A membership (``gp_members``, replaced whole by ``update()``):
 ``cooling``
     Number of non-zero deadlines plus marks in flight.  While it is zero a
     selection is one ``fetch_add``: no clock read, no deadline load.
+``retired``
+    Set by ``update()`` before it copies this membership's state into the next:
+    from then on no mark may land here (see "Marks and update()" below).
 ``schedule``
     For weighted pools, the node of each slot of one period of the smooth
     schedule (``_policy.smooth_schedule``); NULL for equal weights.
@@ -49,6 +54,43 @@ that *completed before* a call (program order, a join, a lock, a barrier) is
 always seen by it, since coherence orders every load after a store that
 happens-before it.
 
+Marks and update(): a mark must land on a membership whose state ``update()`` has
+not yet copied, or on the one it published; a mark landing on the old one after the
+copy would be lost (a clear lost leaves a node cooling), and a mark applied to both
+would count twice.  The handshake, in pure C on both sides:
+
+- A mark adds 1 to its stripe's ``in_flight`` (seq_cst), then loads the membership
+  and its ``retired`` flag (seq_cst).  Not retired: it applies itself there and
+  subtracts 1 (release).  Retired: it subtracts 1, spins until the pool's
+  membership pointer changes, and starts again.
+- ``update()`` (holding ``_update_lock``) first does everything that runs Python
+  (resolving old indices to new ones calls ``GonkaEndpoint.__eq__``), then sets
+  ``retired`` (seq_cst), waits until it has seen every stripe's ``in_flight`` at 0
+  once, copies the state, and publishes the new membership.
+
+In the single total order of seq_cst operations, a mark that read ``retired`` as 0
+added its 1 before ``update()`` set the flag, so ``update()`` reads that stripe
+after the 1 and waits for the release that follows the mark's writes; a mark that
+read 1 wrote nothing.  Seeing each stripe at 0 once is enough: a mark announced
+after that read sees the flag.  Every mark is thus copied exactly once or applied
+to the new membership.  An endpoint mark resolves its indices against the
+membership it pinned (Python), and applies only if that one is still the current,
+unretired one; otherwise it resolves again.  An index mark applies to whichever
+membership it finds, with its index checked against that one (an index keeps its
+meaning across an update to the same list; after any other, mark by endpoint).
+
+Neither side can deadlock the other.  Both waits are loops of C that touch no
+Python object: a mark in flight finishes without waiting on anything, and a mark
+waiting for the new pointer waits on ``update()``'s copy, which waits only on marks
+in flight.  Under free threading a stop-the-world pause (each garbage collection)
+waits for attached threads to reach Python code, which threads in these loops
+reach as soon as they leave them, so the pause waits for the handshake, never the
+reverse.  With the GIL no thread can run between a mark's load and its last write,
+or between ``update()``'s flag and its publication, since each is one stretch of
+C holding the GIL: a mark never observes ``retired``, and those builds skip the
+count (``GP_MARKS_ANNOUNCED``): two locked operations, which would take
+``mark_failed`` past twice the cost of ``next()`` on 3.11.
+
 Reclaiming a replaced membership: every reader loads the membership pointer and
 finishes with it inside one C call, while its thread is attached to the
 interpreter and without running Python code in between.  With the GIL that call
@@ -60,7 +102,8 @@ finished.  Code that must run Python while using a membership (``next_many``'s
 GIL-free loop, endpoint lookups) holds a reference to it instead.
 """
 
-from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport PyObject, Py_INCREF
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble
 from cpython.list cimport PyList_New, PyList_SET_ITEM
@@ -84,6 +127,7 @@ from ._endpoint import GonkaEndpoint as _Endpoint
 from ._facade import from_env as _from_env, pool_repr as _pool_repr, prepare as _prepare, update as _update
 from ._policy import CLOCK_MAX_TICK_NS as _CLOCK_MAX_TICK_NS
 from ._policy import EndpointState as _EndpointState, log_cooldown as _log_cooldown
+from ._facade import constructor_arguments as _constructor_arguments
 
 
 cdef extern from "_atomics.h" nogil:
@@ -93,14 +137,20 @@ cdef extern from "_atomics.h" nogil:
         pass
     ctypedef struct gp_atomic_i64:
         pass
-    ctypedef struct gp_padded_u64:
-        gp_atomic_u64 value
+    ctypedef struct gp_stripe:
+        gp_atomic_u64 cursor
+        gp_atomic_u64 in_flight
     uint64_t gp_u64_load(gp_atomic_u64 *a) noexcept
     uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) noexcept
     void gp_u64_store(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_exchange(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) noexcept
+    uint64_t gp_u64_fetch_add_sc(gp_atomic_u64 *a, uint64_t x) noexcept
+    uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) noexcept
+    uint64_t gp_u64_load_sc(gp_atomic_u64 *a) noexcept
+    void gp_u64_store_sc(gp_atomic_u64 *a, uint64_t x) noexcept
+    void gp_spin_wait(unsigned *spins) noexcept
     bint gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) noexcept
     int64_t gp_i64_load(gp_atomic_i64 *a) noexcept
     void gp_i64_store(gp_atomic_i64 *a, int64_t x) noexcept
@@ -111,6 +161,25 @@ cdef extern from "_atomics.h" nogil:
     uint64_t gp_thread_slot() noexcept
     uint64_t gp_reciprocal(uint64_t n) noexcept
     uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t inv) noexcept
+
+
+cdef extern from *:
+    """
+    /* Whether a mark announces itself on its stripe's in_flight count, which
+     * update() waits on: wherever threads run C at the same time.  With the GIL a
+     * mark's section and update()'s swap are each one stretch of C holding it, so
+     * they cannot overlap and the count would cost two locked operations for
+     * nothing.  -DGP_MARKS_ANNOUNCED=1 runs the free-threaded protocol on a GIL
+     * build (for testing it there). */
+    #if !defined(GP_MARKS_ANNOUNCED)
+    #  if defined(Py_GIL_DISABLED)
+    #    define GP_MARKS_ANNOUNCED 1
+    #  else
+    #    define GP_MARKS_ANNOUNCED 0
+    #  endif
+    #endif
+    """
+    const bint GP_MARKS_ANNOUNCED
 
 
 ATOMICS = GP_ATOMICS_IMPL.decode("ascii")
@@ -225,6 +294,7 @@ DEF RETIRED_COLLECT_AT = 64
 
 cdef struct gp_members:
     Py_ssize_t n                      # number of nodes, >= 1
+    gp_atomic_u64 retired             # 1 once update() may copy this membership's state
     uint64_t n_inv                    # gp_reciprocal(n)
     uint64_t period                   # schedule slots (n when unweighted)
     uint64_t period_inv               # gp_reciprocal(period)
@@ -244,7 +314,7 @@ cdef struct gp_core:
     uint64_t stripe_mask              # stripes - 1 (a power of two)
     uint64_t base_ns                  # backoff policy: first cooldown
     uint64_t max_ns                   # backoff policy: cap
-    gp_padded_u64 *cursors            # one cache line per stripe
+    gp_stripe *stripes                # one cache line per stripe
     void *allocation
 
 
@@ -426,7 +496,7 @@ cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) n
 
 
 cdef inline Py_ssize_t _select(gp_core *core, gp_members *m, uint64_t stripe) noexcept nogil:
-    cdef gp_atomic_u64 *cursor = &core.cursors[stripe].value
+    cdef gp_atomic_u64 *cursor = &core.stripes[stripe].cursor
     if gp_i64_load(&m.cooling) <= 0:
         # No deadline anywhere: the candidate is healthy, no clock needed.
         return _node_at(m, gp_u64_fetch_add(cursor, 1))
@@ -437,7 +507,7 @@ cdef void _select_batch(gp_core *core, gp_members *m, uint64_t stripe, Py_ssize_
                         Py_ssize_t k) noexcept nogil:
     """k selections, as k calls of _select on this thread, with at most one clock
     read; with no deadline anywhere, one fetch_add claims all k positions."""
-    cdef gp_atomic_u64 *cursor = &core.cursors[stripe].value
+    cdef gp_atomic_u64 *cursor = &core.stripes[stripe].cursor
     cdef uint64_t position, now
     cdef Py_ssize_t i
     if gp_i64_load(&m.cooling) <= 0:
@@ -475,14 +545,15 @@ cdef inline void _set_deadline(gp_members *m, Py_ssize_t idx, uint64_t old, uint
 
 
 cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t cooldown_ns,
-                    uint64_t *level_out) noexcept nogil:
+                    uint64_t floor_ns, uint64_t *level_out) noexcept nogil:
     """Record a failure of node idx; return the cooldown if it *entered* one (the
     node was selectable), else 0.  The deadline becomes max(current, now + cooldown):
     a new mark never shortens one already further away.  ``cooldown_ns`` 0 clears,
-    POLICY asks the backoff policy.  A failure reported while the node is already
-    cooling belongs to the same outage: it counts in ``total`` but does not raise
-    the backoff level, so a burst of in-flight requests failing together escalates
-    once, as Envoy's ejections do."""
+    POLICY asks the backoff policy; the cooldown is at least ``floor_ns`` (a
+    node's Retry-After, for ``_mark_failed_at_least``).  A failure reported while
+    the node is already cooling belongs to the same outage: it counts in ``total``
+    but does not raise the backoff level, so a burst of in-flight requests failing
+    together escalates once, as Envoy's ejections do."""
     cdef uint64_t now, tick, old, deadline, level, ns
     cdef bint cooling_now, done = False
     if cooldown_ns == 0:
@@ -500,6 +571,8 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
         elif level == 0:
             level = 1
         ns = _backoff_ns(core, level) if cooldown_ns == POLICY else cooldown_ns
+        if ns < floor_ns:
+            ns = floor_ns
         deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
         if cooling_now and old >= deadline:
             break
@@ -514,6 +587,76 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     return ns
 
 
+# -- marks against update() (the module docstring, "Marks and update()") ---------
+
+cdef inline gp_members *_mark_begin(gp_core *core, gp_atomic_u64 *in_flight) noexcept nogil:
+    """Announce a mark on ``in_flight`` and return the membership it may land on:
+    the current one, which ``update()`` will not copy before ``_mark_end``."""
+    cdef gp_members *m
+    cdef unsigned spins
+    while True:
+        if GP_MARKS_ANNOUNCED:
+            gp_u64_fetch_add_sc(in_flight, 1)
+        m = <gp_members *><uintptr_t>gp_u64_load_sc(&core.members)
+        if not gp_u64_load_sc(&m.retired):
+            return m
+        if GP_MARKS_ANNOUNCED:
+            gp_u64_fetch_add_release(in_flight, <uint64_t>-1)
+        spins = 0
+        while _current(core) == m:
+            gp_spin_wait(&spins)
+
+
+cdef inline void _mark_end(gp_atomic_u64 *in_flight) noexcept nogil:
+    if GP_MARKS_ANNOUNCED:
+        gp_u64_fetch_add_release(in_flight, <uint64_t>-1)
+
+
+cdef inline gp_members *_mark(gp_core *core, gp_members *expected, Py_ssize_t *indices,
+                              Py_ssize_t count, uint64_t cooldown_ns, uint64_t floor_ns,
+                              bint success, uint64_t *entered, uint64_t *levels) noexcept nogil:
+    """Fail (or, with ``success``, reset the backoff of) every node of ``indices``
+    at once on the membership in force, and return that membership.  An endpoint's
+    indices, resolved against ``expected``, apply only if it is the one in force;
+    an index mark (``expected`` NULL) only if its one index is in range there.  When
+    nothing applied, the caller resolves again or raises."""
+    cdef gp_atomic_u64 *in_flight = &core.stripes[_stripe(core)].in_flight
+    cdef gp_members *m = _mark_begin(core, in_flight)
+    cdef Py_ssize_t k
+    if m == expected or (expected == NULL and indices[0] < m.n):
+        for k in range(count):
+            if success:
+                gp_u64_store(&m.consecutive[indices[k]], 0)
+            else:
+                entered[k] = _fail(core, m, indices[k], cooldown_ns, floor_ns, &levels[k])
+    _mark_end(in_flight)
+    return m
+
+
+cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pairs,
+                Py_ssize_t count) noexcept nogil:
+    """Retire ``old``, wait out the marks in flight, copy the state of each pair
+    (old index, new index) and publish ``new``."""
+    cdef Py_ssize_t k, i, j
+    cdef uint64_t stripe, deadline
+    cdef unsigned spins
+    gp_u64_store_sc(&old.retired, 1)
+    if GP_MARKS_ANNOUNCED:
+        for stripe in range(core.stripe_mask + 1):
+            spins = 0
+            while gp_u64_load_sc(&core.stripes[stripe].in_flight) != 0:
+                gp_spin_wait(&spins)
+    for k in range(count):
+        i, j = pairs[2 * k], pairs[2 * k + 1]
+        gp_u64_store(&new.consecutive[j], gp_u64_load(&old.consecutive[i]))
+        gp_u64_store(&new.total[j], gp_u64_load(&old.total[i]))
+        deadline = gp_u64_load(&old.failed_until[i])
+        if deadline != 0:
+            gp_u64_store(&new.failed_until[j], deadline)
+            gp_i64_fetch_add(&new.cooling, 1)
+    gp_u64_exchange_acq_rel(&core.members, <uintptr_t>new)
+
+
 # -- arguments --------------------------------------------------------------------
 
 cdef object _as_int(object value, str what):
@@ -525,26 +668,43 @@ cdef object _as_int(object value, str what):
     return _index(value)
 
 
-cdef inline Py_ssize_t _check_index(object idx, Py_ssize_t n) except -1:
-    """An endpoint index in range(n); the common case, an exact int in range, here,
-    inline; the rest and every error by ``_check_index_any``."""
+cdef inline Py_ssize_t _index_value(object key) noexcept:
+    """An exact int as an index, or PY_SSIZE_T_MAX where no pool has it (negative,
+    or beyond any size): the range check waits for the membership the mark finds."""
     cdef int overflow = 0
-    cdef long long i
-    if type(idx) is int:
-        i = PyLong_AsLongLongAndOverflow(idx, &overflow)
-        if overflow == 0 and 0 <= i < n:
-            return <Py_ssize_t>i
-    return _check_index_any(idx, n)
-
-
-cdef Py_ssize_t _check_index_any(object idx, Py_ssize_t n) except -1:
-    cdef int overflow = 0
-    cdef long long i
-    idx = _as_int(idx, "endpoint index")
-    i = PyLong_AsLongLongAndOverflow(idx, &overflow)
-    if overflow or i < 0 or i >= n:
-        raise IndexError(f"endpoint index {idx} out of range for a pool of {n}")
+    cdef long long i = PyLong_AsLongLongAndOverflow(key, &overflow)
+    if overflow or i < 0 or i >= PY_SSIZE_T_MAX:
+        return PY_SSIZE_T_MAX
     return <Py_ssize_t>i
+
+
+cdef object _index_error(object key, Py_ssize_t n):
+    return IndexError(f"endpoint index {key} out of range for a pool of {n}")
+
+
+cdef object _fail_index(gp_core *core, object target, uint64_t cooldown_ns, uint64_t floor_ns):
+    """``mark_failed`` of an index target: True, or IndexError if the membership
+    the mark found has no such index.  ``mark_failed`` inlines the exact-int case."""
+    cdef uint64_t entered = 0, level = 0
+    cdef gp_members *m
+    cdef Py_ssize_t idx
+    key = target if type(target) is int else _as_int(target, "endpoint index")
+    idx = _index_value(key)
+    m = _mark(core, NULL, &idx, 1, cooldown_ns, floor_ns, False, &entered, &level)
+    return _index_marked(m, key, idx, entered, level)
+
+
+cdef object _index_marked(gp_members *m, object key, Py_ssize_t idx, uint64_t entered,
+                          uint64_t level):
+    """The rare end of an index mark: IndexError when ``m``, the membership it
+    found, has no such index, or the log line of a cooldown it entered."""
+    if idx >= m.n:
+        raise _index_error(key, m.n)
+    if entered:
+        # Still the C call that found m: retired or not, it is not freed before
+        # this thread next runs Python (see "Reclaiming" above).
+        _log_cooldown(<object>_item(m, 0, idx), entered, level)
+    return True
 
 
 cdef inline int _seconds_ns(object whole, uint64_t *out) except -1:
@@ -620,10 +780,12 @@ cdef double _INF = float("inf")
 
 
 cdef class EndpointPool:
-    """Round-robin pool of endpoints that skips nodes in their failure cooldown.
+    """EndpointPool(endpoints, *, weights=None, start='random', base_cooldown=30.0, max_cooldown=300.0)
+--
 
-    ``EndpointPool(endpoints, *, weights=None, start="random", base_cooldown=30.0,
-    max_cooldown=300.0)`` takes any non-empty iterable of ``GonkaEndpoint``.  Safe
+Round-robin pool of endpoints that skips nodes in their failure cooldown.
+
+    ``endpoints`` is any non-empty iterable of ``GonkaEndpoint``.  Safe
     to share across threads, with or without the GIL; selection and marks are
     lock-free.
     """
@@ -635,8 +797,10 @@ cdef class EndpointPool:
     cdef uint64_t _cursor_origin      # the stripes' starting positions, summed
     cdef list _starts                 # each stripe's starting position
 
-    def __cinit__(self, endpoints, *, weights=None, start="random", base_cooldown=30.0,
-                  max_cooldown=300.0):
+    # The arguments are parsed by hand, so that a mistake is reported against
+    # EndpointPool() as the twin reports it, not against __cinit__; the first line
+    # of the class docstring gives inspect and help() the signature.
+    def __cinit__(self, *args, **kwargs):
         cdef size_t line = GP_CACHE_LINE
         cdef size_t head = (sizeof(gp_core) + line - 1) // line * line
         cdef Py_ssize_t stripes = STRIPES, s
@@ -644,6 +808,8 @@ cdef class EndpointPool:
         cdef uint64_t base_ns, max_ns
         cdef char *raw
         cdef char *base
+        endpoints, weights, start, base_cooldown, max_cooldown = _constructor_arguments(
+            type(self).__name__, args, kwargs)
         _cooldown_ns(base_cooldown, &base_ns)
         _cooldown_ns(max_cooldown, &max_ns)
         if base_ns == 0 or max_ns < base_ns:
@@ -651,13 +817,13 @@ cdef class EndpointPool:
                              f"{base_cooldown!r} and {max_cooldown!r}")
         nodes, weights, schedule, start = _prepare(endpoints, weights, start)
         members = _Members(nodes, weights, schedule)
-        raw = <char *>PyMem_RawCalloc(1, line + head + <size_t>stripes * sizeof(gp_padded_u64))
+        raw = <char *>PyMem_RawCalloc(1, line + head + <size_t>stripes * sizeof(gp_stripe))
         if raw == NULL:
             raise MemoryError()
         base = <char *>((<uintptr_t>raw + line - 1) // line * line)
         self._core = <gp_core *>base
         self._core.allocation = raw
-        self._core.cursors = <gp_padded_u64 *>(base + head)
+        self._core.stripes = <gp_stripe *>(base + head)
         self._core.stripe_mask = <uint64_t>stripes - 1
         self._core.base_ns = base_ns
         self._core.max_ns = max_ns
@@ -665,7 +831,7 @@ cdef class EndpointPool:
         self._starts = []
         for s in range(stripes):
             offset = <uint64_t>(_random_offset() if start is None else start)
-            gp_u64_store(&self._core.cursors[s].value, offset)
+            gp_u64_store(&self._core.stripes[s].cursor, offset)
             self._cursor_origin += offset
             self._starts.append(offset)
         self._members = members
@@ -697,7 +863,7 @@ cdef class EndpointPool:
         cdef Py_ssize_t idx = _select(self._core, m, stripe)
         return (idx, <object>_item(m, stripe, idx))
 
-    def next_many(self, k):
+    def next_many(self, k, /):
         """``k`` selections in one call, as ``[pool.next() for _ in range(k)]`` would
         make them on this thread, with one clock read at most; with no node cooling
         down, one atomic step claims all k.  Batches of ``NEXT_MANY_NOGIL_MIN`` or
@@ -745,47 +911,100 @@ cdef class EndpointPool:
         Raises IndexError, TypeError or ValueError for bad arguments, leaving the
         pool unchanged.
         """
-        cdef uint64_t cooldown_ns, entered, level = 0
+        cdef uint64_t cooldown_ns, entered = 0, level = 0
         cdef gp_members *m
         cdef Py_ssize_t idx
-        cdef _Members members
-        cdef object node
         if cooldown is None:
             cooldown_ns = POLICY
         else:
             _cooldown_ns(cooldown, &cooldown_ns)
+        if type(target) is int:
+            idx = _index_value(target)
+            m = _mark(self._core, NULL, &idx, 1, cooldown_ns, 0, False, &entered, &level)
+            if idx < m.n and not entered:
+                return True
+            return _index_marked(m, target, idx, entered, level)
         if _is_index(target):
-            m = _current(self._core)
-            idx = _check_index(target, m.n)
-            entered = _fail(self._core, m, idx, cooldown_ns, &level)
-            if entered:
-                node = <object>_item(m, 0, idx)
-                _log_cooldown(node, entered, level)
-            return True
-        members = <_Members>_current(self._core).owner
-        indices = members.indices_of(_check_endpoint(target))
-        for idx in indices:
-            entered = _fail(self._core, members.m, idx, cooldown_ns, &level)
-            if entered:
-                _log_cooldown(target, entered, level)
-        return bool(indices)
+            return _fail_index(self._core, target, cooldown_ns, 0)
+        return self._mark_endpoint(_check_endpoint(target), cooldown_ns, 0, False)
 
-    def mark_success(self, target):
+    def _mark_failed_at_least(self, target, cooldown, at_least):
+        """``mark_failed(target, cooldown)`` with a cooldown of at least ``at_least``
+        seconds: the failover loop's mark when a node's ``Retry-After`` asks for
+        longer than the pool's backoff may give (one failure, counted once)."""
+        cdef uint64_t cooldown_ns, floor_ns
+        if cooldown is None:
+            cooldown_ns = POLICY
+        else:
+            _cooldown_ns(cooldown, &cooldown_ns)
+        _cooldown_ns(at_least, &floor_ns)
+        if _is_index(target):
+            return _fail_index(self._core, target, cooldown_ns, floor_ns)
+        return self._mark_endpoint(_check_endpoint(target), cooldown_ns, floor_ns, False)
+
+    def mark_success(self, target, /):
         """Reset ``target``'s consecutive-failure count (its backoff level); a
         cooldown already running is left to run.  Returns True, or False when an
         endpoint target is not in the pool."""
         cdef gp_members *m
-        cdef _Members members
         cdef Py_ssize_t idx
         if _is_index(target):
-            m = _current(self._core)
-            gp_u64_store(&m.consecutive[_check_index(target, m.n)], 0)
+            key = target if type(target) is int else _as_int(target, "endpoint index")
+            idx = _index_value(key)
+            m = _mark(self._core, NULL, &idx, 1, 0, 0, True, NULL, NULL)
+            if idx >= m.n:
+                raise _index_error(key, m.n)
             return True
-        members = <_Members>_current(self._core).owner
-        indices = members.indices_of(_check_endpoint(target))
-        for idx in indices:
-            gp_u64_store(&members.m.consecutive[idx], 0)
-        return bool(indices)
+        return self._mark_endpoint(_check_endpoint(target), 0, 0, True)
+
+    cdef bint _mark_endpoint(self, object endpoint, uint64_t cooldown_ns, uint64_t floor_ns,
+                             bint success) except -1:
+        """Mark every slot of ``endpoint`` in the membership in force; False when
+        it holds none.  The lookup runs Python (the endpoint's ``__eq__``), so it
+        resolves against a pinned membership and ``_mark`` applies the indices only
+        if that one is still in force, else it resolves against the new one."""
+        cdef _Members members = <_Members>_current(self._core).owner
+        cdef gp_members *m
+        cdef Py_ssize_t count, k, capacity = 4
+        cdef Py_ssize_t small[4]
+        cdef uint64_t small_entered[4]
+        cdef uint64_t small_levels[4]
+        cdef Py_ssize_t *indices = small
+        cdef uint64_t *entered = small_entered
+        cdef uint64_t *levels = small_levels
+        cdef tuple found
+        try:
+            while True:
+                found = members.indices_of(endpoint)
+                count = PyTuple_GET_SIZE(found)
+                if count == 0:
+                    return False
+                if count > capacity:  # an endpoint listed more than 4 times: rare
+                    if indices != small:
+                        PyMem_RawFree(indices)
+                    indices = <Py_ssize_t *>PyMem_RawMalloc(
+                        count * (sizeof(Py_ssize_t) + 2 * sizeof(uint64_t)))
+                    if indices == NULL:
+                        raise MemoryError()
+                    capacity = count
+                    entered = <uint64_t *>(indices + count)
+                    levels = entered + count
+                for k in range(count):
+                    indices[k] = found[k]
+                    entered[k] = 0
+                m = _mark(self._core, members.m, indices, count, cooldown_ns, floor_ns, success,
+                          entered, levels)
+                if m == members.m:
+                    break
+                members = <_Members>m.owner
+            if not success:
+                for k in range(count):
+                    if entered[k]:
+                        _log_cooldown(endpoint, entered[k], levels[k])
+            return True
+        finally:
+            if indices != small:
+                PyMem_RawFree(indices)
 
     # -- membership and the request loop ------------------------------------------
 
@@ -807,19 +1026,24 @@ cdef class EndpointPool:
         return _from_env(cls, var)
 
     def call(self, fn, **options):
-        """``fn(endpoint)`` on the next healthy node, failing over on ``retry_on``.
+        """``fn(endpoint)`` on the next healthy node, failing over while the node is
+        at fault.
 
-        Keywords: ``attempts=None`` (``min(len(pool), 3)``), ``cooldown=30.0``,
-        ``timeout_cooldown=60.0`` (for a built-in ``TimeoutError``),
-        ``retry_on=(Exception,)``.  An exception in ``retry_on`` marks the node and
-        tries the next; the last one is raised when the attempts run out; any other
-        exception is raised at once and marks nothing.
+        Keywords: ``attempts=None`` (``min(len(pool), 3)`` at each call),
+        ``cooldown=None`` (the pool's backoff; or seconds), ``timeout_cooldown=None``
+        (a timeout is an error; or seconds, never less than ``cooldown``),
+        ``retry_on=()`` and ``timeout_on=()`` (exception classes added to the node's
+        faults: ``OSError``, which includes ``ConnectionError`` and ``TimeoutError``),
+        ``deadline=None`` (seconds for the whole call: no attempt starts after it).
+        A fault marks the node and tries the next; the last one is raised when the
+        attempts run out; any other exception is raised at once and marks nothing; a
+        return value marks the node a success.  An async ``fn`` is a TypeError.
         """
         return _failover.call(self, fn, **options)
 
     def acall(self, afn, **options):
-        """``await pool.acall(afn)``: ``call``'s failover for an async ``afn(endpoint)``;
-        cancellation is never retried."""
+        """``await pool.acall(afn)``: ``call``'s failover for an async ``afn(endpoint)``,
+        with the same keywords; cancellation is never retried."""
         return _failover.acall(self, afn, **options)
 
     def __repr__(self):
@@ -830,37 +1054,30 @@ cdef class EndpointPool:
         deadlines and failure counts (k-th duplicate to k-th duplicate)."""
         cdef _Members new = _Members(nodes, weights, schedule)
         cdef _Members old
-        cdef gp_members *o
-        cdef gp_members *m = new.m
-        cdef Py_ssize_t i, j
-        cdef uint64_t deadline
-        with self._update_lock:
-            old = self._members
-            o = old.m
-            seen = {}
-            pairs = []
-            for j in range(m.n):
-                node = nodes[j]
-                k = seen.get(node, 0)
-                seen[node] = k + 1
-                same = old.indices_of(node)
-                if k < len(same):
-                    pairs.append((same[k], j))
-            for i, j in pairs:
-                gp_u64_store(&m.consecutive[j], gp_u64_load(&o.consecutive[i]))
-                gp_u64_store(&m.total[j], gp_u64_load(&o.total[i]))
-                deadline = gp_u64_load(&o.failed_until[i])
-                if deadline != 0:
-                    gp_u64_store(&m.failed_until[j], deadline)
-                    gp_i64_fetch_add(&m.cooling, 1)
-            gp_u64_exchange_acq_rel(&self._core.members, <uintptr_t>m)
-            self._members = new
-            # Marks that landed on the old set between the copy and the swap.
-            for i, j in pairs:
-                deadline = gp_u64_load(&o.failed_until[i])
-                if deadline > gp_u64_load(&m.failed_until[j]):
-                    _raise_deadline(m, j, deadline)
-            self._retire(old)
+        cdef Py_ssize_t n = new.m.n, j, count = 0
+        cdef Py_ssize_t *pairs = <Py_ssize_t *>PyMem_RawMalloc(2 * n * sizeof(Py_ssize_t))
+        if pairs == NULL:
+            raise MemoryError()
+        try:
+            with self._update_lock:
+                old = self._members
+                # The Python half: endpoint comparisons may run any code, so they
+                # finish before the old membership is retired.
+                seen = {}
+                for j in range(n):
+                    node = nodes[j]
+                    k = seen.get(node, 0)
+                    seen[node] = k + 1
+                    same = old.indices_of(node)
+                    if k < len(same):
+                        pairs[2 * count] = same[k]
+                        pairs[2 * count + 1] = j
+                        count += 1
+                _swap(self._core, old.m, new.m, pairs, count)
+                self._members = new
+                self._retire(old)
+        finally:
+            PyMem_RawFree(pairs)
 
     cdef _retire(self, _Members old):
         if not FREE_THREADED:
@@ -941,14 +1158,14 @@ cdef class EndpointPool:
         cdef uint64_t cursor_sum = 0
         cdef uint64_t stripe
         for stripe in range(self._core.stripe_mask + 1):
-            cursor_sum += gp_u64_load(&self._core.cursors[stripe].value)
+            cursor_sum += gp_u64_load(&self._core.stripes[stripe].cursor)
         return (cursor_sum - self._cursor_origin,
                 gp_i64_load(&m.cooling),
                 [gp_u64_load(&m.failed_until[i]) for i in range(m.n)])
 
     def _stripe_positions(self):
         """Each stripe's cursor minus where it started (test hook)."""
-        return [gp_u64_load(&self._core.cursors[s].value) - self._start_of(s)
+        return [gp_u64_load(&self._core.stripes[s].cursor) - self._start_of(s)
                 for s in range(self._core.stripe_mask + 1)]
 
     cdef uint64_t _start_of(self, uint64_t stripe):
@@ -992,19 +1209,6 @@ cdef class EndpointPool:
     def __reduce__(self):
         raise TypeError(f"cannot pickle {type(self).__name__!r} object: rebuild it from "
                         "pool.endpoints instead (cooldown state is per process)")
-
-
-cdef void _raise_deadline(gp_members *m, Py_ssize_t idx, uint64_t deadline) noexcept nogil:
-    """Raise node idx's deadline to at least ``deadline`` (never lowers it)."""
-    cdef uint64_t old
-    cdef bint done = False
-    while True:
-        old = gp_u64_load(&m.failed_until[idx])
-        if old >= deadline:
-            return
-        _set_deadline(m, idx, old, deadline, &done)
-        if done:
-            return
 
 
 cdef inline bint _is_index(object target):

@@ -8,6 +8,7 @@ it thread-safe with the GIL off as well.
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 from datetime import timedelta
@@ -15,7 +16,7 @@ from operator import index as _index
 
 from . import _failover
 from ._endpoint import GonkaEndpoint
-from ._facade import from_env, pool_repr, prepare, update
+from ._facade import constructor_arguments, from_env, pool_repr, prepare, update
 from ._policy import CLOCK, EndpointState, log_cooldown, monotonic_ns, random_offset
 
 __all__ = ["EndpointPool"]
@@ -101,6 +102,8 @@ def _cooldown_ns(cooldown: object) -> int:
     return math.ceil(seconds * NS_PER_S)
 
 
+
+
 def _check_count(k: object) -> int:
     k = _as_int(k, "count")
     if k < 0:
@@ -181,8 +184,10 @@ class EndpointPool:
 
     __slots__ = ("_members", "_lock", "_cursor", "_cursor_origin", "_test_now", "_base_ns", "_max_ns")
 
-    def __new__(cls, endpoints, *, weights=None, start="random", base_cooldown=30.0,
-                max_cooldown=300.0):
+    def __new__(cls, *args, **kwargs):
+        endpoints, weights, start, base_cooldown, max_cooldown = constructor_arguments(
+            cls.__name__, args, kwargs
+        )
         base_ns, max_ns = _cooldown_ns(base_cooldown), _cooldown_ns(max_cooldown)
         if base_ns == 0 or max_ns < base_ns:
             raise ValueError(
@@ -200,6 +205,13 @@ class EndpointPool:
         self._base_ns = base_ns
         self._max_ns = max_ns
         return self
+
+    # What inspect and help() show instead of (*args, **kwargs), as the first line
+    # of the C core's docstring does for it.
+    __new__.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+        lambda cls, endpoints, *, weights=None, start="random", base_cooldown=30.0,
+        max_cooldown=300.0: None
+    )
 
     def _now_tick(self) -> tuple[int, int]:
         """Now, and what a deadline set now adds: the real clock's tick (0 for a
@@ -253,7 +265,7 @@ class EndpointPool:
             return self._max_ns
         return self._base_ns << shift
 
-    def _fail(self, m: _Members, idx: int, cooldown_ns: int) -> tuple[int, int]:
+    def _fail(self, m: _Members, idx: int, cooldown_ns: int, floor_ns: int = 0) -> tuple[int, int]:
         """Record a failure of node idx; return (cooldown, level) if it entered a
         cooldown, else (0, 0).  See _pool.pyx's _fail for the rules."""
         if cooldown_ns == 0:
@@ -270,6 +282,8 @@ class EndpointPool:
         elif level == 0:
             level = 1
         ns = self._backoff_ns(level) if cooldown_ns == POLICY else cooldown_ns
+        if ns < floor_ns:
+            ns = floor_ns
         deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
         if not (cooling_now and old >= deadline):
             if old == 0:
@@ -300,7 +314,7 @@ class EndpointPool:
             idx = self._select(m)
         return (idx, m.nodes[idx])
 
-    def next_many(self, k) -> list:
+    def next_many(self, k, /) -> list:
         """``k`` selections in one call, as ``[pool.next() for _ in range(k)]`` would
         make them on this thread, with one clock read at most."""
         count = _check_count(k)
@@ -322,35 +336,54 @@ class EndpointPool:
         pool unchanged.
         """
         cooldown_ns = POLICY if cooldown is None else _cooldown_ns(cooldown)
+        return self._mark(target, cooldown_ns, 0)
+
+    def _mark_failed_at_least(self, target, cooldown, at_least) -> bool:
+        """``mark_failed(target, cooldown)`` with a cooldown of at least ``at_least``
+        seconds: the failover loop's mark when a node's ``Retry-After`` asks for
+        longer than the pool's backoff may give (one failure, counted once)."""
+        cooldown_ns = POLICY if cooldown is None else _cooldown_ns(cooldown)
+        return self._mark(target, cooldown_ns, _cooldown_ns(at_least))
+
+    def _mark(self, target, cooldown_ns: int, floor_ns: int) -> bool:
         if _is_index(target):
+            key = _as_int(target, "endpoint index")  # may run Python: not under the lock
             with self._lock:
                 m = self._members
-                idx = _check_index(target, m.n)
-                entered, level = self._fail(m, idx, cooldown_ns)
+                idx = _check_index(key, m.n)
+                entered, level = self._fail(m, idx, cooldown_ns, floor_ns)
             if entered:
                 log_cooldown(m.nodes[idx], entered, level)
             return True
-        m = self._members
-        indices = m.indices_of(_check_endpoint(target))
-        for idx in indices:
-            with self._lock:
-                entered, level = self._fail(m, idx, cooldown_ns)
-            if entered:
-                log_cooldown(target, entered, level)
+        endpoint = _check_endpoint(target)
+        logged = []
+        with self._lock:
+            # The membership is read under the lock that update() swaps it under:
+            # a mark overlapping an update() lands on the set in force after both.
+            m = self._members
+            indices = m.indices_of(endpoint)
+            for idx in indices:
+                entered, level = self._fail(m, idx, cooldown_ns, floor_ns)
+                if entered:
+                    logged.append((entered, level))
+        for entered, level in logged:
+            log_cooldown(target, entered, level)
         return bool(indices)
 
-    def mark_success(self, target) -> bool:
+    def mark_success(self, target, /) -> bool:
         """Reset ``target``'s consecutive-failure count (its backoff level); a
         cooldown already running is left to run.  Returns True, or False when an
         endpoint target is not in the pool."""
         if _is_index(target):
+            key = _as_int(target, "endpoint index")
             with self._lock:
                 m = self._members
-                m.consecutive[_check_index(target, m.n)] = 0
+                m.consecutive[_check_index(key, m.n)] = 0
             return True
-        m = self._members
-        indices = m.indices_of(_check_endpoint(target))
+        endpoint = _check_endpoint(target)
         with self._lock:
+            m = self._members
+            indices = m.indices_of(endpoint)
             for idx in indices:
                 m.consecutive[idx] = 0
         return bool(indices)
@@ -375,19 +408,24 @@ class EndpointPool:
         return from_env(cls, var)
 
     def call(self, fn, **options):
-        """``fn(endpoint)`` on the next healthy node, failing over on ``retry_on``.
+        """``fn(endpoint)`` on the next healthy node, failing over while the node is
+        at fault.
 
-        Keywords: ``attempts=None`` (``min(len(pool), 3)``), ``cooldown=30.0``,
-        ``timeout_cooldown=60.0`` (for a built-in ``TimeoutError``),
-        ``retry_on=(Exception,)``.  An exception in ``retry_on`` marks the node and
-        tries the next; the last one is raised when the attempts run out; any other
-        exception is raised at once and marks nothing.
+        Keywords: ``attempts=None`` (``min(len(pool), 3)`` at each call),
+        ``cooldown=None`` (the pool's backoff; or seconds), ``timeout_cooldown=None``
+        (a timeout is an error; or seconds, never less than ``cooldown``),
+        ``retry_on=()`` and ``timeout_on=()`` (exception classes added to the node's
+        faults: ``OSError``, which includes ``ConnectionError`` and ``TimeoutError``),
+        ``deadline=None`` (seconds for the whole call: no attempt starts after it).
+        A fault marks the node and tries the next; the last one is raised when the
+        attempts run out; any other exception is raised at once and marks nothing; a
+        return value marks the node a success.  An async ``fn`` is a TypeError.
         """
         return _failover.call(self, fn, **options)
 
     def acall(self, afn, **options):
-        """``await pool.acall(afn)``: ``call``'s failover for an async ``afn(endpoint)``;
-        cancellation is never retried."""
+        """``await pool.acall(afn)``: ``call``'s failover for an async ``afn(endpoint)``,
+        with the same keywords; cancellation is never retried."""
         return _failover.acall(self, afn, **options)
 
     def __repr__(self) -> str:
