@@ -45,20 +45,24 @@ def demo() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gonka_pool")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="show round robin, a cooldown and the all-cooling fallback")
-    commands.add_parser("bench", help="benchmark against hand-written pools (--help for options)",
-                        add_help=False)
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "bench":
-        from ._bench import main as bench_main
+    from . import _bench
 
-        return bench_main(rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command == "demo":
-        demo()
+    parser = argparse.ArgumentParser(
+        prog="python -m gonka_pool",
+        description="gonka_pool from the command line: a demo of the pool, and a benchmark.")
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    commands.add_parser("demo", help="show round robin, a cooldown and the all-cooling fallback",
+                        description="Show round robin, a cooldown, the all-cooling fallback, "
+                                    "and failover over HTTP to local nodes.")
+    # bench's own parser, not a pass-through: "bench --help" and a bad bench option then
+    # come from argparse with bench's usage, and only one place defines the options.
+    bench = _bench.configure(commands.add_parser(
+        "bench", help="measure gonka_pool against hand-written pools, on this interpreter",
+        **_bench.PARSER_OPTIONS))
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench.execute(bench, args)
+    demo()
     return 0
 
 

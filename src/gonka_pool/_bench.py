@@ -23,7 +23,9 @@ one run do not.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -226,12 +228,46 @@ def interpreter() -> dict[str, Any]:
     }
 
 
+class Progress:
+    """Where a run stands, written to ``stream`` (None: nowhere).
+
+    On a terminal, one line rewritten in place with \\r at every measurement.  Elsewhere
+    (a pipe, a file, a CI log) those \\r updates would pile up as hundreds of fragments
+    on one line, so it writes one plain line per round instead: a long run still shows
+    it is alive, in at most --rounds lines.
+    """
+
+    def __init__(self, stream: Any, total: int, rounds: int) -> None:
+        self.stream = stream
+        self.total = total
+        self.rounds = rounds
+        self.done = 0
+        try:
+            self.live = stream is not None and stream.isatty()
+        except (AttributeError, ValueError):  # a stand-in without isatty, or a closed stream
+            self.live = False
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.live:
+            print(f"\r  [{self.done:4d}/{self.total}] {label[:60]:60s}", end="", file=self.stream, flush=True)
+
+    def end_round(self, round_: int) -> None:
+        if self.stream is not None and not self.live:
+            print(f"  round {round_}/{self.rounds} done ({self.done}/{self.total} measurements)",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.live:
+            print(file=self.stream, flush=True)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     info = interpreter()
     if args.threads:
         thread_counts = args.threads
     else:
-        thread_counts = list(range(1, (args.max_threads or 2 * (os.cpu_count() or 1)) + 1))
+        thread_counts = list(range(1, (args.max_threads or _default_max_threads()) + 1))
     impls = implementations(args.nodes)
     runners = {name: make_runner(expr) for name, (_, expr) in impls.items()}
     reps = {name: calibrate(obj, runners[name], args.seconds) for name, (obj, _) in impls.items()}
@@ -246,13 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     single: dict[str, list[float]] = {name: [] for name in singles}
     core: dict[int, list[float]] = {t: [] for t in thread_counts}
     total = args.rounds * (len(thread_counts) * (len(impls) + (IMPLEMENTATION == "c")) + len(singles))
-    done = 0
-
-    def progress(label: str) -> None:
-        nonlocal done
-        done += 1
-        if not args.quiet:
-            print(f"\r  [{done:4d}/{total}] {label[:60]:60s}", end="", file=sys.stderr, flush=True)
+    progress = Progress(None if args.quiet else sys.stderr, total, args.rounds)
 
     for round_ in range(args.rounds):
         # Every single-thread case of a round on one thread, back to back: which core
@@ -264,7 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 single_runners[name](obj, single_reps[name])
                 elapsed = time.perf_counter() - start
                 single[name].append(elapsed * 1e9 / (single_reps[name] * UNROLL * per_call))
-                progress(f"round {round_ + 1}: {name}")
+                progress.step(f"round {round_ + 1}: {name}")
 
         worker = threading.Thread(target=singles_on_one_thread)
         worker.start()
@@ -272,12 +302,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for threads in thread_counts:
             for name, (obj, _) in impls.items():
                 threaded[name][threads].append(measure(obj, runners[name], threads, reps[name]))
-                progress(f"round {round_ + 1}: {name}, {threads} threads")
+                progress.step(f"round {round_ + 1}: {name}, {threads} threads")
             if IMPLEMENTATION == "c":
                 core[threads].append(core_loop_rate(threads, args.core_k, args.nodes))
-                progress(f"round {round_ + 1}: C core loop, {threads} threads")
-    if not args.quiet:
-        print(file=sys.stderr)
+                progress.step(f"round {round_ + 1}: C core loop, {threads} threads")
+        progress.end_round(round_ + 1)
+    progress.close()
 
     result = {
         "interpreter": info,
@@ -354,29 +384,121 @@ def plot(result: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _thread_counts(text: str) -> list[int]:
+def _default_max_threads() -> int:
+    return 2 * (os.cpu_count() or 1)
+
+
+# The type= functions below reject a value while the arguments are parsed, so that a
+# bad one ends in a usage message and exit status 2 before minutes of measuring, not
+# in a traceback after them.
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return integer
+
+
+def _positive_seconds(text: str) -> float:
     try:
-        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of thread counts: {text!r}") from None
-    if not counts or counts[0] != 1:
-        raise argparse.ArgumentTypeError("the thread counts must include 1 (every ratio is to one thread)")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
+    return value
+
+
+def _thread_counts(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",")]
+    # int() alone would let "1,,2" (an empty part), "1,-2" and "0,1" through;
+    # isascii() because str.isdigit() is true of digits int() refuses, such as "²".
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of positive integers such as 1,2,4, got {text!r}")
+    counts = sorted({int(part) for part in parts})
+    if counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"thread counts must be at least 1, got {text!r}")
+    if counts[0] != 1:
+        raise argparse.ArgumentTypeError(
+            f"the thread counts must include 1 (every ratio is to one thread), got {text!r}")
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gonka_pool bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
-    parser.add_argument("--seconds", type=float, default=0.05, help="target time per measurement")
-    parser.add_argument("--nodes", type=int, default=8, help="endpoints in each pool (default 8)")
-    parser.add_argument("--max-threads", type=int, default=0, help="default: 2x the core count")
-    parser.add_argument("--threads", type=_thread_counts, default=None, metavar="1,2,4,...",
-                        help="thread counts to measure (must include 1); default 1 to --max-threads")
-    parser.add_argument("--core-k", type=int, default=2_000_000, help="selections per thread, C loop")
-    parser.add_argument("--json", metavar="FILE", help="write the raw data as JSON")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw throughput against threads (matplotlib)")
-    parser.add_argument("--quiet", action="store_true", help="no progress line")
-    args = parser.parse_args(argv)
+DESCRIPTION = """\
+Measures gonka_pool against the pools a user would write, on the running
+interpreter: next() on the C core and on the pure-Python twin, a pool with a
+threading.Lock around its cursor, an itertools.count pool, an ft_utils
+AtomicInt64 pool (when installed), and the floors lst.__len__() and s.isascii()
+(a bare C method call on a shared object).  Each runs on 1 thread and on more,
+started on a barrier; rounds are interleaved and medians reported, every figure
+also as a ratio to gonka_pool's single-thread next().
+"""
+
+# Shared with __main__, whose "bench" subcommand is this same parser.
+PARSER_OPTIONS: dict[str, Any] = {
+    "description": DESCRIPTION,
+    "formatter_class": argparse.RawDescriptionHelpFormatter,
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add bench's options to ``parser``: the standalone one or __main__'s subcommand."""
+    # Each help names its default by hand: ArgumentDefaultsHelpFormatter would print
+    # "default: None" where None stands for "2x the core count" or "not written".
+    parser.add_argument("--rounds", type=_at_least(1), default=9,
+                        help="interleaved rounds; medians are over these (default: %(default)s)")
+    parser.add_argument("--seconds", type=_positive_seconds, default=0.05,
+                        help="target time of one measurement, in seconds (default: %(default)s)")
+    # The single-thread cases call mark_failed(1, ...), so a pool needs a node 1.
+    parser.add_argument("--nodes", type=_at_least(2), default=8,
+                        help="endpoints in each pool, at least 2 (default: %(default)s)")
+    threads = parser.add_mutually_exclusive_group()
+    threads.add_argument("--max-threads", type=_at_least(1), default=None, metavar="N",
+                         help="measure 1, 2, ... N threads "
+                              f"(default: twice the core count, {_default_max_threads()} here)")
+    threads.add_argument("--threads", type=_thread_counts, default=None, metavar="1,2,4,...",
+                         help="the thread counts to measure, which must include 1 "
+                              "(default: 1 to --max-threads)")
+    parser.add_argument("--core-k", type=_at_least(1), default=2_000_000, metavar="K",
+                        help="selections per thread in the C core's own loop (default: %(default)s)")
+    parser.add_argument("--json", metavar="FILE",
+                        help="write the raw data as JSON to FILE (default: not written)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw throughput against threads to FILE.png; needs matplotlib "
+                             "(default: not drawn)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (default: progress as a line rewritten in "
+                             "place on a terminal, one line per round otherwise)")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return configure(argparse.ArgumentParser(prog="python -m gonka_pool bench", **PARSER_OPTIONS))
+
+
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What no type= function sees: the installed packages and the output folders.
+    Checked before measuring, so that a run does not end in an error it could have
+    reported at once."""
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib, which is not installed "
+                     "(pip install matplotlib, or leave out --plot)")
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                parser.error(f"{option}: no such folder: {folder}")
+
+
+def execute(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    check(parser, args)
     result = run(args)
     print(report(result))
     if args.json:
@@ -385,3 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(result, args.plot)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    return execute(parser, parser.parse_args(argv))
