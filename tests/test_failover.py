@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 
@@ -152,13 +153,122 @@ def test_call_lets_keyboard_interrupt_through_without_marking(make_pool):
     assert deadlines(pool) == [0, 0]
 
 
-def test_call_logs_each_node_it_marks(make_pool, caplog):
+def test_call_logs_one_warning_per_cooldown_with_its_reason(make_pool, caplog):
     pool = frozen(make_pool(3))
-    with caplog.at_level(logging.INFO, logger="gonka_pool"):
+    with caplog.at_level(logging.DEBUG, logger="gonka_pool"):
         pool.call(failing_on(0))
-    (record,) = [r for r in caplog.records if hasattr(r, "gonka_reason")]
-    assert record.gonka_index == 0 and record.gonka_endpoint == pool[0]
-    assert record.gonka_cooldown == 30.0 and record.gonka_reason == "NodeDown"
+    (record,) = [r for r in caplog.records if r.name == "gonka_pool"]
+    assert record.levelno == logging.WARNING
+    assert record.gonka_endpoint == pool[0] and record.gonka_reason == "NodeDown"
+    assert record.gonka_cooldown == 30.0 and record.gonka_failures == 1
+    assert "NodeDown" in record.getMessage() and "1 consecutive failure" in record.getMessage()
+
+
+def test_call_logs_a_failure_on_a_node_already_cooling_at_debug_only(make_pool, caplog):
+    pool = frozen(make_pool(1))
+    pool.mark_failed(0, 60)  # cooling: the only node is still tried (earliest deadline)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="gonka_pool"), pytest.raises(NodeDown):
+        pool.call(failing_on(0))
+    (record,) = [r for r in caplog.records if r.name == "gonka_pool"]
+    assert record.levelno == logging.DEBUG and record.gonka_reason == "NodeDown"
+
+
+def test_call_raises_a_callers_bug_at_once_and_cools_no_node(make_pool):
+    pool = frozen(make_pool(3))
+    calls = []
+
+    def ask(endpoint):
+        calls.append(endpoint)
+        return [][1]
+
+    with pytest.raises(IndexError):
+        pool.call(ask)
+    assert len(calls) == 1 and deadlines(pool) == [0, 0, 0]
+    with pytest.raises(NodeDown):  # retry_on= widens what is the node's fault
+        pool.call(failing_on(0, 1, 2), retry_on=KeyError)
+    with pytest.raises(IndexError):
+        pool.call(ask, retry_on=IndexError, attempts=2)
+    assert len(calls) == 3
+
+
+def test_call_follows_the_pools_backoff_and_resets_it_on_success(pool_impl):
+    pool = frozen(pool_impl.EndpointPool(nodes(2), start=0, base_cooldown=1.0,
+                                         max_cooldown=8.0))
+    flaky = failing_on(0)
+    seen = []
+    for outage, expected in enumerate([1, 2, 4, 8, 8]):
+        pool._set_clock(T0 + outage * 100 * S)  # every earlier cooldown is over
+        from_node_0(pool)
+        assert pool.call(flaky) == "answer from 1"
+        state = pool.snapshot()[0]
+        seen.append((state.cooldown_remaining, state.consecutive_failures))
+        assert state.cooldown_remaining == expected
+    assert [count for _, count in seen] == [1, 2, 3, 4, 5]
+    pool._set_clock(T0 + 1000 * S)
+    from_node_0(pool)
+    assert pool.call(failing_on()) == "answer from 0"  # the answer resets the level
+    assert pool.snapshot()[0].consecutive_failures == 0
+    assert pool.snapshot()[0].total_failures == 5
+
+
+def test_call_counts_timeout_on_as_timeouts(make_pool):
+    class ClientTimeout(Exception):  # e.g. requests.Timeout, which is no TimeoutError
+        pass
+
+    pool = frozen(make_pool(3))
+
+    def fn(endpoint):
+        if endpoint == pool[0]:
+            raise ClientTimeout
+        return "ok"
+
+    assert pool.call(fn, cooldown=5, timeout_cooldown=90, timeout_on=ClientTimeout) == "ok"
+    assert deadlines(pool) == [90, 0, 0]
+
+
+def test_call_never_cools_a_timeout_for_less_than_an_error(make_pool):
+    pool = frozen(make_pool(3))
+    errors = iter([TimeoutError("stalled"), OSError("refused")])
+
+    def fn(endpoint):
+        error = next(errors, None)
+        if error is not None:
+            raise error
+        return "ok"
+
+    assert pool.call(fn, cooldown=20, timeout_cooldown=5) == "ok"
+    assert deadlines(pool) == [20, 20, 0]
+
+
+def test_call_stops_starting_attempts_at_its_deadline(make_pool):
+    pool = frozen(make_pool(5))
+    calls = []
+
+    def slow_failure(endpoint):
+        calls.append(endpoint)
+        time.sleep(0.2)
+        raise ConnectionResetError("reset")
+
+    started = time.monotonic()
+    with pytest.raises(ConnectionResetError):
+        pool.call(slow_failure, attempts=5, deadline=0.3)
+    assert len(calls) == 2 and time.monotonic() - started < 1.0
+
+
+def test_call_refuses_an_async_function(make_pool):
+    pool = frozen(make_pool(2))
+
+    async def ask(endpoint):
+        return "never awaited"
+
+    selections = pool._state()[0]
+    with pytest.raises(TypeError, match="acall"):
+        pool.call(ask)
+    assert pool._state()[0] == selections  # refused before any node was picked
+    with pytest.raises(TypeError, match="acall"):
+        pool.call(lambda endpoint: ask(endpoint), retry_on=Exception)
+    assert deadlines(pool) == [0, 0] and pool._state()[0] == selections + 1
 
 
 @pytest.mark.parametrize(
@@ -176,6 +286,11 @@ def test_call_logs_each_node_it_marks(make_pool, caplog):
         ({"retry_on": ValueError("not a class")}, TypeError),
         ({"retry_on": [OSError]}, TypeError),
         ({"retry_on": (OSError, int)}, TypeError),
+        ({"timeout_on": "TimeoutError"}, TypeError),
+        ({"deadline": 0}, ValueError),
+        ({"deadline": -1}, ValueError),
+        ({"deadline": math.inf}, ValueError),
+        ({"deadline": "5"}, TypeError),
     ],
 )
 def test_call_rejects_bad_arguments_before_calling_anything(make_pool, kwargs, error):
@@ -195,7 +310,7 @@ def test_call_accepts_what_mark_failed_accepts_as_a_cooldown(make_pool, caplog, 
     with caplog.at_level(logging.INFO, logger="gonka_pool"), pytest.raises(NodeDown):
         pool.call(failing_on(0, 1, 2), cooldown=forever)
     assert pool._state()[2] == [2**64 - 1] * 3  # "until cleared", not an overflow
-    assert len([r for r in caplog.records if hasattr(r, "gonka_reason")]) == 3
+    assert len([r for r in caplog.records if getattr(r, "gonka_reason", None)]) == 3
     with pytest.raises(ValueError):
         pool.call(failing_on(), cooldown=-forever)
 
@@ -236,8 +351,28 @@ def test_acall_cools_asyncio_timeouts_for_timeout_cooldown(make_pool):
             await asyncio.wait_for(asyncio.sleep(1), 0.001)
         return "ok"
 
-    assert asyncio.run(pool.acall(afn)) == "ok"
-    assert deadlines(pool) == [60, 0]
+    assert asyncio.run(pool.acall(afn, timeout_cooldown=90)) == "ok"
+    assert deadlines(pool) == [90, 0]
+    assert asyncio.run(pool.acall(afn)) == "ok"  # the pool's backoff: 30 s first
+    assert deadlines(pool) == [90, 0]
+
+
+def test_acall_follows_the_pools_backoff_and_stops_at_its_deadline(pool_impl):
+    pool = frozen(pool_impl.EndpointPool(nodes(3), start=0, base_cooldown=2.0,
+                                         max_cooldown=8.0))
+    calls = []
+
+    async def afn(endpoint):
+        calls.append(endpoint)
+        await asyncio.sleep(0.2)
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(pool.acall(afn, deadline=0.3))
+    assert len(calls) == 2 and deadlines(pool) == [2, 2, 0]
+    with pytest.raises(IndexError):
+        asyncio.run(pool.acall(_async(lambda endpoint: [][0])))
+    assert deadlines(pool) == [2, 2, 0]
 
 
 def test_acall_never_retries_cancellation(make_pool):
@@ -317,7 +452,10 @@ def test_from_env_rejects_entries_as_gonka_endpoint_parse_does(pool_impl, monkey
     with pytest.raises(type(from_env.value)) as parse:
         for entry in entries.split(","):
             GonkaEndpoint.parse(entry)
-    assert str(from_env.value) == str(parse.value)
+    # from_env names the variable and the entry, then says what parse says.
+    assert str(from_env.value).startswith("environment variable GONKA_ENDPOINTS, entry ")
+    assert str(from_env.value).endswith(str(parse.value)) or "credentials" in str(parse.value) \
+        or not entries.split(",")[-1] or ",," in entries
     assert "secret" not in str(from_env.value)
 
 
@@ -340,7 +478,9 @@ NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
         ("1.5", 1.5),
         ("Wed, 01 Jan 2025 12:02:00 GMT", 120.0),
         ("Wed, 01 Jan 2025 11:00:00 GMT", 0.0),  # already past
-        ("9" * 400, float("inf")),                # "until cleared", not an overflow
+        ("9" * 400, 300.0),                       # capped, not "until cleared"
+        ("99999999999", 300.0),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 300.0),
         (None, None),
         ("", None),
         ("-5", None),
@@ -351,6 +491,12 @@ NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 )
 def test_retry_after_is_delay_seconds_or_an_http_date(header, seconds):
     assert retry_after_seconds(header, now=NOW) == seconds
+
+
+def test_retry_after_is_capped_at_the_given_limit():
+    assert retry_after_seconds("120", now=NOW, limit=10.0) == 10.0
+    assert retry_after_seconds("Fri, 31 Dec 9999 23:59:59 GMT", now=NOW, limit=60.0) == 60.0
+    assert retry_after_seconds("5", now=NOW, limit=10.0) == 5.0
 
 
 # -- the core stays dependency-free ---------------------------------------------

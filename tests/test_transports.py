@@ -15,11 +15,13 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -129,9 +131,9 @@ def make_local_pool(pool_impl):
     """A pool of the given nodes, for either implementation, its clock frozen at T0
     and its next pick the first node."""
 
-    def make(*members: LocalNode | str | GonkaEndpoint):
+    def make(*members: LocalNode | str | GonkaEndpoint, **settings: Any):
         pool = pool_impl.EndpointPool(
-            m if isinstance(m, GonkaEndpoint) else endpoint(m) for m in members)
+            (m if isinstance(m, GonkaEndpoint) else endpoint(m) for m in members), **settings)
         pool._set_clock(T0)
         # A pool may start its round robin anywhere: take picks until the last node.
         for _ in range(len(pool)):
@@ -161,8 +163,9 @@ def test_every_request_succeeds_while_one_healthy_node_remains(flavour, local, m
     assert [r.status_code for r in responses] == [200] * 5
     assert {content_of(r) for r in responses} == {"hello from healthy"}
     assert {r.extensions["gonka_endpoint"] for r in responses} == {pool[3]}
-    # 503 with Retry-After: 120 > 30; refused: 30; stalled: the timeout cooldown.
-    assert cooldowns(pool) == [120, 30, 60, 0]
+    # 503 with Retry-After: 120 > the backoff's 30; refused: 30; stalled: 30 as well
+    # (a timeout is an error to the pool's backoff unless timeout_cooldown says more).
+    assert cooldowns(pool) == [120, 30, 30, 0]
     assert len(local.unavailable.seen) == 1 and len(local.stall.seen) == 1
     assert len(local.healthy.seen) == 5
 
@@ -193,7 +196,7 @@ def test_async_every_request_succeeds_while_one_healthy_node_remains(
     responses = asyncio.run(main())
     assert [content_of(r) for r in responses] == ["hello from healthy"] * 3
     assert responses[0].extensions["gonka_endpoint"] == pool[3]
-    assert cooldowns(pool) == [120, 30, 60, 0]
+    assert cooldowns(pool) == [120, 30, 30, 0]
 
 
 def test_a_401_goes_back_to_the_caller_and_marks_no_node(flavour, local, make_local_pool):
@@ -221,9 +224,9 @@ def test_async_a_401_goes_back_to_the_caller_and_marks_no_node(flavour, local, m
 def test_a_404_is_the_callers_and_keeps_the_query(flavour, local, make_local_pool):
     pool = make_local_pool(local.healthy, local.unavailable)
     with flavour.client(pool) as client:
-        response = client.get("http://gonka/models", params={"limit": 2})
+        response = client.get("http://gonka/unknown", params={"limit": 2})
     assert response.status_code == 404
-    assert [s.path for s in local.healthy.seen] == ["/v1/models?limit=2"]
+    assert [s.path for s in local.healthy.seen] == ["/v1/unknown?limit=2"]
     assert cooldowns(pool) == [0, 0]
 
 
@@ -359,8 +362,21 @@ def test_the_transport_checks_its_arguments(flavour, pool_impl):
             Transport(pool, **bad)
     with pytest.raises(TypeError, match="EndpointPool"):
         Transport([GonkaEndpoint("http://127.0.0.1:9/v1", "a")])
+    for bad, error in [
+        ({"origin": "gonka"}, ValueError),
+        ({"origin": "http://gonka/v1"}, ValueError),
+        ({"origin": "http://user:pw@gonka"}, ValueError),
+        ({"origin": b"http://gonka"}, TypeError),
+        ({"max_retry_after": -1}, ValueError),
+        ({"max_retry_after": float("inf")}, ValueError),
+        ({"deadline": 0}, ValueError),
+        ({"deadline": "1"}, TypeError),
+    ]:
+        with pytest.raises(error):
+            Transport(pool, **bad)
     transport = Transport(pool)
-    assert transport.attempts == 1 and transport.pool is pool
+    assert transport.attempts is None and transport.pool is pool
+    assert transport.origin == "http://gonka"
     assert isinstance(transport, flavour.http.BaseTransport)
     assert isinstance(flavour.adapter.AsyncPoolTransport(pool), flavour.http.AsyncBaseTransport)
     transport.close()
@@ -442,3 +458,316 @@ def test_async_openai_sdk_fails_over_through_the_transport(flavour, local, make_
 
     assert asyncio.run(main()) == ("hello from healthy", "hello from healthy")
     assert cooldowns(pool) == [120, 30, 0]
+
+
+# -- the request path: policies, origin, redirects, cookies, caps, deadline ------------
+
+
+def _round_robin_from(pool, first: int) -> None:
+    """Take picks until the next one is node ``first``."""
+    for _ in range(len(pool)):
+        if pool.next_indexed()[0] == (first - 1) % len(pool):
+            return
+    raise AssertionError("no round robin")
+
+
+def test_the_transport_follows_the_pools_backoff_and_resets_it_on_success(
+        flavour, local, make_local_pool):
+    flaky = LocalNode("flaky", "unavailable", retry_after="").start()  # no usable Retry-After
+    try:
+        pool = make_local_pool(flaky, local.healthy, base_cooldown=1.0, max_cooldown=8.0)
+        with flavour.client(pool) as client:
+            for outage, expected in enumerate([1, 2, 4, 8]):
+                pool._set_clock(T0 + outage * 100 * S)
+                _round_robin_from(pool, 0)
+                assert client.post("http://gonka/chat/completions", json=CHAT).status_code == 200
+                state = pool.snapshot()[0]
+                assert (state.cooldown_remaining, state.consecutive_failures) == (expected, outage + 1)
+            flaky.behaviour = "ok"
+            pool._set_clock(T0 + 1000 * S)
+            _round_robin_from(pool, 0)
+            response = client.post("http://gonka/chat/completions", json=CHAT)
+        assert response.extensions["gonka_endpoint"] == pool[0]
+        assert pool.snapshot()[0].consecutive_failures == 0
+        assert pool.snapshot()[0].total_failures == 4
+    finally:
+        flaky.stop()
+
+
+def test_an_answer_that_is_the_callers_marks_its_node_a_success(flavour, local, make_local_pool):
+    pool = make_local_pool(local.unauthorized, local.healthy)
+    pool.mark_failed(0, 0.5)
+    pool._set_clock(T0 + S)
+    _round_robin_from(pool, 0)
+    assert pool.snapshot()[0].consecutive_failures == 1
+
+    async def main():
+        async with flavour.async_client(pool) as client:
+            return await client.post("http://gonka/chat/completions", json=CHAT)
+
+    assert asyncio.run(main()).status_code == 401
+    assert pool.snapshot()[0].consecutive_failures == 0
+
+
+def test_attempts_follow_the_pool_through_update(flavour, local, make_local_pool):
+    pool = make_local_pool(endpoint(local.unavailable, "a"))
+    with flavour.client(pool) as client:
+        pool.update([endpoint(local.unavailable, "a"), endpoint(local.rate_limited, "b"),
+                     endpoint(local.healthy)])
+        statuses = [client.post("http://gonka/chat/completions", json=CHAT).status_code
+                    for _ in range(6)]
+    assert statuses == [200] * 6
+
+
+def test_timeout_cooldown_gives_stalls_longer_than_the_backoff(flavour, local, make_local_pool):
+    pool = make_local_pool(local.stall, local.healthy)
+    with flavour.client(pool, timeout=STALL_TIMEOUT, timeout_cooldown=90) as client:
+        assert client.post("http://gonka/chat/completions", json=CHAT).status_code == 200
+    assert cooldowns(pool) == [90, 0]
+
+
+@pytest.mark.parametrize("asked", ["99999999999", "9" * 400, "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_node_can_ask_for_at_most_max_retry_after(flavour, local, make_local_pool, asked):
+    hostile = LocalNode("hostile", "unavailable", retry_after=asked).start()
+    try:
+        pool = make_local_pool(hostile, local.healthy)
+        with flavour.client(pool) as client:
+            assert client.post("http://gonka/chat/completions", json=CHAT).status_code == 200
+        assert cooldowns(pool) == [300, 0]
+        pool.update(list(pool))  # kept, and still bounded
+        assert pool.snapshot()[0].cooldown_remaining == 300
+        pool = make_local_pool(hostile, local.healthy)
+        with flavour.client(pool, max_retry_after=10, cooldown=2) as client:
+            client.post("http://gonka/chat/completions", json=CHAT)
+        assert cooldowns(pool) == [10, 0]
+    finally:
+        hostile.stop()
+
+
+@pytest.mark.parametrize("url", [
+    "http://other-service/billing",
+    "https://api.openai.com/v1/models",
+    "http://169.254.169.254/latest/meta-data/",
+    "https://gonka/chat/completions",         # the origin's host, another scheme
+    "http://gonka:8080/chat/completions",     # ...another port
+])
+def test_a_request_for_another_origin_is_refused_before_anything_is_sent(
+        flavour, local, make_local_pool, url):
+    pool = make_local_pool(local.healthy)
+    with flavour.client(pool) as client:
+        with pytest.raises(flavour.adapter.RoutingError, match="routes only requests to http://gonka") as refused:
+            client.get(url, headers={"Authorization": "Bearer OTHER-TOKEN"})
+    assert "OTHER-TOKEN" not in str(refused.value)
+    assert local.healthy.seen == [] and pool._state()[1] == 0
+
+
+def test_a_transport_with_its_own_origin_routes_that_origin_only(flavour, local, make_local_pool):
+    pool = make_local_pool(local.healthy)
+    transport = flavour.adapter.PoolTransport(pool, origin="https://pool.internal:8443")
+    with flavour.http.Client(transport=transport, trust_env=False) as client:
+        assert client.post("https://pool.internal:8443/chat/completions",
+                           json=CHAT).status_code == 200
+        with pytest.raises(flavour.adapter.RoutingError):
+            client.post("http://gonka/chat/completions", json=CHAT)
+    assert [s.path for s in local.healthy.seen] == ["/v1/chat/completions"]
+
+
+def test_a_mounted_transport_leaves_other_hosts_to_the_client(flavour, local, make_local_pool):
+    other = LocalNode("other-service").start()
+    try:
+        pool = make_local_pool(local.healthy)
+        mounts = {"http://gonka": flavour.adapter.PoolTransport(pool)}
+        with flavour.http.Client(mounts=mounts, trust_env=False) as client:
+            assert client.post("http://gonka/chat/completions", json=CHAT).status_code == 200
+            client.get(f"http://127.0.0.1:{other.port}/billing",
+                       headers={"Authorization": "Bearer OTHER-TOKEN"})
+        assert [s.path for s in other.seen] == ["/billing"]
+        assert "authorization" not in local.healthy.seen[0].headers
+    finally:
+        other.stop()
+
+
+def test_a_client_base_url_with_the_nodes_path_is_refused_with_a_fix(
+        flavour, local, make_local_pool):
+    pool = make_local_pool(local.healthy)
+    with flavour.client(pool) as client:
+        with pytest.raises(flavour.adapter.RoutingError, match="base URL 'http://gonka'"):
+            client.post("http://gonka/v1/chat/completions", json=CHAT)
+    assert local.healthy.seen == []
+
+
+def test_the_transport_of_the_other_library_names_the_module_to_import(flavour, pool_impl):
+    other_name = "httpx" if flavour.name == "httpx2" else "httpx2"
+    if not HAVE[other_name]:
+        pytest.skip(f"{other_name} is not installed")
+    other = importlib.import_module(other_name)
+    pool = pool_impl.EndpointPool([GonkaEndpoint("http://127.0.0.1:9/v1", "a")])
+    wrong = importlib.import_module(f"gonka_pool.{other_name}").PoolTransport(pool)
+    with flavour.http.Client(transport=wrong, trust_env=False) as client:
+        with pytest.raises(TypeError, match=f"gonka_pool.{flavour.name}.PoolTransport"):
+            client.get("http://gonka/models")
+    with pytest.raises(TypeError, match=f"gonka_pool.{other_name}.PoolTransport"):
+        flavour.adapter.PoolTransport(pool, transport=other.HTTPTransport())
+    with pytest.raises(TypeError, match="AsyncBaseTransport"):
+        flavour.adapter.AsyncPoolTransport(pool, transport=flavour.http.HTTPTransport())
+
+
+def test_cookies_set_by_one_node_never_reach_another(flavour, local, make_local_pool):
+    jar = [("Set-Cookie", f"c{i}={'x' * 4000}; Path=/") for i in range(20)]
+    baker = LocalNode("baker", headers=jar).start()
+    try:
+        pool = make_local_pool(baker, local.healthy)
+        with flavour.client(pool) as client:
+            statuses = [client.post("http://gonka/chat/completions", json=CHAT).status_code
+                        for _ in range(4)]
+            assert not client.cookies
+        assert statuses == [200] * 4
+        assert all("cookie" not in seen.headers for seen in baker.seen + local.healthy.seen)
+        assert len(local.healthy.seen) == 2
+    finally:
+        baker.stop()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_redirect_within_the_node_is_followed_through_the_pool(
+        flavour, local, make_local_pool, asynchronous):
+    mover = LocalNode("mover", "redirect", location="/v1/target").start()
+    try:
+        pool = make_local_pool(mover, local.healthy)
+        if asynchronous:
+            async def main():
+                client = flavour.http.AsyncClient(
+                    transport=flavour.adapter.AsyncPoolTransport(pool), trust_env=False,
+                    follow_redirects=True)
+                async with client:
+                    return await client.post("http://gonka/chat/completions", json=CHAT)
+
+            response = asyncio.run(main())
+        else:
+            transport = flavour.adapter.PoolTransport(pool)
+            with flavour.http.Client(transport=transport, trust_env=False,
+                                     follow_redirects=True) as client:
+                response = client.post("http://gonka/chat/completions", json=CHAT)
+        assert [(s.method, s.path) for s in local.healthy.seen] == [("POST", "/v1/target")]
+        assert response.history[0].headers["location"] == "http://gonka/target"
+        assert str(response.url) == "http://gonka/target"
+    finally:
+        mover.stop()
+
+
+def test_a_redirect_elsewhere_is_left_alone_and_following_it_is_refused(
+        flavour, local, make_local_pool):
+    bystander = LocalNode("bystander").start()
+    mover = LocalNode("mover", "redirect",
+                      location=f"http://127.0.0.1:{bystander.port}/steal").start()
+    try:
+        pool = make_local_pool(mover, local.healthy)
+        signed = []
+        transport = flavour.adapter.PoolTransport(
+            pool, on_request=lambda request, node: signed.append(node))
+        with flavour.http.Client(transport=transport, trust_env=False) as client:
+            response = client.post("http://gonka/chat/completions", json=CHAT)
+            assert response.headers["location"] == f"http://127.0.0.1:{bystander.port}/steal"
+        _round_robin_from(pool, 0)
+        with flavour.http.Client(transport=transport, trust_env=False,
+                                 follow_redirects=True) as client:
+            with pytest.raises(flavour.adapter.RoutingError):
+                client.post("http://gonka/chat/completions", json=CHAT,
+                            headers={"Authorization": "Bearer SECRET"})
+        assert bystander.seen == [] and local.healthy.seen == []
+        assert signed == [pool[0], pool[0]]
+    finally:
+        mover.stop()
+        bystander.stop()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_the_deadline_bounds_the_whole_request(flavour, local, make_local_pool, asynchronous):
+    stalled = [endpoint(local.stall, f"s{i}") for i in range(3)]
+    pool = make_local_pool(*stalled)
+    started = time.monotonic()
+    if asynchronous:
+        async def main():
+            async with flavour.async_client(pool, timeout=5.0, deadline=0.5) as client:
+                await client.post("http://gonka/chat/completions", json=CHAT)
+
+        with pytest.raises(flavour.http.TimeoutException):
+            asyncio.run(main())
+    else:
+        with flavour.client(pool, timeout=5.0, deadline=0.5) as client:
+            with pytest.raises(flavour.http.TimeoutException):
+                client.post("http://gonka/chat/completions", json=CHAT)
+    elapsed = time.monotonic() - started
+    # The first attempt's read timeout was cut from 5 s to the 0.5 s left; no
+    # attempt started after the deadline.
+    assert elapsed < 2.0
+    assert len(local.stall.seen) == 1
+
+
+def test_one_warning_per_failure_with_its_reason(flavour, local, make_local_pool, caplog):
+    pool = make_local_pool(local.unavailable, local.healthy)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="gonka_pool"), flavour.client(pool) as client:
+        client.post("http://gonka/chat/completions", json=CHAT)
+    (record,) = [r for r in caplog.records if r.name == "gonka_pool"]
+    assert record.levelno == logging.WARNING
+    assert (record.gonka_reason, record.gonka_cooldown, record.gonka_failures) == ("HTTP 503", 120, 1)
+    assert record.gonka_endpoint == pool[0]
+
+
+# -- gonka_pool.openai ------------------------------------------------------------
+
+
+@needs_openai
+def test_openai_client_is_built_the_right_way(local, make_local_pool, monkeypatch):
+    from gonka_pool.openai import client
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-REAL-KEY")
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
+    pool = make_local_pool(local.unavailable, local.healthy)
+    with client(pool) as openai_client:
+        assert openai_client.max_retries == 0
+        reply = openai_client.chat.completions.create(**CHAT)
+    assert reply.choices[0].message.content == "hello from healthy"
+    assert "REAL-KEY" not in local.healthy.seen[0].headers["authorization"]
+    assert cooldowns(pool) == [120, 0]
+    with pytest.raises(TypeError, match="origin="):
+        client(pool, base_url="http://gonka/v1")
+
+
+@needs_openai
+def test_openai_client_sends_one_request_per_attempt_against_stalled_nodes(
+        local, make_local_pool):
+    import openai
+    from gonka_pool.openai import client
+
+    pool = make_local_pool(*[endpoint(local.stall, f"s{i}") for i in range(3)])
+    started = time.monotonic()
+    with client(pool, timeout=STALL_TIMEOUT) as openai_client:
+        with pytest.raises(openai.APITimeoutError):
+            openai_client.chat.completions.create(**CHAT)
+    assert len(local.stall.seen) == 3  # openai's own 2 retries would make it 9
+    assert time.monotonic() - started < 3 * STALL_TIMEOUT + 1.5
+
+
+@needs_openai
+def test_openai_follows_a_trailing_slash_redirect_to_the_same_path(local, make_local_pool):
+    from gonka_pool.openai import async_client, client
+
+    mover = LocalNode("mover", "redirect", location="/v1/models/", redirect_status=308).start()
+    try:
+        pool = make_local_pool(mover, local.healthy)
+        with client(pool) as openai_client:
+            models = openai_client.models.list()
+        assert [m.id for m in models.data] == ["local"]
+        assert [s.path for s in local.healthy.seen] == ["/v1/models/"]
+
+        async def main():
+            pool = make_local_pool(mover, local.healthy)
+            async with async_client(pool) as openai_client:
+                return await openai_client.models.list()
+
+        assert [m.id for m in asyncio.run(main()).data] == ["local"]
+        assert [s.path for s in local.healthy.seen] == ["/v1/models/"] * 2
+    finally:
+        mover.stop()

@@ -21,8 +21,9 @@ import sys
 
 from ._endpoint import GonkaEndpoint
 from ._policy import EndpointState
+from ._transport import RoutingError
 
-__all__ = ["IMPLEMENTATION", "EndpointPool", "EndpointState", "GonkaEndpoint"]
+__all__ = ["IMPLEMENTATION", "EndpointPool", "EndpointState", "GonkaEndpoint", "RoutingError"]
 __version__ = "0.1.0"
 
 _NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (

@@ -1,8 +1,8 @@
 """``python -m gonka_pool demo``, second part: failover across three local HTTP nodes.
 
 Three OpenAI-compatible nodes (``LocalNode``) listen on 127.0.0.1; several threads
-share one official ``openai.OpenAI`` client whose ``httpx2.Client`` sends through
-``PoolTransport``.  Midway node2 is stopped and node3 starts answering 503 with
+share one official ``openai.OpenAI`` client built by ``gonka_pool.openai.client``
+(its ``httpx2.Client`` sends through ``PoolTransport``).  Midway node2 is stopped and node3 starts answering 503 with
 ``Retry-After``; then both are restored.  It prints who answered in each phase,
 every cooldown the transport took (from the ``gonka_pool`` logger), and whether
 any request failed.  Needs ``pip install gonka-pool[openai]``.
@@ -28,26 +28,26 @@ RETRY_AFTER = 1
 
 
 class _Cooldowns(logging.Handler):
-    """Collects the failover records of the ``gonka_pool`` logger."""
+    """Collects the cooldown records of the ``gonka_pool`` logger (one per node
+    that entered a cooldown)."""
 
     def __init__(self, start: float) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.WARNING)
         self.start = start
-        self.taken: list[tuple[float, int, str, float]] = []
+        self.taken: list[tuple[float, GonkaEndpoint, str, float]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if hasattr(record, "gonka_index"):
-            self.taken.append((record.created - self.start, record.gonka_index,
-                               record.gonka_reason, record.gonka_cooldown))
+        if hasattr(record, "gonka_cooldown"):
+            self.taken.append((record.created - self.start, record.gonka_endpoint,
+                               record.gonka_reason or "marked", record.gonka_cooldown))
 
 
 def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) -> int:
     """Run the demo; returns how many requests failed (0 is the point)."""
     try:
-        import httpx2
         import openai
 
-        from .httpx2 import PoolTransport
+        from .openai import client as openai_client
     except ImportError:
         out("failover over HTTP: skipped, needs the openai SDK (pip install 'gonka-pool[openai]')")
         return 0
@@ -55,14 +55,9 @@ def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) 
     nodes = [LocalNode(f"node{i}", retry_after=RETRY_AFTER).start() for i in (1, 2, 3)]
     node1, node2, node3 = nodes
     pool = EndpointPool(GonkaEndpoint(node.url, f"gonka1{node.name}") for node in nodes)
-    client = openai.OpenAI(
-        base_url="http://gonka",  # a placeholder: the transport picks the node
-        api_key="local",
-        max_retries=0,            # show the pool's failover, not the SDK's retries
-        timeout=5.0,
-        http_client=httpx2.Client(transport=PoolTransport(pool, cooldown=COOLDOWN),
-                                  trust_env=False),
-    )
+    # base URL http://gonka (the transport picks the node), no SDK retries on top
+    # of the pool's failover, a placeholder API key.
+    client = openai_client(pool, cooldown=COOLDOWN, timeout=5.0, deadline=10.0)
 
     def stop_and_overload() -> None:
         node2.stop()
@@ -111,7 +106,7 @@ def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) 
     cooldowns = _Cooldowns(time.time())
     saved_level = logger.level
     logger.addHandler(cooldowns)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.WARNING)
     workers = [threading.Thread(target=worker, name=f"demo worker {k}") for k in range(THREADS)]
     try:
         for phase, (_, change) in enumerate(phases):
@@ -143,8 +138,10 @@ def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) 
         counts = "  ".join(f"{answered[phase, n.name]:>5}" for n in nodes)
         out(f"  {label:<{width}}  {counts}  {failed[phase]:>6}")
     out("  cooldowns taken:")
-    for at, idx, reason, seconds in cooldowns.taken:
-        out(f"    +{at:.2f} s  {nodes[idx].name}  {reason:<13} skipped for {seconds:g} s")
+    names = {endpoint: node.name for endpoint, node in zip(pool.endpoints, nodes)}
+    for at, endpoint, reason, seconds in cooldowns.taken:
+        out(f"    +{at:.2f} s  {names.get(endpoint, endpoint.base_url)}  {reason:<22} "
+            f"skipped for {seconds:g} s")
     total = sum(answered.values()) + sum(failed.values())
     if errors:
         out(f"  {len(errors)} of {total} requests FAILED, first: {errors[0]!r}")

@@ -1,16 +1,32 @@
 """The failover loop of the seed's caller, written once for every client.
 
-Per request, at most ``attempts`` times: take ``pool.next_indexed()``, try that node,
-and judge the outcome.  A failure that is the node's fault (the caller says which)
-marks the node for its cooldown and moves on; anything else is the answer.  When
-the attempts run out, the last outcome stands: its exception is raised, or its
-result returned.
+Per request, at most ``attempts`` times (``min(len(pool), 3)`` for None, counted
+when the request starts, so it follows ``update()``) and while the ``deadline``
+has not passed: take ``pool.next_indexed()``, try that node, and judge the outcome.
+A failure that is the node's fault (the caller says which) marks the node and
+moves on; an outcome that is the answer marks the node a success (its backoff
+level back to 0).  When the attempts or the time run out, the last outcome
+stands: its exception is raised, or its result returned.
+
+Cooldowns: ``None`` (the default) lets the pool's backoff policy decide
+(``base_cooldown * 2**(n-1)`` for the n-th consecutive outage, capped at
+``max_cooldown``); a number is that many seconds.  A timeout is never cooled for
+less than an error: with ``timeout_cooldown=None`` it is an error like any other
+(so with the policy, stalling escalates exactly as fast as failing); a number
+there gives timeouts ``max(timeout_cooldown, cooldown)`` when ``cooldown`` is a
+number too, and that number floor over the pool's backoff when it is not.  A node
+may ask for longer with ``Retry-After`` (the transports), never more than
+``max_retry_after`` seconds.
 
 The loop is a generator (``failover_plan``) that yields the node to try and is sent
 the result, or thrown the exception, of trying it; ``run`` and ``arun`` drive it
 with a sync or an async send.  So one loop serves ``pool.call``, ``pool.acall`` and
 the httpx2 / httpx transports, sync and async alike, and none of them imports an
 HTTP library.  Nothing here runs on the selection hot path.
+
+Each failure is logged once: the pool's WARNING when the mark starts a cooldown
+(``_policy.log_cooldown``, which reads the reason this loop hands it), else a
+DEBUG line here ("already cooling").
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ import inspect
 import logging
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -26,44 +43,47 @@ from operator import index as _index
 from typing import Any, TypeVar
 
 from ._endpoint import GonkaEndpoint
+from ._policy import FailureReport, failure_report
 
 __all__ = [
-    "DEFAULT_COOLDOWN",
-    "DEFAULT_TIMEOUT_COOLDOWN",
+    "DEFAULT_MAX_RETRY_AFTER",
+    "MAX_DEFAULT_ATTEMPTS",
+    "Cooldowns",
     "acall",
     "arun",
+    "attempts_for",
     "call",
     "check_attempts",
     "check_cooldown",
+    "check_deadline",
+    "expiry",
     "failover_plan",
+    "remaining",
     "retry_after_seconds",
     "run",
 ]
 
 T = TypeVar("T")
 
-# The seed's caller: 30 s after an error status or a transport error, 60 s after a
-# timeout (a node that stalls costs its callers a whole timeout each time).
-DEFAULT_COOLDOWN = 30.0
-DEFAULT_TIMEOUT_COOLDOWN = 60.0
 MAX_DEFAULT_ATTEMPTS = 3
+# The most a node's Retry-After may ask for, in seconds: Linkerd's cap.  Unbounded,
+# one "Retry-After: 99999999999" would take a node out until cleared.
+DEFAULT_MAX_RETRY_AFTER = 300.0
 
-# Every node marked failed is logged here at INFO, with the node, the cooldown and
-# the reason as record attributes (gonka_endpoint, gonka_index, gonka_cooldown,
-# gonka_reason), so an application can count or alert on failovers.
 log = logging.getLogger("gonka_pool")
 
-# A verdict on one attempt: (cooldown in seconds, reason), or None for "not the
-# node's fault: this outcome is the answer".
-Verdict = tuple[Any, str] | None
+# A verdict on one attempt: (cooldown in seconds or None for the pool's backoff,
+# at-least seconds or 0, reason), or None for "not the node's fault: this outcome
+# is the answer".
+Verdict = tuple[Any, float, str] | None
 # What the plan yields: the node to try.
 Step = tuple[int, GonkaEndpoint]
 
 
-def check_attempts(pool: Any, attempts: object) -> int:
-    """``attempts``, or the seed's ``min(len(pool), 3)`` for None; at least 1."""
+def check_attempts(attempts: object) -> int | None:
+    """``attempts`` as an int >= 1, or None (decided per request)."""
     if attempts is None:
-        return min(len(pool), MAX_DEFAULT_ATTEMPTS)
+        return None
     if isinstance(attempts, bool) or not hasattr(type(attempts), "__index__"):
         raise TypeError(f"attempts must be an int or None, not {type(attempts).__name__}")
     attempts = _index(attempts)  # type: ignore[arg-type]
@@ -72,14 +92,23 @@ def check_attempts(pool: Any, attempts: object) -> int:
     return attempts
 
 
-def check_cooldown(name: str, cooldown: object) -> Any:
-    """A cooldown as ``mark_failed`` takes it, as seconds that compare with a float.
+def attempts_for(pool: Any, attempts: int | None) -> int:
+    """The attempts one request gets: the seed's ``min(len(pool), 3)`` for None,
+    read when the request starts."""
+    return min(len(pool), MAX_DEFAULT_ATTEMPTS) if attempts is None else attempts
+
+
+def check_cooldown(name: str, cooldown: object, *, allow_none: bool = True) -> Any:
+    """A cooldown as ``mark_failed`` takes it, as seconds that compare with a float,
+    or None (the pool's backoff).
 
     The rules are ``mark_failed``'s, checked when a transport or call is set up
     rather than at the first failure: an int (kept exact, so ``10**400`` still
     means "until cleared"), any real number, or a ``timedelta``; not a bool,
     negative or NaN.
     """
+    if cooldown is None and allow_none:
+        return None
     if isinstance(cooldown, timedelta):
         seconds: Any = cooldown.total_seconds()
     elif isinstance(cooldown, bool):
@@ -103,22 +132,73 @@ def check_cooldown(name: str, cooldown: object) -> Any:
     return seconds
 
 
+def check_deadline(deadline: object) -> float | None:
+    """The whole request's time budget in seconds (> 0, finite), or None."""
+    if deadline is None:
+        return None
+    seconds = check_cooldown("deadline", deadline, allow_none=False)
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"deadline must be a positive, finite number of seconds, got {deadline!r}")
+    return float(seconds)
+
+
+class Cooldowns:
+    """How long a failure cools its node: ``cooldown`` for an error,
+    ``timeout_cooldown`` for a timeout (never less than an error's)."""
+
+    __slots__ = ("error", "timeout", "timeout_floor")
+
+    def __init__(self, cooldown: object, timeout_cooldown: object) -> None:
+        error = check_cooldown("cooldown", cooldown)
+        timeout = check_cooldown("timeout_cooldown", timeout_cooldown)
+        self.error = error
+        self.timeout_floor = 0.0
+        if timeout is None:
+            self.timeout = error
+        elif error is None:
+            # The pool's backoff, but at least timeout_cooldown.
+            self.timeout = None
+            self.timeout_floor = timeout
+        else:
+            self.timeout = max(timeout, error)
+
+    def for_error(self, reason: str, at_least: float = 0.0) -> tuple[Any, float, str]:
+        cooldown = self.error
+        if cooldown is not None and at_least > cooldown:
+            return at_least, 0.0, reason
+        return cooldown, (at_least if cooldown is None else 0.0), reason
+
+    def for_timeout(self, reason: str) -> tuple[Any, float, str]:
+        return self.timeout, self.timeout_floor, reason
+
+    def __repr__(self) -> str:
+        return f"cooldown={self.error!r}, timeout_cooldown={self.timeout!r}"
+
+
 # RFC 9110 delay-seconds is 1*DIGIT; a fraction is tolerated, as some servers send one.
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
+# Longer header values are refused unread: a date or a number needs no more.
+_RETRY_AFTER_MAX_LEN = 64
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """The delay a ``Retry-After`` header asks for, in seconds; None if unusable.
+def retry_after_seconds(value: str | None, now: datetime | None = None,
+                        limit: float = DEFAULT_MAX_RETRY_AFTER) -> float | None:
+    """The delay a ``Retry-After`` header asks for, in seconds, at most ``limit``;
+    None if unusable.
 
     Either delay-seconds (``"120"``) or an HTTP-date, counted from ``now`` (the
     current UTC time by default); a date in the past is 0.  Anything else is
-    ignored rather than trusted.
+    ignored rather than trusted, and a node asking for more than ``limit`` gets
+    ``limit``: a third party may not take a node out for longer.
     """
     if value is None:
         return None
     value = value.strip()
+    if len(value) > _RETRY_AFTER_MAX_LEN:
+        # "9" * 400: a number that long is a request for "forever"; cap it.
+        return float(limit) if _DELAY_SECONDS.fullmatch(value) else None
     if _DELAY_SECONDS.fullmatch(value):
-        return float(value)  # a huge value becomes inf: "until cleared"
+        return min(float(value), limit)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -126,24 +206,36 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if when.tzinfo is None:  # "-0000": UTC by RFC 5322
         when = when.replace(tzinfo=timezone.utc)
     now = datetime.now(timezone.utc) if now is None else now
-    return max(0.0, (when - now).total_seconds())
+    try:
+        seconds = (when - now).total_seconds()
+    except OverflowError:  # pragma: no cover - datetimes are bounded to years 1..9999
+        return float(limit)
+    return min(max(0.0, seconds), limit)
 
 
 def failover_plan(
     pool: Any,
-    attempts: int,
+    attempts: int | None,
     judge_error: Callable[[Exception], Verdict],
     judge_result: Callable[[Any], Verdict],
+    expires: float | None = None,
 ) -> Generator[Step, Any, Any]:
     """Yield ``(idx, endpoint)`` to try; be sent its result or thrown its exception.
 
-    A judged failure marks the node and, while attempts remain, yields the next
-    node; the driver then discards the result it sent.  Returns the accepted (or
-    last) result; re-raises an exception that is not the node's fault at once, and
-    the last one when the attempts run out.  Exceptions that are not ``Exception``
-    (``KeyboardInterrupt``, ``asyncio.CancelledError``) pass through unjudged.
+    A judged failure marks the node and, while attempts and time remain, yields
+    the next node; the driver then discards the result it sent.  Returns the
+    accepted (or last) result, marking its node a success when it was accepted;
+    re-raises an exception that is not the node's fault at once (marking
+    nothing), and the last one when the attempts run out or ``expires`` (a
+    ``time.monotonic()`` value, checked before every attempt after the first)
+    has passed.  Exceptions
+    that are not ``Exception`` (``KeyboardInterrupt``, ``asyncio.CancelledError``)
+    pass through unjudged.
     """
-    for attempt in range(1, attempts + 1):
+    total = attempts_for(pool, attempts)
+    attempt = 0
+    while True:
+        attempt += 1
         idx, endpoint = pool.next_indexed()
         try:
             result = yield idx, endpoint
@@ -152,28 +244,52 @@ def failover_plan(
             if verdict is None:
                 raise
             _mark_failed(pool, idx, endpoint, verdict)
-            if attempt == attempts:
+            if attempt >= total or _expired(expires):
                 raise
             continue
         verdict = judge_result(result)
-        if verdict is not None:
-            _mark_failed(pool, idx, endpoint, verdict)
-        if verdict is None or attempt == attempts:
+        if verdict is None:
+            pool.mark_success(endpoint)
             return result
-    raise AssertionError("unreachable: attempts >= 1")  # pragma: no cover
+        _mark_failed(pool, idx, endpoint, verdict)
+        if attempt >= total or _expired(expires):
+            return result
 
 
-def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[Any, str]) -> None:
-    cooldown, reason = verdict
+def _expired(expires: float | None) -> bool:
+    return expires is not None and time.monotonic() >= expires
+
+
+def expiry(deadline: float | None) -> float | None:
+    """The ``time.monotonic()`` value at which a request given ``deadline`` seconds
+    now must stop starting attempts; None for no deadline."""
+    return None if deadline is None else time.monotonic() + deadline
+
+
+def remaining(expires: float | None) -> float | None:
+    """Seconds left before ``expires`` (a ``time.monotonic()`` value), or None."""
+    return None if expires is None else max(0.0, expires - time.monotonic())
+
+
+def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[Any, float, str]) -> None:
+    cooldown, at_least, reason = verdict
     # By endpoint, not index: an update() between the pick and the failure may have
     # moved the node, and the endpoint resolves against the set in force now.
-    pool.mark_failed(endpoint, cooldown)
-    if log.isEnabledFor(logging.INFO):
-        log.info(
-            "node %d %s failed (%s); skipped for %s s",
-            idx, endpoint.base_url, reason, cooldown,
-            extra={"gonka_endpoint": endpoint, "gonka_index": idx,
-                   "gonka_cooldown": cooldown, "gonka_reason": reason},
+    # The pool logs the one WARNING when this starts a cooldown, with our reason.
+    report = FailureReport(reason)
+    token = failure_report.set(report)
+    try:
+        if at_least > 0:
+            pool._mark_failed_at_least(endpoint, cooldown, at_least)
+        else:
+            pool.mark_failed(endpoint, cooldown)
+    finally:
+        failure_report.reset(token)
+    if not report.entered and log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "endpoint %s (%s) failed (%s) while already cooling; failing over",
+            endpoint.base_url, endpoint.address, reason,
+            extra={"gonka_endpoint": endpoint, "gonka_reason": reason},
         )
 
 
@@ -237,58 +353,85 @@ async def arun(
 
 # -- pool.call / pool.acall ---------------------------------------------------------
 
+# What is the node's fault by default: it could not be reached, reset the
+# connection or stalled.  OSError covers ConnectionError, TimeoutError (socket.timeout,
+# asyncio.TimeoutError from 3.11) and the errors of most client libraries
+# (requests.RequestException, aiohttp.ClientOSError).  A bug of the caller's
+# (IndexError, KeyError, a bad request) is raised at once and marks nothing.
+DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (OSError,)
 
-class _NotAwaitable(TypeError):
-    """``acall`` was given a function whose result cannot be awaited: the caller's
-    mistake, never retried (even under ``retry_on=(Exception,)``)."""
+
+class _CallerMistake(TypeError):
+    """``call``/``acall`` was given the wrong kind of function: the caller's mistake,
+    never retried (even under ``retry_on=(Exception,)``)."""
 
 
-def _check_retry_on(retry_on: object) -> tuple[type[BaseException], ...]:
-    kinds = (retry_on,) if isinstance(retry_on, type) else retry_on
+def _check_exceptions(name: str, kinds: object) -> tuple[type[BaseException], ...]:
+    kinds = (kinds,) if isinstance(kinds, type) else kinds
     if not isinstance(kinds, tuple) or not all(
         isinstance(kind, type) and issubclass(kind, BaseException) for kind in kinds
     ):
-        raise TypeError("retry_on must be an exception class or a tuple of them")
+        raise TypeError(f"{name} must be an exception class or a tuple of them")
     return kinds
 
 
 def _call_plan(pool: Any, attempts: object, cooldown: object, timeout_cooldown: object,
-               retry_on: object) -> Generator[Step, Any, Any]:
-    attempts = check_attempts(pool, attempts)
-    cooldown = check_cooldown("cooldown", cooldown)
-    timeout_cooldown = check_cooldown("timeout_cooldown", timeout_cooldown)
-    kinds = _check_retry_on(retry_on)
+               retry_on: object, timeout_on: object, deadline: object
+               ) -> Generator[Step, Any, Any]:
+    checked_attempts = check_attempts(attempts)
+    cooldowns = Cooldowns(cooldown, timeout_cooldown)
+    slow_kinds = (TimeoutError, *_check_exceptions("timeout_on", timeout_on))
+    kinds = (*DEFAULT_RETRY_ON, *_check_exceptions("retry_on", retry_on), *slow_kinds)
+    expires = expiry(check_deadline(deadline))
 
     def judge_error(exc: Exception) -> Verdict:
-        if isinstance(exc, _NotAwaitable) or not isinstance(exc, kinds):
+        if isinstance(exc, _CallerMistake) or not isinstance(exc, kinds):
             return None
-        # The built-in TimeoutError covers socket.timeout and, from 3.11,
-        # asyncio.TimeoutError; a stalled node costs a whole timeout per try.
-        slow = isinstance(exc, TimeoutError)
-        return (timeout_cooldown if slow else cooldown), type(exc).__name__
+        if isinstance(exc, slow_kinds):
+            # A stalled node costs a whole timeout per try.
+            return cooldowns.for_timeout(type(exc).__name__)
+        return cooldowns.for_error(type(exc).__name__)
 
-    return failover_plan(pool, attempts, judge_error, lambda result: None)
+    return failover_plan(pool, checked_attempts, judge_error, lambda result: None, expires)
 
 
-def call(pool: Any, fn: Callable[[GonkaEndpoint], T], *, attempts: object = None,
-         cooldown: object = DEFAULT_COOLDOWN, timeout_cooldown: object = DEFAULT_TIMEOUT_COOLDOWN,
-         retry_on: object = (Exception,)) -> T:
+def call(pool: Any, fn: Callable[[GonkaEndpoint], T], *, attempts: int | None = None,
+         cooldown: object = None, timeout_cooldown: object = None,
+         retry_on: object = (), timeout_on: object = (), deadline: object = None) -> T:
     """``pool.call``: see ``EndpointPool.call``."""
-    plan = _call_plan(pool, attempts, cooldown, timeout_cooldown, retry_on)
-    return run(plan, lambda idx, endpoint: fn(endpoint))
+    if not callable(fn):
+        raise TypeError(f"pool.call needs a callable, not {type(fn).__name__}")
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(f"pool.call needs a sync function, got the async {fn!r}; "
+                        "use await pool.acall(...)")
+    plan = _call_plan(pool, attempts, cooldown, timeout_cooldown, retry_on, timeout_on, deadline)
+
+    def send(idx: int, endpoint: GonkaEndpoint) -> Any:
+        result = fn(endpoint)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: no "was never awaited" warning
+            raise _CallerMistake(
+                f"pool.call needs a sync function; {fn!r} returned an awaitable "
+                f"({type(result).__name__}): use await pool.acall(...)")
+        return result
+
+    return run(plan, send)
 
 
 async def acall(pool: Any, afn: Callable[[GonkaEndpoint], Awaitable[T]], *,
-                attempts: object = None, cooldown: object = DEFAULT_COOLDOWN,
-                timeout_cooldown: object = DEFAULT_TIMEOUT_COOLDOWN,
-                retry_on: object = (Exception,)) -> T:
+                attempts: int | None = None, cooldown: object = None,
+                timeout_cooldown: object = None, retry_on: object = (),
+                timeout_on: object = (), deadline: object = None) -> T:
     """``pool.acall``: see ``EndpointPool.acall``."""
-    plan = _call_plan(pool, attempts, cooldown, timeout_cooldown, retry_on)
+    if not callable(afn):
+        raise TypeError(f"pool.acall needs a callable, not {type(afn).__name__}")
+    plan = _call_plan(pool, attempts, cooldown, timeout_cooldown, retry_on, timeout_on, deadline)
 
     async def send(idx: int, endpoint: GonkaEndpoint) -> Any:
         pending = afn(endpoint)
         if not inspect.isawaitable(pending):
-            raise _NotAwaitable(
+            raise _CallerMistake(
                 f"pool.acall needs a function that returns an awaitable (an async def), "
                 f"got {type(pending).__name__} from {afn!r}; use pool.call for sync functions"
             )

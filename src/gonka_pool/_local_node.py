@@ -25,6 +25,7 @@ BEHAVIOURS = (
     "unauthorized",   # 401, as a node does for a bad signature
     "stall",          # reads the request, then answers nothing for stall_seconds
     "broken-stream",  # 200 and the first event of a stream, then hangs up mid-body
+    "redirect",       # <redirect_status> with Location: <location>
 )
 
 
@@ -39,12 +40,17 @@ class SeenRequest:
 class LocalNode:
     """One fake inference node; ``behaviour`` may be changed while it runs."""
 
-    def __init__(self, name: str, behaviour: str = "ok", *, retry_after: int = 120,
-                 stall_seconds: float = 5.0) -> None:
+    def __init__(self, name: str, behaviour: str = "ok", *, retry_after: int | str = 120,
+                 stall_seconds: float = 5.0, location: str = "/", redirect_status: int = 307,
+                 headers: list[tuple[str, str]] | None = None) -> None:
         self.name = name
         self.behaviour = behaviour
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # sent as is: a hostile node may send anything
         self.stall_seconds = stall_seconds
+        self.location = location
+        self.redirect_status = redirect_status
+        # Extra headers on every response (Set-Cookie, say), repeated names allowed.
+        self.headers: list[tuple[str, str]] = list(headers or ())
         self.port = 0  # chosen by the first start(), kept by later ones
         self._lock = threading.Lock()
         self._seen: list[SeenRequest] = []
@@ -159,8 +165,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(429, _error("rate limit reached", "rate_limit_error"),
                        {"Retry-After": str(node.retry_after)})
             return
+        if behaviour == "redirect":
+            self._json(node.redirect_status, _error("moved", "redirect"),
+                       {"Location": node.location})
+            return
         if behaviour == "unauthorized":
             self._json(401, _error("invalid signature", "invalid_request_error"))
+            return
+        if self.command == "GET" and self.path.partition("?")[0].rstrip("/").endswith("/models"):
+            self._json(200, {"object": "list", "data": [
+                {"id": "local", "object": "model", "created": 0, "owned_by": node.name}]})
             return
         if self.command != "POST" or not self.path.partition("?")[0].endswith("/chat/completions"):
             self._json(404, _error(f"no route for {self.command} {self.path}", "not_found"))
@@ -182,6 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        for name, value in self.server.node.headers:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)

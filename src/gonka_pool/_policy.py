@@ -4,10 +4,12 @@ record, the cooldown log line.  Runs at construction and on the failure path onl
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 from math import gcd
 from operator import index
 from typing import NamedTuple
@@ -18,9 +20,11 @@ __all__ = [
     "CLOCK",
     "CLOCK_MAX_TICK_NS",
     "EndpointState",
+    "FailureReport",
     "MAX_PERIOD",
     "check_start",
     "check_weights",
+    "failure_report",
     "log_cooldown",
     "monotonic_ns",
     "smooth_schedule",
@@ -169,11 +173,45 @@ def random_offset() -> int:
     return int.from_bytes(os.urandom(8), "little") >> 1
 
 
+class FailureReport:
+    """What the failover loop tells the pool's log line about a mark it is making
+    (the reason), and what it learns back (whether the mark started a cooldown)."""
+
+    __slots__ = ("reason", "entered")
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.entered = False
+
+
+# Set by the failover loop around its own mark_failed call, on the same thread (or
+# task): the core calls log_cooldown synchronously, so the reason reaches the one
+# record of that failure without passing through the C signature.
+failure_report: ContextVar[FailureReport | None] = ContextVar("gonka_pool_failure_report",
+                                                               default=None)
+
+
 def log_cooldown(endpoint: GonkaEndpoint, cooldown_ns: int, failures: int) -> None:
-    """The one log line of the failure path: a node entered its cooldown."""
+    """The one log record of a failure: a node entered its cooldown.
+
+    Carries the reason (an HTTP status or exception name) when the failover loop
+    made the mark, the cooldown and the consecutive count, as text and as record
+    attributes (``gonka_endpoint``, ``gonka_reason``, ``gonka_cooldown`` in seconds,
+    ``inf`` for "until cleared", ``gonka_failures``)."""
+    report = failure_report.get()
+    reason = None
+    if report is not None:
+        report.entered = True
+        reason = report.reason
     if logger.isEnabledFor(logging.WARNING):
-        seconds = "until cleared" if cooldown_ns >= 2**64 - 1 else f"{cooldown_ns / 1e9:.3f} s"
+        forever = cooldown_ns >= 2**64 - 1
+        seconds = "until cleared" if forever else f"{cooldown_ns / 1e9:.3f} s"
         logger.warning(
-            "endpoint %s (%s) entered cooldown for %s (%d consecutive failure%s)",
-            endpoint.base_url, endpoint.address, seconds, failures, "" if failures == 1 else "s",
+            "endpoint %s (%s)%s entered cooldown for %s (%d consecutive failure%s)",
+            endpoint.base_url, endpoint.address,
+            "" if reason is None else f" failed ({reason}),",
+            seconds, failures, "" if failures == 1 else "s",
+            extra={"gonka_endpoint": endpoint, "gonka_reason": reason,
+                   "gonka_cooldown": math.inf if forever else cooldown_ns / 1e9,
+                   "gonka_failures": failures},
         )

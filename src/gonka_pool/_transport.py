@@ -5,34 +5,61 @@
 transport API (``Request``, ``Response``, ``handle_request``, the exception tree), so
 nothing else differs.  The loop itself is ``_failover.failover_plan``.
 
-Per attempt: the request goes to the selected node (its scheme, host and port, its
-base path before the request's path, the ``Host`` header to match), ``on_request``
-may add headers for that node, and the inner transport sends it.  The status line
-and headers decide: failing over happens before any byte of the body reaches the
-caller, never after.
+The rules, for a transport built with ``origin="http://gonka"`` (the default):
+
+- Only requests to the origin (scheme, host and port) are routed; any other is
+  refused with ``RoutingError`` before a byte is sent anywhere, so a client shared
+  with other APIs never hands their credentials to a node.  The origin has no path:
+  each attempt goes to the selected node's scheme, host and port, with the node's
+  base path before the request's path (``/chat/completions`` becomes
+  ``/v1/chat/completions`` for a node at ``https://node/v1``); a request path that
+  already begins with that base path is refused (the client's base URL carries a
+  path it should not).
+- ``on_request(request, endpoint)`` may add headers for that node; the status line
+  and headers decide, so failing over happens before any byte of the body reaches
+  the caller, never after.
+- A ``Location`` under the answering node's base URL is rewritten into the
+  origin's space, so a followed redirect reaches the same path through the pool;
+  any other ``Location`` is left as it is, and following it meets the origin rule.
+- ``Set-Cookie`` is dropped from every response: nodes are stateless APIs, and one
+  client jar behind one origin would hand one node's cookies to every other.
+- ``Retry-After`` lengthens a cooldown by at most ``max_retry_after`` seconds.
+- ``deadline`` bounds the whole request: no attempt starts after it, and each
+  attempt's timeouts are cut to the time left.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from ._endpoint import GonkaEndpoint
 from ._failover import (
-    DEFAULT_COOLDOWN,
-    DEFAULT_TIMEOUT_COOLDOWN,
+    DEFAULT_MAX_RETRY_AFTER,
+    Cooldowns,
     Verdict,
     arun,
     check_attempts,
     check_cooldown,
+    check_deadline,
+    expiry,
     failover_plan,
+    remaining,
     retry_after_seconds,
     run,
 )
 
-__all__ = ["DEFAULT_RETRY_STATUSES", "AsyncPoolTransportBase", "PoolTransportBase"]
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "DEFAULT_RETRY_STATUSES",
+    "AsyncPoolTransportBase",
+    "PoolTransportBase",
+    "RoutingError",
+]
 
 # Too many requests, and every server error: the node's state, not the request's.
 # Other 4xx (401, 403, 404, 422...) are the caller's to fix, and go back unmarked;
@@ -42,6 +69,42 @@ DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({429, *range(500, 600)})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 # Where the selected node is put on the response.
 ENDPOINT_EXTENSION = "gonka_endpoint"
+# The placeholder a client addresses the pool by (its base URL).
+DEFAULT_ORIGIN = "http://gonka"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_COOKIE_HEADERS = ("set-cookie", "set-cookie2")
+
+
+class RoutingError(ValueError):
+    """A request the pool transport will not route: another origin than the pool's,
+    or a path that would double the node's base path.  Raised before anything is
+    sent; never retried, and no node is marked."""
+
+
+def _origin_key(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
+    scheme = scheme.lower()
+    return scheme, host.lower(), _DEFAULT_PORTS.get(scheme, -1) if port is None else port
+
+
+def _check_origin(origin: object) -> tuple[str, tuple[str, str, int]]:
+    """``origin`` as ``scheme://host[:port]`` and its comparison key."""
+    if not isinstance(origin, str):
+        raise TypeError(f"origin must be a str such as {DEFAULT_ORIGIN!r}, not {type(origin).__name__}")
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"origin must be scheme://host[:port] such as {DEFAULT_ORIGIN!r}") from None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+        raise ValueError(f"origin must be http(s)://host[:port] such as {DEFAULT_ORIGIN!r}, "
+                         "without credentials")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(
+            f"origin {origin!r} has a path, query or fragment; each request already gets "
+            "its node's base path (e.g. /v1): use "
+            f"origin={parts.scheme + '://' + parts.netloc!r}, and the same as the client's base URL"
+        )
+    return parts.scheme + "://" + parts.netloc, _origin_key(parts.scheme, parts.hostname, port)
 
 
 class _PoolTransportCommon:
@@ -49,6 +112,7 @@ class _PoolTransportCommon:
 
     _http: ClassVar[ModuleType]  # httpx2 or httpx, set by the adapter module
     _default_transport: ClassVar[Callable[[], Any]]
+    _inner_base: ClassVar[str]  # the name of the library class an inner transport extends
 
     def __init__(
         self,
@@ -56,22 +120,32 @@ class _PoolTransportCommon:
         *,
         transport: Any = None,
         attempts: int | None = None,
-        cooldown: Any = DEFAULT_COOLDOWN,
-        timeout_cooldown: Any = DEFAULT_TIMEOUT_COOLDOWN,
+        cooldown: Any = None,
+        timeout_cooldown: Any = None,
         retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
         on_request: Callable[[Any, GonkaEndpoint], Any] | None = None,
+        origin: str = DEFAULT_ORIGIN,
+        max_retry_after: Any = DEFAULT_MAX_RETRY_AFTER,
+        deadline: Any = None,
     ) -> None:
-        for method in ("next_indexed", "mark_failed", "__len__"):
+        for method in ("next_indexed", "mark_failed", "mark_success", "__len__"):
             if not callable(getattr(pool, method, None)):
                 raise TypeError(f"pool must be an EndpointPool, not {type(pool).__name__}")
         if on_request is not None and not callable(on_request):
             raise TypeError(f"on_request must be callable, not {type(on_request).__name__}")
         self._pool = pool
-        self._attempts = check_attempts(pool, attempts)
-        self._cooldown = check_cooldown("cooldown", cooldown)
-        self._timeout_cooldown = check_cooldown("timeout_cooldown", timeout_cooldown)
+        self._attempts = check_attempts(attempts)
+        self._cooldowns = Cooldowns(cooldown, timeout_cooldown)
         self._retry_statuses = _check_statuses(retry_statuses)
         self._on_request = on_request
+        self._origin, self._origin_key = _check_origin(origin)
+        max_after = check_cooldown("max_retry_after", max_retry_after, allow_none=False)
+        if max_after == math.inf:
+            raise ValueError("max_retry_after must be finite: a node may not take itself "
+                             "out until cleared")
+        self._max_retry_after = float(max_after)
+        self._deadline = check_deadline(deadline)
+        self._check_inner(transport)
         self._transport = self._default_transport() if transport is None else transport
         http = self._http
         # The node's fault: it could not be reached, answered garbage, or stalled.
@@ -80,51 +154,157 @@ class _PoolTransportCommon:
         self._node_errors = (http.TransportError,)
         self._not_node_errors = (http.PoolTimeout, http.LocalProtocolError,
                                  http.UnsupportedProtocol)
+        # Each node's base path, percent-encoded as request paths are.
+        self._base_paths: dict[GonkaEndpoint, str] = {}
+
+    def _check_inner(self, transport: Any) -> None:
+        if transport is None:
+            return
+        library = type(transport).__module__.partition(".")[0]
+        mine = self._http.__name__
+        if library in ("httpx", "httpx2") and library != mine:
+            raise TypeError(
+                f"{type(self).__module__}.{type(self).__name__} needs a {mine} transport, "
+                f"got {library}.{type(transport).__name__}: use gonka_pool.{library}."
+                f"{type(self).__name__} with {library} clients and transports"
+            )
+        expected = getattr(self._http, self._inner_base)
+        other = getattr(self._http, "BaseTransport" if self._inner_base != "BaseTransport"
+                        else "AsyncBaseTransport")
+        if isinstance(transport, other) and not isinstance(transport, expected):
+            raise TypeError(
+                f"{type(self).__name__} needs a {mine}.{self._inner_base} as its inner "
+                f"transport, got {type(transport).__name__}"
+            )
+
+    def _check_request(self, request: Any) -> None:
+        """The origin rule, before anything is read or sent."""
+        if not isinstance(request, self._http.Request):
+            library = type(request).__module__.partition(".")[0]
+            raise TypeError(
+                f"{type(self).__module__}.{type(self).__name__} is a {self._http.__name__} "
+                f"transport but got a {library} request: with {library} clients use "
+                f"gonka_pool.{library}.{type(self).__name__}"
+            )
+        url = request.url
+        if _origin_key(url.scheme, url.host, url.port) != self._origin_key:
+            port = "" if url.port is None else f":{url.port}"
+            raise RoutingError(
+                f"{type(self).__name__} routes only requests to {self._origin}; refused a "
+                f"request to {url.scheme}://{url.host}{port} and sent nothing.  To share the "
+                f"client with other hosts, mount the transport for the pool's origin only: "
+                f"Client(mounts={{{self._origin!r}: transport}})"
+            )
 
     @property
     def pool(self) -> Any:
         return self._pool
 
     @property
-    def attempts(self) -> int:
+    def attempts(self) -> int | None:
+        """The attempts per request, or None: ``min(len(pool), 3)`` at each request."""
         return self._attempts
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self._pool!r}, attempts={self._attempts}, "
-                f"cooldown={self._cooldown!r}, timeout_cooldown={self._timeout_cooldown!r})")
+    @property
+    def origin(self) -> str:
+        return self._origin
 
-    def _plan(self):
-        return failover_plan(self._pool, self._attempts, self._judge_error, self._judge_response)
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self._pool!r}, origin={self._origin!r}, "
+                f"attempts={self._attempts}, {self._cooldowns!r}, "
+                f"max_retry_after={self._max_retry_after!r}, deadline={self._deadline!r})")
+
+    def _plan(self, expires: float | None):
+        return failover_plan(self._pool, self._attempts, self._judge_error,
+                             self._judge_response, expires)
 
     def _judge_error(self, exc: Exception) -> Verdict:
         if not isinstance(exc, self._node_errors) or isinstance(exc, self._not_node_errors):
             return None
         if isinstance(exc, self._http.TimeoutException):
-            return self._timeout_cooldown, type(exc).__name__
-        return self._cooldown, type(exc).__name__
+            return self._cooldowns.for_timeout(type(exc).__name__)
+        return self._cooldowns.for_error(type(exc).__name__)
 
     def _judge_response(self, response: Any) -> Verdict:
         status = response.status_code
         if status not in self._retry_statuses:
             return None
-        cooldown = self._cooldown
+        asked = 0.0
         if status in RETRY_AFTER_STATUSES:
-            asked = retry_after_seconds(response.headers.get("Retry-After"))
-            if asked is not None and asked > cooldown:
-                cooldown = asked
-        return cooldown, f"HTTP {status}"
+            asked = retry_after_seconds(response.headers.get("Retry-After"),
+                                        limit=self._max_retry_after) or 0.0
+        return self._cooldowns.for_error(f"HTTP {status}", asked)
 
-    def _request_for(self, request: Any, endpoint: GonkaEndpoint) -> Any:
+    def _base_path(self, endpoint: GonkaEndpoint) -> str:
+        path = self._base_paths.get(endpoint)
+        if path is None:
+            path = self._http.URL(endpoint.base_url).raw_path.decode("ascii").rstrip("/")
+            if len(self._base_paths) > 4096:  # bounded: memberships change over time
+                self._base_paths.clear()
+            self._base_paths[endpoint] = path
+        return path
+
+    def _request_for(self, request: Any, endpoint: GonkaEndpoint, expires: float | None) -> Any:
         """A copy of ``request`` (already read) addressed to ``endpoint``."""
         http = self._http
+        base_path = self._base_path(endpoint)
         # raw_path is the request's path and query, already percent-encoded.
-        url = http.URL(endpoint.base_url.rstrip("/") + request.url.raw_path.decode("ascii"))
+        raw_path = request.url.raw_path.decode("ascii")
+        path = raw_path.partition("?")[0]
+        if base_path and (path == base_path or path.startswith(base_path + "/")):
+            raise RoutingError(
+                f"the request path {path!r} already begins with the node's base path "
+                f"{base_path!r}, which the transport adds itself: give the client the base "
+                f"URL {self._origin!r} (no path), e.g. openai.OpenAI(base_url={self._origin!r})"
+            )
+        url = http.URL(endpoint.base_url.rstrip("/") + raw_path)
         headers = request.headers.copy()
         headers["Host"] = url.netloc.decode("ascii")
+        extensions = request.extensions
+        left = remaining(expires)
+        if left is not None and isinstance(extensions.get("timeout"), dict):
+            # Each phase's timeout cut to what the whole request has left.
+            extensions = {**extensions, "timeout": {
+                phase: left if value is None else min(value, left)
+                for phase, value in extensions["timeout"].items()}}
         attempt = http.Request(request.method, url, headers=headers, stream=request.stream,
-                               extensions=request.extensions)
+                               extensions=extensions)
         attempt.read()  # a replayable ByteStream: makes attempt.content readable
         return attempt
+
+    def _clean_response(self, response: Any, attempt: Any, endpoint: GonkaEndpoint) -> None:
+        """What of a node's response may reach the client: no cookies, and redirects
+        into the pool's space only."""
+        headers = response.headers
+        for name in _COOKIE_HEADERS:
+            if name in headers:
+                del headers[name]
+        response.extensions[ENDPOINT_EXTENSION] = endpoint
+        if 300 <= response.status_code < 400 and "location" in headers:
+            rewritten = self._location_in_pool(headers["location"], attempt, endpoint)
+            if rewritten is not None:
+                headers["Location"] = rewritten
+
+    def _location_in_pool(self, location: str, attempt: Any, endpoint: GonkaEndpoint) -> str | None:
+        http = self._http
+        try:
+            target = attempt.url.join(location)
+        except Exception:  # noqa: BLE001 - an unparseable Location is left for the client to refuse
+            return None
+        node = attempt.url
+        if _origin_key(target.scheme, target.host, target.port) != \
+                _origin_key(node.scheme, node.host, node.port):
+            return None
+        base_path = self._base_path(endpoint)
+        raw = target.raw_path.decode("ascii")
+        path = raw.partition("?")[0]
+        if base_path and not (path == base_path or path.startswith(base_path + "/")):
+            return None
+        rest = raw[len(base_path):]
+        if not rest.startswith("/"):
+            rest = "/" + rest
+        fragment = f"#{target.fragment}" if target.fragment else ""
+        return str(http.URL(self._origin + rest + fragment))
 
 
 def _check_statuses(statuses: object) -> frozenset[int]:
@@ -139,19 +319,23 @@ def _check_statuses(statuses: object) -> frozenset[int]:
 class PoolTransportBase(_PoolTransportCommon):
     """The sync transport; see ``gonka_pool.httpx2.PoolTransport``."""
 
+    _inner_base = "BaseTransport"
+
     def handle_request(self, request: Any) -> Any:
+        self._check_request(request)
+        expires = expiry(self._deadline)
         # Buffered once, so every attempt can resend it and on_request can sign it.
         request.read()
 
         def send(idx: int, endpoint: GonkaEndpoint) -> Any:
-            attempt = self._request_for(request, endpoint)
+            attempt = self._request_for(request, endpoint, expires)
             if self._on_request is not None:
                 self._on_request(attempt, endpoint)
             response = self._transport.handle_request(attempt)
-            response.extensions[ENDPOINT_EXTENSION] = endpoint
+            self._clean_response(response, attempt, endpoint)
             return response
 
-        return run(self._plan(), send, discard=_close)
+        return run(self._plan(expires), send, discard=_close)
 
     def close(self) -> None:
         self._transport.close()
@@ -170,20 +354,24 @@ class AsyncPoolTransportBase(_PoolTransportCommon):
     ``on_request`` may be a plain function or a coroutine function.
     """
 
+    _inner_base = "AsyncBaseTransport"
+
     async def handle_async_request(self, request: Any) -> Any:
+        self._check_request(request)
+        expires = expiry(self._deadline)
         await request.aread()
 
         async def send(idx: int, endpoint: GonkaEndpoint) -> Any:
-            attempt = self._request_for(request, endpoint)
+            attempt = self._request_for(request, endpoint, expires)
             if self._on_request is not None:
                 signed = self._on_request(attempt, endpoint)
                 if inspect.isawaitable(signed):
                     await signed
             response = await self._transport.handle_async_request(attempt)
-            response.extensions[ENDPOINT_EXTENSION] = endpoint
+            self._clean_response(response, attempt, endpoint)
             return response
 
-        return await arun(self._plan(), send, discard=_aclose)
+        return await arun(self._plan(expires), send, discard=_aclose)
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -3,14 +3,11 @@
 The same ``PoolTransport`` / ``AsyncPoolTransport`` as ``gonka_pool.httpx2``, with
 the same arguments and behaviour, over ``httpx.HTTPTransport``:
 
-    import httpx, openai
+    import httpx
     from gonka_pool import EndpointPool
     from gonka_pool.httpx import PoolTransport
-    client = openai.OpenAI(
-        base_url="http://gonka", api_key="unused",
-        http_client=httpx.Client(transport=PoolTransport(EndpointPool.from_env()),
-                                 trust_env=False),
-    )
+    client = httpx.Client(transport=PoolTransport(EndpointPool.from_env()), trust_env=False)
+    client.post("http://gonka/chat/completions", json=...)   # goes to a node
 
 Install with ``pip install gonka-pool[httpx]``.
 """
@@ -24,9 +21,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "gonka_pool.httpx needs httpx: pip install 'gonka-pool[httpx]'"
     ) from exc
 
-from ._transport import DEFAULT_RETRY_STATUSES, AsyncPoolTransportBase, PoolTransportBase
+from ._transport import (
+    DEFAULT_ORIGIN,
+    DEFAULT_RETRY_STATUSES,
+    AsyncPoolTransportBase,
+    PoolTransportBase,
+    RoutingError,
+)
 
-__all__ = ["DEFAULT_RETRY_STATUSES", "AsyncPoolTransport", "PoolTransport"]
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "DEFAULT_RETRY_STATUSES",
+    "AsyncPoolTransport",
+    "PoolTransport",
+    "RoutingError",
+]
 
 
 class PoolTransport(PoolTransportBase, _http.BaseTransport):

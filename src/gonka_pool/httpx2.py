@@ -1,35 +1,44 @@
 """Failover transports for httpx2, the HTTP client under the openai SDK since 3.x.
 
-    import httpx2, openai
+    import httpx2
     from gonka_pool import EndpointPool
     from gonka_pool.httpx2 import PoolTransport
     pool = EndpointPool.from_env()                      # GONKA_ENDPOINTS
-    client = openai.OpenAI(
-        base_url="http://gonka",                        # a placeholder: each request goes to a node
-        api_key="unused",
-        http_client=httpx2.Client(transport=PoolTransport(pool), trust_env=False),
-    )
+    client = httpx2.Client(transport=PoolTransport(pool), trust_env=False)
+    client.post("http://gonka/chat/completions", json=...)   # goes to a node
 
-``PoolTransport(pool, *, transport=None, attempts=None, cooldown=30.0,
-timeout_cooldown=60.0, retry_statuses=DEFAULT_RETRY_STATUSES, on_request=None)``
-sends each request to the pool's next healthy node: the node's scheme, host and
-port, and its base path before the request's path (``/chat/completions`` becomes
+For the openai SDK, ``gonka_pool.openai.client(pool)`` builds this for you.
+
+``PoolTransport(pool, *, transport=None, attempts=None, cooldown=None,
+timeout_cooldown=None, retry_statuses=DEFAULT_RETRY_STATUSES, on_request=None,
+origin="http://gonka", max_retry_after=300.0, deadline=None)`` sends each request
+for ``origin`` to the pool's next healthy node: the node's scheme, host and port,
+and its base path before the request's path (``/chat/completions`` becomes
 ``https://node/v1/chat/completions`` for a node at ``https://node/v1``).
 
+- A request to any other origin raises ``RoutingError`` and sends nothing; so does
+  a path that already begins with the node's base path (a client base URL with a
+  path).  To share one client with other APIs, mount the transport:
+  ``httpx2.Client(mounts={"http://gonka": PoolTransport(pool)})``.
 - ``on_request(request, endpoint)`` is called on every attempt, with the body
   readable as ``request.content``, to add headers for that node (a Gonka signature
   for ``endpoint.address``).  ``AsyncPoolTransport`` also awaits it if it returns an
   awaitable.
-- A connection error or any other transport error marks the node for ``cooldown``
-  seconds, a timeout for ``timeout_cooldown``, a status in ``retry_statuses`` (429
-  and 5xx) for ``cooldown``, or longer where a 429/503 asks so with
-  ``Retry-After``; then the next node is tried, at most ``attempts`` in all
-  (default ``min(len(pool), 3)``).  Other statuses, 401 included, go back to the
-  caller and mark nothing.
+- A connection error or any other transport error, a timeout, or a status in
+  ``retry_statuses`` (429 and 5xx) marks the node: for the pool's backoff with
+  ``cooldown=None`` (the default), else for ``cooldown`` seconds; a timeout for
+  ``timeout_cooldown`` when given (never less than ``cooldown``); longer where a
+  429/503 asks so with ``Retry-After``, up to ``max_retry_after`` seconds.  Then
+  the next node is tried, at most ``attempts`` in all (default
+  ``min(len(pool), 3)``, counted per request) and, with ``deadline`` seconds, none
+  started after it (each attempt's timeouts are cut to the time left).  Any other
+  answer, 401 included, goes back to the caller and marks its node a success.
 - When the attempts run out the last outcome stands: its transport error is
   raised, or its response returned.
 - Only the status line and headers decide: once a response is handed back its
   body is the caller's, so a stream never fails over after its first byte.
+- ``Set-Cookie`` never reaches the client; a redirect ``Location`` under the
+  answering node's base URL is rewritten to the origin, any other is left alone.
 - ``response.extensions["gonka_endpoint"]`` is the node that answered.
 - ``transport`` is the inner transport (default ``httpx2.HTTPTransport()``); give
   it your TLS, limits and proxy settings, since an ``httpx2.Client`` given a
@@ -47,9 +56,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "gonka_pool.httpx2 needs httpx2: pip install 'gonka-pool[httpx2]'"
     ) from exc
 
-from ._transport import DEFAULT_RETRY_STATUSES, AsyncPoolTransportBase, PoolTransportBase
+from ._transport import (
+    DEFAULT_ORIGIN,
+    DEFAULT_RETRY_STATUSES,
+    AsyncPoolTransportBase,
+    PoolTransportBase,
+    RoutingError,
+)
 
-__all__ = ["DEFAULT_RETRY_STATUSES", "AsyncPoolTransport", "PoolTransport"]
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "DEFAULT_RETRY_STATUSES",
+    "AsyncPoolTransport",
+    "PoolTransport",
+    "RoutingError",
+]
 
 
 class PoolTransport(PoolTransportBase, _http.BaseTransport):
