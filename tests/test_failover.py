@@ -517,3 +517,14 @@ def test_importing_the_package_imports_no_http_library(no_extensions):
         GONKA_ENDPOINTS="https://node0.example;addr0",
     )
     assert out == f"addr0 {'python' if no_extensions else gonka_pool.IMPLEMENTATION} []"
+
+
+def test_a_pass_verdict_fails_over_without_marking_the_node(make_pool):
+    from gonka_pool._failover import PASS, failover_plan, run
+
+    pool = frozen(make_pool(3))
+    plan = failover_plan(pool, None, lambda exc: None,
+                         lambda result: (PASS, 0.0, "refused") if result == "retry" else None)
+    answers = iter(["retry", "ok"])
+    assert run(plan, lambda idx, endpoint: next(answers)) == "ok"
+    assert deadlines(pool) == [0, 0, 0]

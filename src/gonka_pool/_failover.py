@@ -48,6 +48,7 @@ from ._policy import FailureReport, failure_report
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
     "MAX_DEFAULT_ATTEMPTS",
+    "PASS",
     "Cooldowns",
     "acall",
     "arun",
@@ -72,12 +73,24 @@ DEFAULT_MAX_RETRY_AFTER = 300.0
 
 log = logging.getLogger("gonka_pool")
 
-# A verdict on one attempt: (cooldown in seconds or None for the pool's backoff,
-# at-least seconds or 0, reason), or None for "not the node's fault: this outcome
-# is the answer".
+# A verdict on one attempt: (cooldown in seconds, None for the pool's backoff, or
+# PASS; at-least seconds or 0; reason), or None for "this outcome is the answer".
+# PASS fails over without marking the node: the attempt failed for a reason that
+# another node (or a fresh attempt) may not share, and the node is not at fault
+# (a Gonka node refusing a reused signature, say).
 Verdict = tuple[Any, float, str] | None
 # What the plan yields: the node to try.
 Step = tuple[int, GonkaEndpoint]
+
+
+class _Pass:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PASS"
+
+
+PASS: Any = _Pass()
 
 
 def check_attempts(attempts: object) -> int | None:
@@ -273,6 +286,12 @@ def remaining(expires: float | None) -> float | None:
 
 def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[Any, float, str]) -> None:
     cooldown, at_least, reason = verdict
+    if cooldown is PASS:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("endpoint %s (%s) failed (%s); failing over without a cooldown",
+                      endpoint.base_url, endpoint.address, reason,
+                      extra={"gonka_endpoint": endpoint, "gonka_reason": reason})
+        return
     # By endpoint, not index: an update() between the pick and the failure may have
     # moved the node, and the endpoint resolves against the set in force now.
     # The pool logs the one WARNING when this starts a cooldown, with our reason.
