@@ -26,7 +26,7 @@ export GONKA_POOL_REQUIRE_C := 1
 # The suite must not pass because something re-enabled the GIL behind its back.
 export PYTHONWARNINGS := error::RuntimeWarning
 
-.PHONY: test test-gil test-ft test-parallel tsan valgrind demo venvs bench bench-pytest bench-policy clean
+.PHONY: test test-gil test-ft test-parallel tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover clean
 
 test: test-gil test-ft test-parallel
 
@@ -56,6 +56,13 @@ bench: $(VENV_GIL)/.installed $(VENV_FT)/.installed
 	-$(VENV_FT)/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: ft_utils
 	$(VENV_GIL)/bin/python -m gonka_pool bench --json .bench/gil.json $(BENCH_FLAGS)
 	PYTHON_GIL=0 $(VENV_FT)/bin/python -m gonka_pool bench --json .bench/ft.json $(BENCH_FLAGS)
+
+# make bench-failover: requests lost to bad nodes (healthy, refused, 503, stalling),
+# the fixed cap of 3 attempts against attempts=None, on both interpreters.
+BENCH_FAILOVER_FLAGS ?=
+bench-failover: $(VENV_GIL)/.installed $(VENV_FT)/.installed
+	$(VENV_GIL)/bin/python -m gonka_pool bench-failover $(BENCH_FAILOVER_FLAGS)
+	PYTHON_GIL=0 $(VENV_FT)/bin/python -m gonka_pool bench-failover $(BENCH_FAILOVER_FLAGS)
 
 # make bench-pytest: pytest-benchmark benches of each API call, both implementations.
 bench-pytest: $(VENV_GIL)/.installed $(VENV_FT)/.installed

@@ -229,3 +229,32 @@ def test_the_top_level_help_lists_both_commands_in_plain_text():
     first_words = [line.split()[:2] for line in proc.stdout.splitlines()]
     assert ["demo", "show"] in first_words and ["bench", "measure"] in first_words
     assert "`" not in proc.stdout
+
+
+# -- bench-failover -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the openai SDK needs 3.11+")
+@pytest.mark.thread_unsafe(reason="starts local nodes and client threads of its own")
+def test_bench_failover_answers_every_request_with_attempts_none(tmp_path):
+    pytest.importorskip("openai")
+    out = tmp_path / "failover.json"
+    lines: list[str] = []
+    from gonka_pool import _bench_failover
+
+    parser = _bench_failover.configure(argparse.ArgumentParser())
+    args = parser.parse_args(["--requests", "24", "--threads", "4", "--rounds", "1",
+                              "--timeout", "0.3", "--json", str(out)])
+    assert _bench_failover.execute(parser, args, out=lines.append) == 0
+    summaries = json.loads(out.read_text())["summaries"]
+    assert set(summaries) == {"fixed cap: attempts=3", "attempts=None"}
+    new = summaries["attempts=None"]
+    assert new["requests"] == 24 and new["answered"] == 24
+    assert new["p99_ms"] < 1000 * (0.3 * 1.1 + 0.3)  # one timeout, and slack for a busy machine
+    assert any(line.lstrip().startswith("attempts=None") for line in lines)
+
+
+@pytest.mark.parametrize("option", ["--requests", "--threads", "--rounds", "--timeout"])
+def test_bench_failover_refuses_a_bad_number_before_starting_anything(option):
+    result, elapsed = run_cli("bench-failover", option, "0")
+    assert result.returncode == 2 and option in result.stderr and elapsed < 10

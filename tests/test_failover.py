@@ -96,13 +96,75 @@ def test_call_fails_over_and_marks_only_the_failed_nodes(make_pool):
     assert fn.calls[3:] == [3, 2, 3]
 
 
-def test_call_gives_up_after_min_of_pool_size_and_three_attempts(make_pool):
-    for size, expected in ((2, 2), (5, 3)):
+def test_call_tries_every_node_while_failures_are_fast(make_pool):
+    for size in (2, 5):
         pool = frozen(make_pool(size))
         fn = failing_on(*range(size))
         with pytest.raises(NodeDown, match=r"node\d"):
             pool.call(fn)
-        assert len(fn.calls) == expected
+        assert sorted(fn.calls) == list(range(size))
+
+
+def test_call_gives_up_after_three_timeouts(make_pool):
+    pool = frozen(make_pool(6))
+    calls = []
+
+    def stalls(endpoint):
+        calls.append(endpoint)
+        raise TimeoutError("stalled")
+
+    with pytest.raises(TimeoutError):
+        pool.call(stalls)
+    assert len(calls) == 3
+
+
+def test_call_reaches_the_healthy_node_past_three_bad_neighbours(make_pool):
+    pool = frozen(make_pool(4))
+    errors = {0: ConnectionRefusedError, 1: ConnectionResetError, 2: TimeoutError}
+
+    def fn(endpoint):
+        number = int(endpoint.address.removeprefix("addr"))
+        if number in errors:
+            raise errors[number](endpoint.base_url)
+        return number
+
+    assert pool.call(fn) == 3
+    pool = frozen(make_pool(4))
+    with pytest.raises(TimeoutError):  # an explicit attempts=3 still means 3
+        pool.call(fn, attempts=3)
+
+
+def test_call_never_tries_a_node_twice_while_an_untried_one_remains(pool_impl):
+    pool = pool_impl.EndpointPool(nodes(4), weights=[5, 1, 1, 1], start=0)
+    pool._set_clock(T0)
+    for i in range(4):
+        pool.mark_failed(i, 100 + i)  # all cooling: selection falls back to node 0
+    fn = failing_on(0, 1, 2, 3)
+    with pytest.raises(NodeDown):
+        pool.call(fn)
+    assert sorted(fn.calls) == [0, 1, 2, 3]
+
+
+def test_acall_follows_the_same_rules(make_pool):
+    pool = frozen(make_pool(5))
+    calls = []
+
+    async def afn(endpoint):
+        calls.append(endpoint)
+        if len(calls) < 4:
+            raise ConnectionRefusedError("refused")
+        return "ok"
+
+    assert asyncio.run(pool.acall(afn)) == "ok" and len(calls) == 4
+
+    async def stalls(endpoint):
+        calls.append(endpoint)
+        raise TimeoutError
+
+    calls.clear()
+    with pytest.raises(TimeoutError):
+        asyncio.run(pool.acall(stalls))
+    assert len(calls) == 3
 
 
 def test_call_raises_the_last_error_when_attempts_run_out(make_pool):

@@ -771,3 +771,55 @@ def test_openai_follows_a_trailing_slash_redirect_to_the_same_path(local, make_l
         assert [s.path for s in local.healthy.seen] == ["/v1/models/"] * 2
     finally:
         mover.stop()
+
+
+# -- attempts that follow the cost of failure ---------------------------------------
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_request_reaches_the_healthy_node_past_three_bad_neighbours(
+        flavour, local, make_local_pool, asynchronous):
+    pool = make_local_pool(local.closed_url, local.unavailable, local.stall, local.healthy)
+    if asynchronous:
+        async def main():
+            async with flavour.async_client(pool, timeout=STALL_TIMEOUT) as client:
+                return await client.post("http://gonka/chat/completions", json=CHAT)
+
+        response = asyncio.run(main())
+    else:
+        with flavour.client(pool, timeout=STALL_TIMEOUT) as client:
+            response = client.post("http://gonka/chat/completions", json=CHAT)
+    assert content_of(response) == "hello from healthy"
+    assert cooldowns(pool) == [30, 120, 30, 0]
+
+
+def test_an_explicit_attempts_still_caps_the_request(flavour, local, make_local_pool):
+    pool = make_local_pool(local.closed_url, local.unavailable, local.stall, local.healthy)
+    with flavour.client(pool, timeout=STALL_TIMEOUT, attempts=3) as client:
+        with pytest.raises(flavour.http.TimeoutException):
+            client.post("http://gonka/chat/completions", json=CHAT)
+    assert local.healthy.seen == []
+
+
+def test_with_every_node_stalled_a_request_ends_after_three_timeouts(
+        flavour, local, make_local_pool):
+    pool = make_local_pool(*[endpoint(local.stall, f"s{i}") for i in range(5)])
+    started = time.monotonic()
+    with flavour.client(pool, timeout=STALL_TIMEOUT) as client:
+        with pytest.raises(flavour.http.TimeoutException):
+            client.post("http://gonka/chat/completions", json=CHAT)
+    assert len(local.stall.seen) == 3
+    assert time.monotonic() - started < 3 * STALL_TIMEOUT + 1.0
+
+
+def test_a_weighted_pool_tries_each_node_once_per_request(flavour, local, pool_impl):
+    pool = pool_impl.EndpointPool(
+        [endpoint(local.unavailable, "heavy"), endpoint(local.rate_limited, "b"),
+         endpoint(local.closed_url), endpoint(local.healthy)], weights=[6, 1, 1, 1])
+    pool._set_clock(T0)
+    for i in range(4):  # all cooling, the heavy node first to recover
+        pool.mark_failed(i, 1 + i)
+    with flavour.client(pool) as client:
+        response = client.post("http://gonka/chat/completions", json=CHAT)
+    assert content_of(response) == "hello from healthy"
+    assert len(local.unavailable.seen) == 1 and len(local.rate_limited.seen) == 1

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m gonka_pool",
-        description="gonka_pool from the command line: a demo of the pool, and a benchmark.")
+        description="gonka_pool from the command line: a demo of the pool, and benchmarks.")
     commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     commands.add_parser("demo", help="show round robin, a cooldown and the all-cooling fallback",
                         description="Show round robin, a cooldown, the all-cooling fallback, "
@@ -59,9 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     bench = _bench.configure(commands.add_parser(
         "bench", help="measure gonka_pool against hand-written pools, on this interpreter",
         **_bench.PARSER_OPTIONS))
+    from . import _bench_failover
+
+    bench_failover = _bench_failover.configure(commands.add_parser(
+        "bench-failover", help="requests lost to bad nodes: fixed attempts against attempts=None",
+        **_bench_failover.PARSER_OPTIONS))
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench.execute(bench, args)
+    if args.command == "bench-failover":
+        return _bench_failover.execute(bench_failover, args)
     demo()
     return 0
 

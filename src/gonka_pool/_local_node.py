@@ -129,6 +129,10 @@ class LocalNode:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops SYNs when a few client threads
+    # connect at once (one request per connection): the healthy node then looks
+    # like one that stalls, with a 1 s SYN retransmit.
+    request_queue_size = 128
     block_on_close = False  # stop() must not wait for a stalled handler
     node: LocalNode
 

@@ -113,6 +113,12 @@ class _PoolTransportCommon:
     _http: ClassVar[ModuleType]  # httpx2 or httpx, set by the adapter module
     _default_transport: ClassVar[Callable[[], Any]]
     _inner_base: ClassVar[str]  # the name of the library class an inner transport extends
+    # Statuses whose body is read before the response is judged, when it declares a
+    # Content-Length of at most _read_body_limit bytes, so that a subclass's
+    # _judge_response can read a node's error message (gonka_pool.gonka's 400/403).
+    # None here: the base judges on the status line and headers alone.
+    _read_body_statuses: ClassVar[frozenset[int]] = frozenset()
+    _read_body_limit: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -202,7 +208,7 @@ class _PoolTransportCommon:
 
     @property
     def attempts(self) -> int | None:
-        """The attempts per request, or None: ``min(len(pool), 3)`` at each request."""
+        """The most attempts per request, or None: every node, at most three timeouts."""
         return self._attempts
 
     @property
@@ -234,6 +240,13 @@ class _PoolTransportCommon:
             asked = retry_after_seconds(response.headers.get("Retry-After"),
                                         limit=self._max_retry_after) or 0.0
         return self._cooldowns.for_error(f"HTTP {status}", asked)
+
+    def _body_to_judge(self, response: Any) -> bool:
+        """Whether to read ``response``'s (small) body before judging it."""
+        if response.status_code not in self._read_body_statuses:
+            return False
+        length = response.headers.get("content-length", "")
+        return length.isdigit() and int(length) <= self._read_body_limit
 
     def _base_path(self, endpoint: GonkaEndpoint) -> str:
         path = self._base_paths.get(endpoint)
@@ -333,6 +346,8 @@ class PoolTransportBase(_PoolTransportCommon):
                 self._on_request(attempt, endpoint)
             response = self._transport.handle_request(attempt)
             self._clean_response(response, attempt, endpoint)
+            if self._read_body_statuses and self._body_to_judge(response):
+                response.read()
             return response
 
         return run(self._plan(expires), send, discard=_close)
@@ -369,6 +384,8 @@ class AsyncPoolTransportBase(_PoolTransportCommon):
                     await signed
             response = await self._transport.handle_async_request(attempt)
             self._clean_response(response, attempt, endpoint)
+            if self._read_body_statuses and self._body_to_judge(response):
+                await response.aread()
             return response
 
         return await arun(self._plan(expires), send, discard=_aclose)

@@ -29,9 +29,10 @@ and its base path before the request's path (``/chat/completions`` becomes
   ``cooldown=None`` (the default), else for ``cooldown`` seconds; a timeout for
   ``timeout_cooldown`` when given (never less than ``cooldown``); longer where a
   429/503 asks so with ``Retry-After``, up to ``max_retry_after`` seconds.  Then
-  the next node is tried, at most ``attempts`` in all (default
-  ``min(len(pool), 3)``, counted per request) and, with ``deadline`` seconds, none
-  started after it (each attempt's timeouts are cut to the time left).  Any other
+  a node this request has not tried is tried next: with ``attempts=None`` (the
+  default) until every node has been tried or three attempts have timed out (fast
+  failures do not count), with ``attempts=N`` at most N; with ``deadline`` seconds,
+  none is started after it (each attempt's timeouts are cut to the time left).  Any other
   answer, 401 included, goes back to the caller and marks its node a success.
 - When the attempts run out the last outcome stands: its transport error is
   raised, or its response returned.
