@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import EndpointPool, GonkaEndpoint
+from ._bench import _at_least, _positive_seconds
 from ._local_node import LocalNode
 
 __all__ = ["main"]
@@ -33,24 +34,14 @@ CONFIGS: tuple[tuple[str, int | None], ...] = (
 )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_positive_int = _at_least(1)
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value < 60:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 60 seconds, got {text}")
-    return value
+def _client_timeout(text: str) -> float:
+    seconds = _positive_seconds(text)
+    if seconds >= 60:
+        raise argparse.ArgumentTypeError(f"must be under 60 seconds, got {text}")
+    return seconds
 
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -58,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="chat completions per configuration and round (default: 240)")
     parser.add_argument("--threads", type=_positive_int, default=8,
                         help="threads sharing one client (default: 8)")
-    parser.add_argument("--timeout", type=_positive_seconds, default=1.0,
+    parser.add_argument("--timeout", type=_client_timeout, default=1.0,
                         help="the client timeout in seconds; node D stalls past it (default: 1.0)")
     parser.add_argument("--rounds", type=_positive_int, default=3,
                         help="rounds; each runs every configuration once (default: 3)")
