@@ -40,8 +40,12 @@ def demo() -> None:
 
     from ._demo_http import demo_http
 
-    if demo_http():
-        raise SystemExit("demo: some requests failed over HTTP")
+    failed = demo_http()
+    from ._demo_gonka import demo_gonka
+
+    failed += demo_gonka()
+    if failed:
+        raise SystemExit(f"demo: {failed} requests failed over HTTP")
 
 
 def main(argv: list[str] | None = None) -> int:
