@@ -200,11 +200,20 @@ def test_weights_balance_exactly_across_threads(make_pool):
 @pytest.mark.parametrize(
     ("weights", "error"),
     [([1], ValueError), ([1, 0], ValueError), ([1, -2], ValueError), ([1, True], TypeError),
-     ([1, 1.5], TypeError), ("11", TypeError), (5, TypeError), ([1, 2**21], ValueError)],
+     ([1, 1.5], TypeError), ("11", TypeError), (5, TypeError), ([1, 2.0**21], TypeError),
+     ([False, 1], TypeError)],
 )
 def test_bad_weights_are_rejected(pool_impl, weights, error):
     with pytest.raises(error):
         pool_impl.EndpointPool(nodes(2), weights=weights)
+
+
+@pytest.mark.parametrize("weights", [[1, 2**21], [3, 10**40], [2**64 + 1, 2**64]])
+def test_weights_of_any_size_are_accepted_and_reported_as_given(make_pool, weights):
+    pool = make_pool(2, weights=weights)
+    assert pool.weights == tuple(weights)
+    assert [s.weight for s in pool.snapshot()] == weights
+    assert {pool.next_indexed()[0] for _ in range(2 * 4097)} == {0, 1}
 
 
 def test_weights_are_reported(make_pool):

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import nodes
 from gonka_pool import GonkaEndpoint
+from gonka_pool._policy import SchedulePlan, schedule_table_py
 
 COOLDOWNS = st.one_of(
     st.none(),
@@ -31,6 +32,8 @@ TARGETS = st.one_of(
     st.sampled_from([GonkaEndpoint("https://elsewhere.example", "x"), 1.0, "0", None]),
 )
 WEIGHTS = st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=7)
+# Weights far past the exact table (issue 15): the quantized, spread-order path.
+BIG_WEIGHTS = st.lists(st.integers(min_value=1, max_value=10**30), min_size=1, max_size=7)
 MEMBERS = st.lists(st.integers(min_value=0, max_value=8), min_size=1, max_size=7)
 OPS = st.lists(
     st.one_of(
@@ -43,7 +46,7 @@ OPS = st.lists(
         st.tuples(st.just("success"), TARGETS),
         st.tuples(st.just("advance"), st.integers(min_value=0, max_value=5 * 10**9)),
         st.tuples(st.just("advance"), st.integers(min_value=0, max_value=10**12)),
-        st.tuples(st.just("update"), MEMBERS, st.one_of(st.none(), WEIGHTS)),
+        st.tuples(st.just("update"), MEMBERS, st.one_of(st.none(), WEIGHTS, BIG_WEIGHTS)),
         st.tuples(st.just("snapshot")),
         # the backoff ladder: one node failing again after each cooldown ends
         st.just(("mark", 0, None)),
@@ -85,7 +88,7 @@ def apply(pool, op, clock):
 @settings(max_examples=500, deadline=None)
 @given(
     n=st.integers(min_value=1, max_value=7),
-    weights=st.one_of(st.none(), WEIGHTS),
+    weights=st.one_of(st.none(), WEIGHTS, BIG_WEIGHTS),
     start=st.integers(0, 2**62),
     base=st.sampled_from([1, 30.0, 0.25]),
     ops=OPS,
@@ -104,3 +107,20 @@ def test_c_core_and_pure_twin_agree_on_any_operation_sequence(both_impls, n, wei
         assert apply(c_pool, op, c_clock) == apply(py_pool, op, py_clock), op
         assert c_pool._state() == py_pool._state(), op
     assert c_pool.snapshot() == py_pool.snapshot()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    slots=st.one_of(
+        st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=12),
+        st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=4),
+        st.lists(st.sampled_from([1, 2, 63, 64, 65, 129]), min_size=1, max_size=60),
+    ),
+    smooth=st.booleans(),
+)
+def test_c_core_and_pure_twin_lay_out_the_same_table_for_any_plan(both_impls, slots, smooth):
+    c_impl, _ = both_impls
+    plan = SchedulePlan(tuple(slots), smooth)
+    table = schedule_table_py(plan)
+    assert c_impl.module._schedule_table(plan.slots, smooth) == table
+    assert sorted(table) == [i for i, c in enumerate(slots) for _ in range(c)]

@@ -13,9 +13,11 @@ One run, on the running interpreter, measures side by side:
   ``s.isascii()`` (a METH_NOARGS method returning an immortal bool, like ``next()``
   minus the selection and the endpoint's reference count);
 
-for 1, 2, ... up to 2x the core count of threads.  Threads start on a barrier; rounds
-are interleaved across implementations and thread counts, and medians are
-reported.  Every figure is also given as a ratio to gonka_pool's single-thread
+for 1, 2, ... up to 2x the core count of threads; and on one thread, weighted pools
+of 1,000 and 10,000 nodes (weights drawn from 1..10**6) beside unweighted ones of
+the same size: ``next()``, building one, and the weighted share error.  Threads
+start on a barrier; rounds are interleaved across implementations and thread
+counts, and medians are reported.  Every figure is also given as a ratio to gonka_pool's single-thread
 ``next()``.  Timings on a shared machine drift from run to run; ratios measured in
 one run do not.
 """
@@ -23,11 +25,13 @@ one run do not.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import threading
@@ -40,6 +44,24 @@ from ._policy import CLOCK
 from ._pool_py import EndpointPool as _TwinPool
 
 UNROLL = 10  # calls per loop iteration, so the loop itself weighs little
+
+# Weighted pools at network scale (issue 15): next() and building, each beside the
+# unweighted pool of the same size, with weights drawn from 1..10**6 (the stand-in
+# for a Gonka network's proof-of-compute weights), and the share error of 10**6 picks.
+WEIGHTED_SIZES = (1000, 10000)
+WEIGHT_MAX = 10**6
+BUILDS_PER_ROUND = 3  # each build timed this often per round; the round keeps the median
+SHARE_PICKS = 10**6  # picks over which the weighted share error is counted
+
+
+def bench_endpoints(n: int) -> list[GonkaEndpoint]:
+    return [GonkaEndpoint(f"https://node{i}.bench", f"gonka1node{i}") for i in range(n)]
+
+
+def network_weights(n: int) -> list[int]:
+    """n weights drawn from 1..10**6, the same in every run (seeded by n)."""
+    draw = random.Random(n)
+    return [draw.randint(1, WEIGHT_MAX) for _ in range(n)]
 
 
 class LockPool:
@@ -156,10 +178,56 @@ def single_thread_cases(n_nodes: int) -> dict[str, tuple[Any, str, int]]:
     if hasattr(pool, "next_many"):
         for k in (16, 256):
             cases[f"next_many({k}), per pick"] = (pool, f"obj.next_many({k})", k)
+    for size in WEIGHTED_SIZES:
+        many = bench_endpoints(size)
+        cases[f"next(), {size} nodes"] = (EndpointPool(many), "obj.next()", 1)
+        cases[f"next(), {size} nodes, weights 1..10^6"] = (
+            EndpointPool(many, weights=network_weights(size)), "obj.next()", 1)
     lock_pool = LockPool(endpoints)
     cases["lock pool next()"] = (lock_pool, "obj.next()", 1)
     cases["lock pool mark_failed(i, 30.0)"] = (lock_pool, "obj.mark_failed(1, 30.0)", 1)
     return cases
+
+
+def build_cases() -> dict[str, tuple[list[GonkaEndpoint], list[int] | None, str]]:
+    """name -> (endpoints, weights, name of the unweighted build it is compared to)."""
+    cases: dict[str, tuple[list[GonkaEndpoint], list[int] | None, str]] = {}
+    for size in WEIGHTED_SIZES:
+        endpoints = bench_endpoints(size)
+        plain = f"EndpointPool({size} nodes)"
+        cases[plain] = (endpoints, None, plain)
+        cases[f"EndpointPool({size} nodes, weights 1..10^6)"] = (endpoints, network_weights(size), plain)
+    return cases
+
+
+def time_build(endpoints: list[GonkaEndpoint], weights: list[int] | None) -> float:
+    """Seconds to build one pool, the garbage collector paused as timeit pauses it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        pool = EndpointPool(endpoints, weights=weights)
+        elapsed = time.perf_counter() - start
+    finally:
+        if enabled:
+            gc.enable()
+    del pool
+    return elapsed
+
+
+def weighted_share(size: int = WEIGHTED_SIZES[0], picks: int = SHARE_PICKS) -> dict[str, Any]:
+    """How far ``picks`` selections of a weighted pool of ``size`` nodes (weights
+    1..10**6) land from each node's exact share: the sum over nodes of |picks -
+    expected picks| as a fraction of all picks, and whether every node whose exact
+    share gives it at least one of those picks got one."""
+    weights = network_weights(size)
+    pool = EndpointPool(bench_endpoints(size), weights=weights, start=0)
+    counts = pool._select_loop(picks, True)
+    total = sum(weights)
+    error = sum(abs(c - picks * w / total) for c, w in zip(counts, weights))
+    owed = [c for c, w in zip(counts, weights) if picks * w >= total]
+    return {"nodes": size, "picks": picks, "error": error / picks,
+            "every_node_picked": all(c >= 1 for c in owed), "least_picks": min(counts)}
 
 
 def make_runner(expression: str) -> Callable[[Any, int], None]:
@@ -278,10 +346,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         name: calibrate(obj, single_runners[name], args.seconds) for name, (obj, _, _) in singles.items()
     }
 
+    builds = build_cases()
+    built: dict[str, list[float]] = {name: [] for name in builds}
+
     threaded: dict[str, dict[int, list[float]]] = {n: {t: [] for t in thread_counts} for n in impls}
     single: dict[str, list[float]] = {name: [] for name in singles}
     core: dict[int, list[float]] = {t: [] for t in thread_counts}
-    total = args.rounds * (len(thread_counts) * (len(impls) + (IMPLEMENTATION == "c")) + len(singles))
+    total = args.rounds * (len(thread_counts) * (len(impls) + (IMPLEMENTATION == "c")) + len(singles)
+                           + len(builds))
     progress = Progress(None if args.quiet else sys.stderr, total, args.rounds)
 
     for round_ in range(args.rounds):
@@ -296,9 +368,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 single[name].append(elapsed * 1e9 / (single_reps[name] * UNROLL * per_call))
                 progress.step(f"round {round_ + 1}: {name}")
 
-        worker = threading.Thread(target=singles_on_one_thread)
-        worker.start()
-        worker.join()
+        def builds_on_one_thread() -> None:
+            times: dict[str, list[float]] = {name: [] for name in builds}
+            for _ in range(BUILDS_PER_ROUND):
+                for name, (endpoints, weights, _) in builds.items():
+                    times[name].append(time_build(endpoints, weights))
+            for name in builds:
+                built[name].append(statistics.median(times[name]))
+                progress.step(f"round {round_ + 1}: {name}")
+
+        for work in (singles_on_one_thread, builds_on_one_thread):
+            worker = threading.Thread(target=work)
+            worker.start()
+            worker.join()
         for threads in thread_counts:
             for name, (obj, _) in impls.items():
                 threaded[name][threads].append(measure(obj, runners[name], threads, reps[name]))
@@ -319,9 +401,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "single_thread_ratio": {
             k: statistics.median(a / b for a, b in zip(v, single["next()"])) for k, v in single.items()
         },
+        # Median over rounds of each round's weighted / unweighted next() at a size.
+        "weighted_next_ratio": {
+            f"next(), {size} nodes": statistics.median(
+                a / b for a, b in zip(single[f"next(), {size} nodes, weights 1..10^6"],
+                                      single[f"next(), {size} nodes"]))
+            for size in WEIGHTED_SIZES
+        },
+        "build_ms": {k: statistics.median(v) * 1e3 for k, v in built.items()},
+        # Median over rounds of each round's ratio to that round's unweighted build.
+        "build_ratio": {
+            k: statistics.median(a / b for a, b in zip(v, built[builds[k][2]])) for k, v in built.items()
+        },
+        "weighted_share": weighted_share(),
         "throughput": {n: {t: statistics.median(v) for t, v in d.items()} for n, d in threaded.items()},
         "core_loop": {t: statistics.median(v) for t, v in core.items()} if IMPLEMENTATION == "c" else {},
-        "raw": {"single_thread_ns": single, "throughput": threaded, "core_loop": core},
+        "raw": {"single_thread_ns": single, "build_s": built, "throughput": threaded, "core_loop": core},
     }
     return result
 
@@ -340,7 +435,18 @@ def report(result: dict[str, Any]) -> str:
     singles = result["single_thread_ns"]
     ratios = result["single_thread_ratio"]
     for name, ns in singles.items():
-        lines.append(f"  {name:34s} {ns:8.1f} ns  {ratios[name]:6.2f}x")
+        lines.append(f"  {name:38s} {ns:8.1f} ns  {ratios[name]:6.2f}x")
+    for name, ratio in result["weighted_next_ratio"].items():
+        lines.append(f"  {name}, weighted / unweighted: {ratio:.2f}x")
+    lines += ["", "Building a pool, one thread, the garbage collector paused: ms (median), and the",
+              "median over rounds of the ratio to that round's unweighted build of the same size:"]
+    for name, ms in result["build_ms"].items():
+        lines.append(f"  {name:44s} {ms:8.2f} ms  {result['build_ratio'][name]:6.2f}x")
+    share = result["weighted_share"]
+    lines.append(
+        f"  share error, {share['nodes']} nodes, weights 1..10^6, {share['picks']:,} picks: "
+        f"{share['error']:.2%} of picks (goal <= 1%); every node owed a pick got one: "
+        f"{'yes' if share['every_node_picked'] else 'NO'} (fewest picks: {share['least_picks']})")
     throughput = result["throughput"]
     ref_name = "gonka_pool (c)" if "gonka_pool (c)" in throughput else "gonka_pool (python)"
     ref = throughput[ref_name][1]
@@ -438,7 +544,9 @@ threading.Lock around its cursor, an itertools.count pool, an ft_utils
 AtomicInt64 pool (when installed), and the floors lst.__len__() and s.isascii()
 (a bare C method call on a shared object).  Each runs on 1 thread and on more,
 started on a barrier; rounds are interleaved and medians reported, every figure
-also as a ratio to gonka_pool's single-thread next().
+also as a ratio to gonka_pool's single-thread next().  Weighted pools of 1,000
+and 10,000 nodes (weights 1..10**6) are measured beside unweighted ones: next(),
+building one, and the share error of 10**6 picks.
 """
 
 # Shared with __main__, whose "bench" subcommand is this same parser.

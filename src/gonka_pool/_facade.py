@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from ._endpoint import GonkaEndpoint
-from ._policy import check_start, check_weights, smooth_schedule
+from ._policy import SchedulePlan, check_start, check_weights, schedule_plan
 
 __all__ = [
     "collect_endpoints",
@@ -93,11 +93,12 @@ def collect_endpoints(endpoints: Iterable[GonkaEndpoint]) -> tuple[GonkaEndpoint
 
 def prepare(
     endpoints: Iterable[GonkaEndpoint], weights: Iterable[int] | None, start: object
-) -> tuple[tuple[GonkaEndpoint, ...], tuple[int, ...] | None, list[int] | None, int | None]:
-    """Validate the constructor's arguments: (nodes, weights, schedule, start offset)."""
+) -> tuple[tuple[GonkaEndpoint, ...], tuple[int, ...] | None, SchedulePlan | None, int | None]:
+    """Validate the constructor's arguments: (nodes, weights, schedule plan, start
+    offset).  Each core lays out the plan's table itself, in its own language."""
     nodes = collect_endpoints(endpoints)
     checked = check_weights(weights, len(nodes))
-    return nodes, checked, smooth_schedule(checked), check_start(start)
+    return nodes, checked, schedule_plan(checked), check_start(start)
 
 
 def update(pool: Any, endpoints: Iterable[GonkaEndpoint], weights: Iterable[int] | None) -> None:

@@ -18,6 +18,7 @@ from . import _failover
 from ._endpoint import GonkaEndpoint
 from ._facade import constructor_arguments, from_env, pool_repr, prepare, update
 from ._policy import CLOCK, EndpointState, log_cooldown, monotonic_ns, random_offset
+from ._policy import SchedulePlan, schedule_table_py
 
 __all__ = ["EndpointPool"]
 
@@ -125,6 +126,16 @@ def _check_sequence_index(key: object, n: int) -> int:
     return key
 
 
+def _table(plan, n: int) -> list:
+    """``plan``'s table, after the checks the C core makes on it."""
+    slots = tuple(plan[0])
+    if len(slots) != n:
+        raise ValueError(f"schedule plan for {len(slots)} nodes, not {n}")
+    if any(type(c) is not int or not 1 <= c < 2**32 for c in slots) or sum(slots) >= 2**32:
+        raise ValueError("schedule slots must be ints from 1, summing below 2**32")
+    return schedule_table_py(SchedulePlan(slots, bool(plan[1])))
+
+
 class _Members:
     """One membership: nodes, weights, schedule and the nodes' state."""
 
@@ -138,7 +149,9 @@ class _Members:
             raise ValueError("EndpointPool requires at least one node")
         self.nodes = nodes
         self.weights = weights  # None when all equal
-        self.schedule = None if schedule is None else list(schedule)
+        # The node of each slot, laid out from the plan (``_policy.SchedulePlan``)
+        # as the C core lays it out in C.
+        self.schedule = None if schedule is None else _table(schedule, len(nodes))
         self.n = len(nodes)
         self.period = self.n if schedule is None else len(self.schedule)
         self.cooling = 0  # non-zero deadlines (+ marks in flight, always 0 here)
@@ -407,11 +420,21 @@ class EndpointPool:
         variable, the format gonka-openai reads (see ``GonkaEndpoint.parse``)."""
         return from_env(cls, var)
 
+    @classmethod
+    def from_gonka(cls, source_url, **options):
+        """A pool of the Gonka network's participants, discovered from
+        ``source_url`` and weighted by their weights: see
+        ``gonka_pool.gonka.pool_from_gonka`` (keywords ``epoch``, ``allowlist``,
+        ``timeout``, then the pool's own).  Needs ``pip install gonka-pool[gonka]``."""
+        from .gonka import pool_from_gonka
+
+        return pool_from_gonka(source_url, pool_class=cls, **options)
+
     def call(self, fn, **options):
         """``fn(endpoint)`` on the next healthy node, failing over while the node is
         at fault.
 
-        Keywords: ``attempts=None`` (``min(len(pool), 3)`` at each call),
+        Keywords: ``attempts=None`` (every node, at most 3 timeouts; or at most N),
         ``cooldown=None`` (the pool's backoff; or seconds), ``timeout_cooldown=None``
         (a timeout is an error; or seconds, never less than ``cooldown``),
         ``retry_on=()`` and ``timeout_on=()`` (exception classes added to the node's
