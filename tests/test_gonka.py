@@ -394,21 +394,28 @@ def test_pool_from_gonka_weights_the_pool_by_the_participants_weights(pool_impl,
     pool = pool_from_gonka(net.source_url, pool_class=pool_impl.EndpointPool, start=0)
     assert type(pool) is pool_impl.EndpointPool
     assert list(pool) == [GonkaEndpoint(n.url, n.address) for n in net.nodes]
-    assert pool.weights == (333, 667, 1000)
+    assert pool.weights == tuple(p.weight for p in discover(net.source_url))
     # A caller's weights win.
     assert pool_from_gonka(net.source_url, weights=[1, 1, 1]).weights == (1, 1, 1)
 
 
-def test_pool_weights_stay_proportional_and_within_the_pools_bounds(pool_impl):
+def test_endpoint_pool_from_gonka_builds_its_own_class(pool_impl, net):
+    pool = pool_impl.EndpointPool.from_gonka(net.source_url, start=0, base_cooldown=5.0)
+    assert type(pool) is pool_impl.EndpointPool
+    assert list(pool) == [GonkaEndpoint(n.url, n.address) for n in net.nodes]
+    assert pool.weights == tuple(p.weight for p in discover(net.source_url))
+
+
+def test_pool_weights_are_the_networks_as_they_are(pool_impl):
     def participants(weights):
         return [Participant(GonkaEndpoint(f"https://n{i}.example", f"gonka1n{i}"), w, ())
                 for i, w in enumerate(weights)]
 
     assert pool_weights(participants([0, 0])) == [1, 1]
-    assert pool_weights(participants([10**15, 5 * 10**14, 0])) == [1000, 500, 1]
+    assert pool_weights(participants([10**15, 5 * 10**14, 0])) == [10**15, 5 * 10**14, 1]
     many = participants([10**9 + i * 7919 for i in range(2000)])
     pool = pool_impl.EndpointPool([p.endpoint for p in many], weights=pool_weights(many))
-    assert len(pool) == 2000
+    assert len(pool) == 2000 and pool.weights == tuple(p.weight for p in many)
 
 
 # -- epoch refresh ------------------------------------------------------------------------
@@ -427,7 +434,7 @@ def test_a_refresher_follows_the_networks_membership_and_stops_on_close(net):
         assert refresher.running
         net.excluded = [net.nodes[0].address]
         _wait_for(lambda: len(pool) == 2)
-        assert pool.weights == (667, 1000)
+        assert pool.weights == (20, 30)
         net.excluded = []
         _wait_for(lambda: len(pool) == 3)
     assert not refresher.running
@@ -629,7 +636,7 @@ def test_openai_client_discovers_signs_and_fails_over_from_the_environment(net, 
     net.nodes[0].at_capacity = True
     client = gonka.openai_client(deadline=10.0)
     try:
-        assert client.gonka_pool.weights == (333, 667, 1000)
+        assert client.gonka_pool.weights == (10, 20, 30)
         replies = [_ask(client) for _ in range(6)]
         assert set(replies) <= {"hello from n1", "hello from n2"}
         assert set(net.nodes[0].statuses) <= {429}  # tried at most once, then cooling

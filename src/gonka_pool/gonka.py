@@ -549,19 +549,10 @@ def discover(source_url: str, *, epoch: str | int = "current", allowlist: bool =
 
 
 def pool_weights(participants: Iterable[Participant]) -> list[int]:
-    """The participants' weights scaled for an ``EndpointPool``: proportional, at
-    least 1 each (a weight of 0 still serves), and coarse enough that the pool's
-    smooth schedule stays within its bounds (``_policy.MAX_PERIOD`` and
-    ``MAX_SCHEDULE_WORK``) for any number of nodes."""
-    from ._policy import MAX_PERIOD, MAX_SCHEDULE_WORK
-
-    weights = [p.weight for p in participants]
-    n = len(weights)
-    top = max(weights, default=0)
-    if n == 0 or top == 0:
-        return [1] * n
-    levels = max(1, min(1000, MAX_PERIOD // n, MAX_SCHEDULE_WORK // (n * n)))
-    return [max(1, (w * levels + top // 2) // top) for w in weights]
+    """The participants' weights as an ``EndpointPool`` takes them: as they are (a
+    pool takes any positive weights, at the network's scale), 0 raised to 1 (a
+    participant of weight 0 still serves)."""
+    return [max(1, p.weight) for p in participants]
 
 
 def pool_from_gonka(source_url: str, *, epoch: str | int = "current", allowlist: bool = True,
