@@ -21,7 +21,6 @@ __all__ = [
     "CLOCK_MAX_TICK_NS",
     "EndpointState",
     "FailureReport",
-    "MAX_PERIOD",
     "SMOOTH_MAX_WORK",
     "SchedulePlan",
     "TABLE_MAX_SLOTS",
@@ -59,10 +58,6 @@ TABLE_MAX_SLOTS = 1 << 22
 # while building it, O(period x n), takes at most this many steps; beyond, the
 # O(period) spread order (``spread_schedule_py``).
 SMOOTH_MAX_WORK = 1 << 20
-# The bounds weights were refused beyond before any weight was accepted; they
-# limit nothing now (kept for callers that scale weights to fit them).
-MAX_PERIOD = 1 << 20
-MAX_SCHEDULE_WORK = 1 << 24
 
 # Deadlines are read on CLOCK_MONOTONIC_COARSE on Linux (CLOCK_MONOTONIC as of the
 # last timer tick, a fraction of a precise read's cost: benchmarks/clock_cost.c),
