@@ -133,7 +133,7 @@ $(VENV_TSAN)/.installed: $(VENV_TSAN)/bin/python $(SOURCES) requirements-test.tx
 
 # make valgrind: the suite (the C core's half; not the million-iteration leak tests)
 # under memcheck on the release 3.11 build; fails on any definitely-lost block
-# allocated in the extension (timing in the README, "Guarantees").
+# allocated in the extension (timing in docs/development.md).
 valgrind: $(VENV_GIL)/.installed
 	nice -n 10 scripts/valgrind-suite $(VENV_GIL)/bin/python
 

@@ -4,7 +4,7 @@
  *
  * 1. ns per clock_gettime() of CLOCK_MONOTONIC and CLOCK_MONOTONIC_COARSE, 15
  *    interleaved rounds of 2,000,000 reads, medians, and their ratio: why
- *    gonka_pool reads deadlines on the coarse clock (README, "Behaviour").
+ *    gonka_pool reads deadlines on the coarse clock (docs/api.md, "Behaviour").
  * 2. The coarse clock's lag behind the precise one, sampled for 3 s, in ticks
  *    (clock_getres): every deadline adds one tick, so a node can come back early
  *    only by what the lag exceeds one tick. */

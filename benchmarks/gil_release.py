@@ -1,4 +1,4 @@
-"""Does releasing the GIL around selection pay?  (The decisions recorded in the README.)
+"""Does releasing the GIL around selection pay?  (The decisions recorded in docs/performance.md.)
 
 Measures, interleaved round by round on the running interpreter, the per-call cost of
 ``pool.next()`` (GIL held), ``pool._next_releasing_gil()`` (``with nogil`` around the

@@ -101,7 +101,7 @@ def test_the_c_core_works_in_a_child_forked_while_other_threads_select(pool_impl
     # The C core holds no lock, so a thread that was mid-selection at fork time leaves
     # nothing held behind in the child.  (The twin's per-pool lock could be held at
     # that instant and would then never be released in the child: fork from a
-    # multi-threaded process is only as safe as the locks it copies; README.)
+    # multi-threaded process is only as safe as the locks it copies; docs/api.md.)
     if pool_impl.name != "c":
         pytest.skip("the twin uses a lock; forking while another thread holds it is unsafe")
     pool = pool_impl.make(4)

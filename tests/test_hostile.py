@@ -1,7 +1,7 @@
 """Hostile input: each case raises one clear, specific exception (or is accepted on
 purpose), and a pool that saw it is unchanged and still selects in order.
 
-The README's "Guarantees" section has the table these cases pin.  URL and address
+docs/guarantees.md, "Hostile input", has the table these cases pin.  URL and address
 validation happens once, in ``GonkaEndpoint`` (shared Python code), before either
 core sees a node; the hypothesis test at the end checks that neither the C core nor
 the pure twin re-decides or transforms what it was given.
@@ -202,7 +202,7 @@ def test_a_pool_of_100000_nodes_builds_selects_and_falls_back(pool_impl, record_
     validated = time.perf_counter()
     pool = frozen(pool_impl.EndpointPool(endpoints))
     built = time.perf_counter()
-    # Printed for `pytest -s -k 100000`; the README quotes these numbers.
+    # Printed for `pytest -s -k 100000`; docs/guarantees.md quotes these numbers.
     print(f"\n{pool_impl.name}: {n} GonkaEndpoint {validated - started:.3f} s, "
           f"EndpointPool {built - validated:.4f} s")
     record_property("endpoints_s", validated - started)

@@ -100,7 +100,7 @@ def measure(loop, rss_count, traced_count=None):
 
 def assert_flat(result, label):
     rss, traced, blocks, top = result
-    # Shown with `pytest -s tests/test_leaks.py`; the README quotes these.
+    # Shown with `pytest -s tests/test_leaks.py`; docs/guarantees.md quotes these.
     print(f"\n{label}: RSS {rss / 2**20:+.2f} MiB, traced {traced:+d} B in {blocks:+d} blocks")
     assert traced < TRACED_SLACK, f"{label}: tracemalloc grew {traced} bytes: {top}"
     assert blocks < 100, f"{label}: {blocks} more live blocks: {top}"

@@ -121,7 +121,7 @@ def _run_config(nodes: dict[str, LocalNode | str], attempts: int | None, request
 
 def _warm_up(node: LocalNode | str) -> None:
     """One request before any threads: openai builds its response models lazily, and
-    concurrent first uses of a fresh client can fail (see the README)."""
+    concurrent first uses of a fresh client can fail (see docs/api.md)."""
     from .openai import client as openai_client
 
     url = node if isinstance(node, str) else node.url
