@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from gonka_pool import GonkaEndpoint, _pool_py
+from gonka_pool._policy import schedule_plan
 
 try:
     from gonka_pool import _pool as _pool_c
@@ -105,3 +106,14 @@ free_threaded_only = pytest.mark.skipif(
     getattr(sys, "_is_gil_enabled", lambda: True)(),
     reason="needs a free-threaded interpreter with the GIL disabled",
 )
+
+
+def c_schedule(weights: tuple[int, ...]) -> list[int] | None:
+    """The C core's table for ``weights`` (None when all are equal): what its
+    weighted pools select from, compared with the twin's ``schedule_table_py``."""
+    plan = schedule_plan(weights)
+    if plan is None:
+        return None
+    if _pool_c is None:
+        pytest.skip("C extension not built")
+    return _pool_c._schedule_table(plan.slots, plan.smooth)

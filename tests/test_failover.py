@@ -586,7 +586,7 @@ def test_a_pass_verdict_fails_over_without_marking_the_node(make_pool):
 
     pool = frozen(make_pool(3))
     plan = failover_plan(pool, None, lambda exc: None,
-                         lambda result: (PASS, 0.0, "refused") if result == "retry" else None)
+                         lambda result: (PASS, 0.0, "refused", False) if result == "retry" else None)
     answers = iter(["retry", "ok"])
     assert run(plan, lambda idx, endpoint: next(answers)) == "ok"
     assert deadlines(pool) == [0, 0, 0]

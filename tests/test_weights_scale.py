@@ -11,13 +11,12 @@ from math import gcd
 
 import pytest
 
-from conftest import nodes
+from conftest import c_schedule, nodes
 from gonka_pool._policy import (
     SMOOTH_MAX_WORK,
     TABLE_MAX_SLOTS,
     schedule_plan,
     schedule_table_py,
-    smooth_schedule,
     spread_schedule_py,
     table_slots,
 )
@@ -91,7 +90,7 @@ def test_small_exact_weights_keep_nginx_smooth_schedule(weights):
     common = gcd(*weights)
     reduced = tuple(w // common for w in weights)
     assert sum(reduced) * len(reduced) <= SMOOTH_MAX_WORK
-    assert smooth_schedule(tuple(weights)) == smooth_schedule_py(reduced)
+    assert c_schedule(tuple(weights)) == smooth_schedule_py(reduced)
 
 
 def test_exact_weights_too_many_for_nginx_keep_the_window_invariant(make_pool):

@@ -75,12 +75,12 @@ DEFAULT_MAX_RETRY_AFTER = 300.0
 log = logging.getLogger("gonka_pool")
 
 # A verdict on one attempt: (cooldown in seconds, None for the pool's backoff, or
-# PASS; at-least seconds or 0; reason; and optionally whether it was slow, a
-# timeout), or None for "this outcome is the answer".
+# PASS; at-least seconds or 0; reason; whether it was slow, a timeout), or None
+# for "this outcome is the answer".
 # PASS fails over without marking the node: the attempt failed for a reason that
 # another node (or a fresh attempt) may not share, and the node is not at fault
 # (a Gonka node refusing a reused signature, say).
-Verdict = tuple[Any, ...] | None
+Verdict = tuple[Any, float, str, bool] | None
 # What the plan yields: the node to try.
 Step = tuple[int, GonkaEndpoint]
 
@@ -269,7 +269,7 @@ def failover_plan(
             if verdict is None:
                 raise
             _mark_failed(pool, idx, endpoint, verdict)
-            slow += _is_slow(verdict)
+            slow += verdict[3]
             if not _may_go_on(pool, limit, tried, slow, expires):
                 raise
             continue
@@ -278,7 +278,7 @@ def failover_plan(
             pool.mark_success(endpoint)
             return result
         _mark_failed(pool, idx, endpoint, verdict)
-        slow += _is_slow(verdict)
+        slow += verdict[3]
         if not _may_go_on(pool, limit, tried, slow, expires):
             return result
 
@@ -286,10 +286,6 @@ def failover_plan(
 # Timeouts one request may spend with attempts=None: the seed's cap of 3 attempts
 # existed to bound the latency of stalling nodes, and now bounds only that.
 MAX_SLOW_FAILURES = 3
-
-
-def _is_slow(verdict: tuple[Any, ...]) -> bool:
-    return len(verdict) > 3 and bool(verdict[3])
 
 
 def _untried(pool: Any, tried: set[GonkaEndpoint]) -> Step | None:
@@ -335,8 +331,8 @@ def remaining(expires: float | None) -> float | None:
     return None if expires is None else max(0.0, expires - time.monotonic())
 
 
-def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[Any, ...]) -> None:
-    cooldown, at_least, reason = verdict[:3]
+def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[Any, float, str, bool]) -> None:
+    cooldown, at_least, reason, _ = verdict
     if cooldown is PASS:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("endpoint %s (%s) failed (%s); failing over without a cooldown",

@@ -33,7 +33,6 @@ __all__ = [
     "monotonic_ns",
     "schedule_plan",
     "schedule_table_py",
-    "smooth_schedule",
     "spread_schedule_py",
     "table_slots",
 ]
@@ -199,20 +198,6 @@ def schedule_plan(weights: tuple[int, ...] | None) -> SchedulePlan | None:
         for i in sorted(range(n), key=remainders.__getitem__, reverse=True)[:left]:
             slots[i] += 1
     return SchedulePlan(tuple(slots), False)
-
-
-def smooth_schedule(weights: tuple[int, ...] | None) -> list[int] | None:
-    """The node of each slot of one period, or None when all weights are equal:
-    ``schedule_plan``'s table as the C core lays it out (``_pool._schedule_table``;
-    the twin's ``schedule_table_py`` where the extension is missing)."""
-    plan = schedule_plan(weights)
-    if plan is None:
-        return None
-    try:
-        from ._pool import _schedule_table
-    except ImportError:
-        return schedule_table_py(plan)
-    return _schedule_table(plan.slots, plan.smooth)
 
 
 def schedule_table_py(plan: SchedulePlan) -> list[int]:

@@ -332,7 +332,7 @@ cdef int _fill_table(uint32_t *table, const uint32_t *slots, Py_ssize_t n, uint6
 
 def _schedule_table(slots, bint smooth):
     """The table the C core lays out for ``SchedulePlan(slots, smooth)``, as a list
-    (``_policy.smooth_schedule`` and the twin comparison read it)."""
+    (the tests compare it with the twin's ``_policy.schedule_table_py``)."""
     cdef Py_ssize_t n = len(slots)
     cdef uint64_t period
     cdef bint order

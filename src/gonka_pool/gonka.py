@@ -775,14 +775,14 @@ class _GonkaJudge:
         if status == 403 and NOT_ALLOWED in _message(response):
             # Off the chain's allowlist: out until cleared or dropped by the next
             # discovery (which leaves it out of the membership anyway).
-            return math.inf, 0.0, "HTTP 403 Transfer Agent not allowed"
+            return math.inf, 0.0, "HTTP 403 Transfer Agent not allowed", False
         if status == 400:
             message = _message(response)
             if REUSED in message or (TIMESTAMP in message and any(
                     word in message for word in TIMESTAMP_AGE_WORDS)):
                 # Not the node's fault: the next attempt is signed afresh.
-                return PASS, 0.0, "HTTP 400 " + ("signature reused" if REUSED in message
-                                                  else "timestamp outside the window")
+                reason = "signature reused" if REUSED in message else "timestamp outside the window"
+                return PASS, 0.0, f"HTTP 400 {reason}", False
         return super()._judge_response(response)  # type: ignore[misc]
 
 
@@ -878,40 +878,22 @@ def openai_client(private_key: str | bytes | None = None, *, source_url: str | N
     ``client.gonka_pool`` is the pool, ``client.gonka_refresher`` the refresher
     (or None); it stops when the client is garbage-collected, or at exit.
     """
-    import httpx2
-    import openai
-
-    from .openai import _split
+    from .openai import _build
 
     pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints,
                                                openai_kwargs, "openai_client")
-    options, sdk = _split(openai_kwargs, "client")
-    if options.get("transport") is None:
-        options["transport"] = httpx2.HTTPTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)
-    transport = GonkaPoolTransport(pool, on_request=signer, **options)
-    http_client = httpx2.Client(transport=transport, trust_env=False, follow_redirects=True,
-                                timeout=openai.DEFAULT_TIMEOUT)
-    return _attach(openai.OpenAI(base_url=transport.origin, http_client=http_client, **sdk),
-                   pool, refresher)
+    return _attach(_build(pool, {**openai_kwargs, "on_request": signer}, "client",
+                         GonkaPoolTransport, asynchronous=False), pool, refresher)
 
 
 def async_openai_client(private_key: str | bytes | None = None, *, source_url: str | None = None,
                         endpoints: object = None, **openai_kwargs: Any) -> Any:
     """The ``openai.AsyncOpenAI`` ``openai_client`` builds (discovery, when asked
     for, runs here, before the client exists)."""
-    import httpx2
-    import openai
-
-    from .openai import _split
+    from .openai import _build
 
     pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints,
                                                openai_kwargs, "async_openai_client")
-    options, sdk = _split(openai_kwargs, "async_client")
-    if options.get("transport") is None:
-        options["transport"] = httpx2.AsyncHTTPTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)
-    transport = AsyncGonkaPoolTransport(pool, on_request=signer, **options)
-    http_client = httpx2.AsyncClient(transport=transport, trust_env=False, follow_redirects=True,
-                                     timeout=openai.DEFAULT_TIMEOUT)
-    return _attach(openai.AsyncOpenAI(base_url=transport.origin, http_client=http_client, **sdk),
-                   pool, refresher)
+    return _attach(_build(pool, {**openai_kwargs, "on_request": signer}, "async_client",
+                         AsyncGonkaPoolTransport, asynchronous=True), pool, refresher)
 

@@ -62,23 +62,26 @@ def _split(kwargs: dict[str, Any], builder: str) -> tuple[dict[str, Any], dict[s
 
 def client(pool: Any, **kwargs: Any) -> _openai.OpenAI:
     """An ``openai.OpenAI`` that fails over across ``pool`` (see the module)."""
-    options, sdk = _split(kwargs, "client")
-    if options.get("transport") is None:
-        options["transport"] = _httpx2.HTTPTransport(limits=_openai.DEFAULT_CONNECTION_LIMITS)
-    transport = PoolTransport(pool, **options)
-    http_client = _httpx2.Client(transport=transport, trust_env=False, follow_redirects=True,
-                                 timeout=_openai.DEFAULT_TIMEOUT)
-    return _openai.OpenAI(base_url=transport.origin, http_client=http_client, **sdk)
+    return _build(pool, kwargs, "client", PoolTransport, asynchronous=False)
 
 
 def async_client(pool: Any, **kwargs: Any) -> _openai.AsyncOpenAI:
     """An ``openai.AsyncOpenAI`` that fails over across ``pool`` (see the module)."""
-    options, sdk = _split(kwargs, "async_client")
-    if options.get("transport") is None:
-        options["transport"] = _httpx2.AsyncHTTPTransport(
-            limits=_openai.DEFAULT_CONNECTION_LIMITS)
-    transport = AsyncPoolTransport(pool, **options)
-    http_client = _httpx2.AsyncClient(transport=transport, trust_env=False,
-                                      follow_redirects=True, timeout=_openai.DEFAULT_TIMEOUT)
-    return _openai.AsyncOpenAI(base_url=transport.origin, http_client=http_client, **sdk)
+    return _build(pool, kwargs, "async_client", AsyncPoolTransport, asynchronous=True)
 
+
+def _build(pool: Any, kwargs: dict[str, Any], builder: str, transport_class: type,
+          *, asynchronous: bool) -> Any:
+    """The SDK client over ``transport_class(pool, ...)`` (a ``PoolTransport`` or a
+    subclass, such as ``gonka_pool.gonka``'s), with ``kwargs`` split as the module
+    says; ``builder`` names the public function in error messages."""
+    options, sdk = _split(kwargs, builder)
+    if options.get("transport") is None:
+        inner = _httpx2.AsyncHTTPTransport if asynchronous else _httpx2.HTTPTransport
+        options["transport"] = inner(limits=_openai.DEFAULT_CONNECTION_LIMITS)
+    transport = transport_class(pool, **options)
+    http_client = (_httpx2.AsyncClient if asynchronous else _httpx2.Client)(
+        transport=transport, trust_env=False, follow_redirects=True,
+        timeout=_openai.DEFAULT_TIMEOUT)
+    sdk_client = _openai.AsyncOpenAI if asynchronous else _openai.OpenAI
+    return sdk_client(base_url=transport.origin, http_client=http_client, **sdk)
