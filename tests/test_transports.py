@@ -736,6 +736,47 @@ def test_openai_client_is_built_the_right_way(local, make_local_pool, monkeypatc
 
 
 @needs_openai
+@pytest.mark.thread_unsafe(reason="sets the SDK's environment variables")
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_nothing_from_the_environment_reaches_a_node(local, make_local_pool, monkeypatch,
+                                                     asynchronous):
+    from gonka_pool.openai import async_client, client
+
+    secrets = {"OPENAI_API_KEY": "sk-SECRET-1", "OPENAI_ORG_ID": "org-SECRET-2",
+               "OPENAI_PROJECT_ID": "proj-SECRET-3", "OPENAI_ADMIN_KEY": "sk-admin-SECRET-4",
+               "OPENAI_CUSTOM_HEADERS": "Authorization: Bearer sk-SECRET-5\nX-Team: SECRET-6"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    pool = make_local_pool(local.healthy)
+
+    async def send_async():
+        async with async_client(pool) as sdk:
+            await sdk.chat.completions.create(**CHAT)
+            await sdk.with_options(timeout=5.0).chat.completions.create(**CHAT)
+            await sdk.with_options(default_headers={"X-Mine": "1"}).chat.completions.create(**CHAT)
+
+    if asynchronous:
+        asyncio.run(send_async())
+    else:
+        with client(pool) as sdk:
+            sdk.chat.completions.create(**CHAT)
+            # with_options() builds a new client, which reads the environment again
+            sdk.with_options(timeout=5.0).chat.completions.create(**CHAT)
+            sdk.with_options(default_headers={"X-Mine": "1"}).chat.completions.create(**CHAT)
+    assert len(local.healthy.seen) == 3
+    for request in local.healthy.seen:
+        sent = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
+        assert "SECRET" not in sent, sent
+        assert request.headers["authorization"] == "Bearer gonka-pool"
+    assert local.healthy.seen[2].headers["x-mine"] == "1"
+    # what the caller passes is sent
+    with client(pool, organization="org-mine", default_headers={"X-Team": "mine"}) as sdk:
+        sdk.with_options(timeout=5.0).chat.completions.create(**CHAT)
+    assert local.healthy.seen[3].headers["openai-organization"] == "org-mine"
+    assert local.healthy.seen[3].headers["x-team"] == "mine"
+
+
+@needs_openai
 def test_openai_client_sends_one_request_per_attempt_against_stalled_nodes(
         local, make_local_pool):
     import openai

@@ -14,8 +14,12 @@
   ``origin=`` to change it), so every request is routed by the pool;
 - ``max_retries=0``: the pool fails over across nodes, and the SDK's own retries
   would multiply its attempts (3 x 3 requests against three stalled nodes);
-- ``api_key`` defaults to a placeholder, never the environment's
-  ``OPENAI_API_KEY``: nodes are third parties;
+- nothing from the environment reaches a node, since nodes are third parties:
+  ``api_key`` defaults to a placeholder, never ``OPENAI_API_KEY``; the SDK's
+  other environment variables (``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``,
+  ``OPENAI_ADMIN_KEY``, ``OPENAI_CUSTOM_HEADERS``, which may carry an
+  ``Authorization`` header) are ignored, in copies made by ``with_options`` too;
+  pass ``organization=``, ``project=`` or ``default_headers=`` to send them;
 - the transport's keywords (``attempts``, ``cooldown``, ``timeout_cooldown``,
   ``retry_statuses``, ``on_request``, ``origin``, ``max_retry_after``, ``deadline``,
   ``transport``) go to ``PoolTransport``; every other keyword to the SDK's client
@@ -83,5 +87,32 @@ def _build(pool: Any, kwargs: dict[str, Any], builder: str, transport_class: typ
     http_client = (_httpx2.AsyncClient if asynchronous else _httpx2.Client)(
         transport=transport, trust_env=False, follow_redirects=True,
         timeout=_openai.DEFAULT_TIMEOUT)
-    sdk_client = _openai.AsyncOpenAI if asynchronous else _openai.OpenAI
+    sdk_client = _AsyncOpenAI if asynchronous else _OpenAI
     return sdk_client(base_url=transport.origin, http_client=http_client, **sdk)
+
+
+# The SDK fills what the caller leaves out from the environment: OPENAI_ORG_ID and
+# OPENAI_PROJECT_ID become headers, OPENAI_CUSTOM_HEADERS adds any header (an
+# Authorization with the caller's real key included), and every with_options() copy
+# reads them again.  These subclasses keep only what was passed, after each
+# construction, copies included (copy() builds self.__class__).  _custom_headers is
+# the SDK's private name for the headers it sends; the test that sets every such
+# variable and reads the headers a node receives fails if that name ever changes.
+def _forget_environment(sdk: Any, given: dict[str, Any]) -> None:
+    sdk.organization = given.get("organization")
+    sdk.project = given.get("project")
+    sdk.admin_api_key = given.get("admin_api_key")
+    sdk._custom_headers = dict(given.get("default_headers") or {})
+    sdk._ambient_authorizations = frozenset()
+
+
+class _OpenAI(_openai.OpenAI):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _forget_environment(self, kwargs)
+
+
+class _AsyncOpenAI(_openai.AsyncOpenAI):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _forget_environment(self, kwargs)
