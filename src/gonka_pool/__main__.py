@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -77,5 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _run() -> int:
+    try:
+        status = main()
+        sys.stdout.flush()  # inside the try: a pipe's reader may be gone by now
+        return status
+    except BrokenPipeError:
+        # The reader went away (`python -m gonka_pool demo | head`): stop quietly, as
+        # the Python docs advise for SIGPIPE, pointing stdout at devnull so the
+        # interpreter's final flush does not raise a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run())
