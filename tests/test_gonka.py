@@ -328,6 +328,48 @@ def test_discover_skips_excluded_and_malformed_entries_and_logs_the_bad_ones(net
     assert len(skipped) == 7  # the excluded node is no error
 
 
+@pytest.mark.parametrize("host", [
+    "localhost", "LOCALHOST.", "api.localhost", "127.0.0.1", "127.1", "2130706433", "0x7f000001",
+    "0.0.0.0", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+    "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1",
+])
+def test_hosts_on_this_machine_or_a_private_network_are_internal(host):
+    assert gonka._internal_host(host)
+
+
+@pytest.mark.parametrize("host", ["node1.gonka.ai", "8.8.8.8", "2001:4860:4860::8888",
+                                  "localhost.example", "10.0.0.1.example", None, ""])
+def test_public_hosts_and_dns_names_are_not_internal(host):
+    assert not gonka._internal_host(host)
+
+
+@pytest.mark.thread_unsafe(reason="patches gonka._get_json")
+def test_a_public_source_cannot_list_nodes_on_this_machine_or_a_private_network(
+        monkeypatch, caplog):
+    entries = [{"index": f"gonka1n{i}", "inference_url": url, "weight": 1}
+               for i, url in enumerate([
+                   "http://127.0.0.1:6379", "http://169.254.169.254/latest", "http://[::1]:8080",
+                   "http://10.0.0.5", "http://2130706433", "http://localhost:9000",
+                   "https://node.gonka.example"])]
+    asked = []
+
+    def get_json(url, timeout):  # the one network boundary of discovery
+        asked.append(url)
+        if url.endswith(gonka.PARAMS_PATH):
+            return {"params": {}}
+        return {"active_participants": {"participants": entries}}
+
+    monkeypatch.setattr(gonka, "_get_json", get_json)
+    with caplog.at_level(logging.WARNING, logger="gonka_pool"):
+        found = discover("https://chain.gonka.example")
+    assert [p.endpoint.address for p in found] == ["gonka1n6"]
+    skipped = [r.getMessage() for r in caplog.records if "skipped participant" in r.getMessage()]
+    assert len(skipped) == 6 and all("private network" in m for m in skipped)
+    # the same list from a source on a private network (a local testnet) is kept
+    assert len(discover("http://10.0.0.2:26657")) == 7
+    assert all(url.startswith(("https://chain.gonka.example", "http://10.0.0.2")) for url in asked)
+
+
 def test_the_log_of_skipped_entries_is_bounded(net, caplog):
     net.extra_entries = ["junk"] * 100
     with caplog.at_level(logging.WARNING, logger="gonka_pool"):

@@ -34,10 +34,12 @@ from __future__ import annotations
 import atexit
 import base64
 import hashlib
+import ipaddress
 import json
 import logging
 import math
 import os
+import socket
 import threading
 import time
 import urllib.error
@@ -437,8 +439,31 @@ def _text(value: object) -> str | None:
     return value if type(value) is str and 0 < len(value) <= MAX_TEXT else None
 
 
-def _participant(entry: object, excluded: set[str], skips: _Skips, position: int
-                 ) -> Participant | None:
+def _internal_host(host: str | None) -> bool:
+    """Whether ``host`` names this machine or a private network by itself: a
+    ``localhost`` name or an IP literal that is not global (loopback, private,
+    link-local such as 169.254.169.254, shared, reserved), in any spelling a
+    resolver takes (``127.1``, ``2130706433``, ``0x7f000001``, ``::ffff:10.0.0.1``).
+    A DNS name is not resolved: what it points at can change after discovery."""
+    if not host:
+        return False
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # the forms inet_aton accepts, as getaddrinfo does
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global
+
+
+def _participant(entry: object, excluded: set[str], skips: _Skips, position: int,
+                 internal_allowed: bool = True) -> Participant | None:
     if not isinstance(entry, dict):
         skips.skip(position, f"not an object ({type(entry).__name__})")
         return None
@@ -455,6 +480,13 @@ def _participant(entry: object, excluded: set[str], skips: _Skips, position: int
         endpoint = GonkaEndpoint(url, address)
     except (TypeError, ValueError) as exc:
         skips.skip(position, str(exc))
+        return None
+    if not internal_allowed and _internal_host(urlsplit(url).hostname):
+        # A participant is a third party: from a public source it must not steer
+        # this server's requests (and signatures) to its own machine, its private
+        # network or a cloud metadata address.
+        skips.skip(position, f"inference_url {redact(url)!r} is on a private network or "
+                             "this machine, and the source is not")
         return None
     weight = entry.get("weight", 0)
     if isinstance(weight, str) and weight.isdigit() and len(weight) <= 30:
@@ -494,7 +526,9 @@ def discover(source_url: str, *, epoch: str | int = "current", allowlist: bool =
     transfer-agent allowlist leaves out (``GET {source_url}/chain-api/...params``).
 
     Every entry is checked (a string address, an http(s) URL, a non-negative
-    integer weight, a list of model names); bad ones are skipped and logged.
+    integer weight, a list of model names); bad ones are skipped and logged, as
+    are nodes on this machine or a private network (``localhost``, ``10.0.0.5``,
+    ``169.254.169.254``) unless ``source_url`` is itself on one.
     Raises ``DiscoveryError`` when nothing usable remains or the source cannot be
     read; never returns an empty list.  The ICS23 proof is not checked (as
     gonka-openai by default).
@@ -524,8 +558,11 @@ def discover(source_url: str, *, epoch: str | int = "current", allowlist: bool =
     skips = _Skips(root)
     found: list[Participant] = []
     seen: set[str] = set()
+    # A chain on this machine or a private network (a local testnet) may list nodes
+    # there; a public one may not.
+    internal_allowed = _internal_host(urlsplit(root).hostname)
     for position, entry in enumerate(entries):
-        participant = _participant(entry, excluded, skips, position)
+        participant = _participant(entry, excluded, skips, position, internal_allowed)
         if participant is None:
             continue
         if participant.endpoint.address in seen:
