@@ -25,8 +25,10 @@ def extensions():
         "gonka_pool._pool",
         sources=["src/gonka_pool/_pool.pyx"],
         include_dirs=[os.path.join(HERE, "src", "gonka_pool")],
-        depends=["src/gonka_pool/_atomics.h"],
+        depends=["src/gonka_pool/_atomics.h", "src/gonka_pool/_shared.h"],
         extra_compile_args=compile_args,
+        # shm_open lived in librt before glibc 2.34 (manylinux2014 has 2.17).
+        libraries=["rt"] if sys.platform.startswith("linux") else [],
     )
     return cythonize(
         [core],

@@ -308,7 +308,7 @@ def test_bad_endpoints_are_rejected_with_a_specific_error(pool_impl, endpoints, 
         ([nodes(2), None], {}, r"takes 1 positional argument \(the endpoints\) but 2 were given"),
         ([], {}, r"^EndpointPool\(\) missing 1 required argument: 'endpoints'"),
         ([nodes(1)], {"wieghts": [1]}, r"^EndpointPool\(\) got an unexpected keyword argument 'wieghts'; "
-         "its keywords are weights, start, base_cooldown and max_cooldown$"),
+         "its keywords are weights, start, base_cooldown, max_cooldown, shared and shared_capacity$"),
         ([nodes(1)], {"endpoints": nodes(1)}, r"^EndpointPool\(\) got multiple values for argument 'endpoints'$"),
     ],
 )

@@ -90,6 +90,11 @@ static __inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
 #  endif
     return v;
 }
+static __inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
+    return gp_u64_cas_relaxed(a, expected, desired);  /* a full barrier already */
+}
+/* Interlocked operations on aligned 64-bit words are lock-free on x64 and ARM64. */
+static __inline int gp_atomics_lock_free(void) { return 1; }
 
 #elif !defined(__STDC_NO_ATOMICS__)
 /* ---- C11 <stdatomic.h> (GCC, Clang, MSVC with /std:c11 /experimental:c11atomics) */
@@ -140,6 +145,17 @@ static inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
 }
 static inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
     return atomic_load_explicit(&a->v, memory_order_seq_cst);
+}
+static inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
+    return atomic_compare_exchange_strong(&a->v, &expected, desired);
+}
+/* Whether both atomic types are lock-free, and so address-free (C11 7.17.5: a
+ * lock-free atomic works when the same memory is mapped into several processes),
+ * which EndpointPool(shared=...) needs. */
+static inline int gp_atomics_lock_free(void) {
+    static gp_atomic_u64 u;
+    static gp_atomic_i64 i;
+    return atomic_is_lock_free(&u.v) && atomic_is_lock_free(&i.v);
 }
 
 #else

@@ -31,7 +31,8 @@ T = TypeVar("T")
 
 
 # EndpointPool's keywords and their defaults, as both cores take them.
-_KEYWORD_DEFAULTS = {"weights": None, "start": "random", "base_cooldown": 30.0, "max_cooldown": 300.0}
+_KEYWORD_DEFAULTS = {"weights": None, "start": "random", "base_cooldown": 30.0, "max_cooldown": 300.0,
+                     "shared": None, "shared_capacity": None}
 
 
 def constructor_arguments(name: str, args: tuple, kwargs: dict) -> tuple:
@@ -50,7 +51,7 @@ def constructor_arguments(name: str, args: tuple, kwargs: dict) -> tuple:
         if key != "endpoints" and key not in _KEYWORD_DEFAULTS:
             raise TypeError(
                 f"{name}() got an unexpected keyword argument {key!r}; its keywords are "
-                "weights, start, base_cooldown and max_cooldown"
+                "weights, start, base_cooldown, max_cooldown, shared and shared_capacity"
             )
     if args:
         if "endpoints" in kwargs:

@@ -115,11 +115,16 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_SIZE
+from libc.string cimport memcmp, memcpy
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from libc.math cimport ceil
 
+import errno
 import gc as _gc
+import hashlib as _hashlib
 import os as _os
+import re as _re
+import time as _time
 from ._policy import random_offset as _random_offset
 import sysconfig as _sysconfig
 from datetime import timedelta as _timedelta
@@ -154,6 +159,8 @@ cdef extern from "_atomics.h" nogil:
     uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_load(gp_atomic_u64 *a) noexcept
+    bint gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) noexcept
+    bint gp_atomics_lock_free() noexcept
     void gp_u64_store(gp_atomic_u64 *a, uint64_t x) noexcept
     void gp_spin_wait(unsigned *spins) noexcept
     bint gp_u64_cas_relaxed(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) noexcept
@@ -166,6 +173,15 @@ cdef extern from "_atomics.h" nogil:
     uint64_t gp_thread_slot() noexcept
     uint64_t gp_reciprocal(uint64_t n) noexcept
     uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t inv) noexcept
+
+
+cdef extern from "_shared.h" nogil:
+    const bint GP_SHARED_SUPPORTED
+    int gp_shm_map(const char *name, size_t size, int *created, void **base, size_t *length) noexcept
+    int gp_shm_unlink(const char *name) noexcept
+    void gp_shm_unmap(void *base, size_t length) noexcept
+    uint64_t gp_pid() noexcept
+    bint gp_pid_alive(uint64_t pid) noexcept
 
 
 cdef extern from *:
@@ -404,10 +420,14 @@ cdef struct gp_members:
     uint64_t period_inv               # gp_reciprocal(period)
     uint64_t period_mask              # period - 1 when a power of two (a mask, no divide), else 0
     uint32_t *schedule                # node of each slot; NULL when unweighted
-    gp_atomic_i64 cooling             # non-zero deadlines + marks in flight
-    gp_atomic_u64 *failed_until       # n deadlines, contiguous (read by selection)
-    gp_atomic_u64 *consecutive        # n: cooldowns entered since the last success
-    gp_atomic_u64 *total              # n: failures ever reported
+    gp_atomic_i64 *cooling            # non-zero deadlines + marks in flight: own_cooling,
+                                      # or the shared segment's count (all its nodes)
+    gp_atomic_i64 own_cooling
+    gp_atomic_u64 *failed_until       # deadlines, contiguous (read by selection)
+    gp_atomic_u64 *consecutive        # cooldowns entered since the last success
+    gp_atomic_u64 *total              # failures ever reported
+    uint32_t *slot_of                 # shared pools: node i's record is slot_of[i] of the
+                                      # segment's arrays; NULL: record i of its own
     PyObject **items                  # the nodes (per stripe, see below), borrowed
     Py_ssize_t stripe_stride          # n when each stripe has its own copies, else 0
     PyObject *owner                   # the _Members object that frees this block
@@ -423,6 +443,172 @@ cdef struct gp_core:
     void *allocation
 
 
+# -- shared health (EndpointPool(shared=...)) --------------------------------------
+
+# A segment, all 64-bit words, cache-line aligned sections:
+#   header  [0] magic  [1] layout  [2] capacity  [3] ready (1 once laid out)
+#           [4] records taken  [5] creator's pid;  byte 64: cooling (its own line,
+#           read by every next() of every process, written by marks)
+#   records states[capacity] (0 free, CLAIMING | pid << 2 while its key is written,
+#           READY after), keys[capacity] (32-byte BLAKE2b of the endpoint), then the
+#           health arrays deadlines, consecutive, total [capacity] each, which
+#           memberships of shared pools index through slot_of.
+# No lock anywhere: a process killed at any instruction leaves every word valid.
+# The one two-step write, claiming a record, names its claimant, and a record whose
+# claimant is gone is taken over; the cooling count errs high only (raised before a
+# deadline is set, lowered after it is cleared), which costs a clock read, never a
+# wrong pick.
+DEFAULT_SHARED_CAPACITY = 1024
+MAX_SHARED_CAPACITY = 1 << 20
+SHARED_SUPPORTED = bool(GP_SHARED_SUPPORTED) and bool(gp_atomics_lock_free())
+cdef uint64_t _SHM_MAGIC = 0x314C4F4F50414B4EULL      # "NKAPOOL1"
+cdef uint64_t _SHM_LAYOUT = 1
+cdef size_t _SHM_HEADER = 128
+cdef uint64_t _CLAIMING = 1, _READY = 2
+cdef double _SHM_WAIT_S = 2.0                         # for a creator or claimant at work
+_SHM_NAME = _re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+cdef size_t _aligned(size_t size) noexcept nogil:
+    return (size + GP_CACHE_LINE - 1) // GP_CACHE_LINE * GP_CACHE_LINE
+
+
+cdef size_t _segment_size(uint64_t capacity) noexcept nogil:
+    return _SHM_HEADER + 4 * _aligned(capacity * 8) + _aligned(capacity * 32)
+
+
+cdef bytes _segment_path(object name):
+    if not isinstance(name, str):
+        raise TypeError(f"shared must be a str naming the segment, not {type(name).__name__}")
+    if not _SHM_NAME.fullmatch(name):
+        raise ValueError("shared must be 1 to 200 letters, digits, '_', '.' or '-', "
+                         f"got {name[:40]!r}")
+    return ("/gonka_pool." + name).encode("ascii")
+
+
+cdef class _Segment:
+    """A mapped shared-memory segment of endpoint health records (see above)."""
+
+    cdef char *base
+    cdef size_t length
+    cdef readonly str name
+    cdef readonly uint64_t capacity
+    cdef gp_atomic_u64 *header
+    cdef gp_atomic_i64 *cooling
+    cdef gp_atomic_u64 *states
+    cdef unsigned char *keys
+    cdef gp_atomic_u64 *deadlines
+    cdef gp_atomic_u64 *consecutive
+    cdef gp_atomic_u64 *total
+
+    def __cinit__(self, name, capacity):
+        cdef bytes path = _segment_path(name)
+        cdef uint64_t wanted = DEFAULT_SHARED_CAPACITY, taken
+        cdef void *base = NULL
+        cdef size_t length = 0
+        cdef int created = 0, err
+        cdef double give_up = _time.monotonic() + _SHM_WAIT_S
+        if not SHARED_SUPPORTED:
+            raise NotImplementedError(
+                "shared= needs POSIX shared memory and lock-free 64-bit atomics, which "
+                "this platform lacks; build the pool without it")
+        if capacity is not None:
+            if isinstance(capacity, bool) or not hasattr(type(capacity), "__index__"):
+                raise TypeError(f"shared_capacity must be an int, not {type(capacity).__name__}")
+            if not 1 <= _index(capacity) <= MAX_SHARED_CAPACITY:
+                raise ValueError(f"shared_capacity must be 1..{MAX_SHARED_CAPACITY}, got {capacity!r}")
+            wanted = _index(capacity)
+        self.name = name
+        while True:
+            err = gp_shm_map(path, _segment_size(wanted), &created, &base, &length)
+            if err == 0:
+                break
+            if err != errno.EAGAIN or _time.monotonic() > give_up:
+                raise OSError(err, f"shared memory segment {name!r}: {_os.strerror(err)}")
+            _time.sleep(0.001)
+        self.base = <char *>base
+        self.length = length
+        self.header = <gp_atomic_u64 *>base
+        if created:
+            gp_u64_store_relaxed(&self.header[0], _SHM_MAGIC)
+            gp_u64_store_relaxed(&self.header[1], _SHM_LAYOUT)
+            gp_u64_store_relaxed(&self.header[2], wanted)
+            gp_u64_store_relaxed(&self.header[5], gp_pid())
+            gp_u64_store(&self.header[3], 1)  # publishes the words above
+        else:
+            while length < _SHM_HEADER or gp_u64_load(&self.header[3]) != 1:
+                if length < _SHM_HEADER or _time.monotonic() > give_up:
+                    raise RuntimeError(
+                        f"shared memory segment {name!r} was never laid out (its creator "
+                        "exited while creating it?): remove it with "
+                        f"EndpointPool.unlink_shared({name!r})")
+                _time.sleep(0.001)
+            if (gp_u64_load_relaxed(&self.header[0]) != _SHM_MAGIC
+                    or gp_u64_load_relaxed(&self.header[1]) != _SHM_LAYOUT):
+                raise ValueError(
+                    f"shared memory segment {name!r} has another layout or version than "
+                    f"this gonka_pool's (layout {_SHM_LAYOUT}): remove it with "
+                    f"EndpointPool.unlink_shared({name!r}) once no process uses it")
+            taken = gp_u64_load_relaxed(&self.header[2])
+            if taken < 1 or taken > MAX_SHARED_CAPACITY or _segment_size(taken) > length:
+                raise ValueError(f"shared memory segment {name!r} is damaged (capacity "
+                                 f"{taken} in {length} bytes)")
+            if capacity is not None and taken != wanted:
+                raise ValueError(f"shared memory segment {name!r} holds {taken} endpoints, "
+                                 f"not shared_capacity={capacity!r}")
+            wanted = taken
+        self.capacity = wanted
+        self.cooling = <gp_atomic_i64 *>(self.base + 64)
+        self.states = <gp_atomic_u64 *>(self.base + _SHM_HEADER)
+        self.keys = <unsigned char *>(self.base + _SHM_HEADER + _aligned(wanted * 8))
+        self.deadlines = <gp_atomic_u64 *>(<char *>self.keys + _aligned(wanted * 32))
+        self.consecutive = <gp_atomic_u64 *>(<char *>self.deadlines + _aligned(wanted * 8))
+        self.total = <gp_atomic_u64 *>(<char *>self.consecutive + _aligned(wanted * 8))
+
+    def __dealloc__(self):
+        if self.base != NULL:
+            gp_shm_unmap(self.base, self.length)
+
+    def record_of(self, node):
+        """The record of ``node`` (base URL and address), claimed if new."""
+        cdef bytes key = _hashlib.blake2b(
+            f"{len(node.base_url)}:{node.base_url}{node.address}".encode(),
+            digest_size=32, person=b"gonka_pool").digest()
+        cdef const unsigned char *k = key
+        cdef uint64_t mine = gp_pid() << 2 | _CLAIMING, state
+        cdef uint64_t start = int.from_bytes(key[:8], "little") % self.capacity
+        cdef uint64_t probe, i
+        cdef double give_up
+        for probe in range(self.capacity):
+            i = (start + probe) % self.capacity
+            give_up = 0.0
+            while True:
+                state = gp_u64_load(&self.states[i])
+                if state == _READY:
+                    if memcmp(self.keys + 32 * i, k, 32) == 0:
+                        return i
+                    break
+                if state == 0 or (state & _CLAIMING and not gp_pid_alive(state >> 2)):
+                    # free, or its claimant died while writing the key: take it
+                    if gp_u64_cas(&self.states[i], state, mine):
+                        memcpy(self.keys + 32 * i, k, 32)
+                        gp_u64_store(&self.states[i], _READY)
+                        if state == 0:
+                            gp_u64_fetch_add(&self.header[4], 1)
+                        return i
+                    continue
+                if give_up == 0.0:  # another process is writing this record's key
+                    give_up = _time.monotonic() + _SHM_WAIT_S
+                elif _time.monotonic() > give_up:
+                    raise TimeoutError(f"shared memory segment {self.name!r}: record {i} "
+                                       "stayed half-written")
+                _time.sleep(0.0001)
+        raise RuntimeError(
+            f"shared memory segment {self.name!r} is full: its {self.capacity} endpoint "
+            "records are taken (records are never freed); create it larger with "
+            "shared_capacity=, after EndpointPool.unlink_shared() of this one")
+
+
 cdef class _Members:
     """One membership: the nodes tuple, weights, and the C block of their state."""
 
@@ -432,8 +618,9 @@ cdef class _Members:
     cdef readonly tuple weights       # None when all equal
     cdef tuple stripe_nodes           # stripes x n endpoints: each stripe's own copies
     cdef dict positions               # endpoint -> tuple of indices, read-only once built
+    cdef _Segment segment             # the shared segment holding the health, or None
 
-    def __cinit__(self, tuple nodes not None, weights, schedule):
+    def __cinit__(self, tuple nodes not None, weights, schedule, _Segment segment=None):
         cdef Py_ssize_t n = PyTuple_GET_SIZE(nodes), i
         cdef uint64_t period = <uint64_t>n
         cdef bint smooth = False
@@ -446,10 +633,16 @@ cdef class _Members:
         cdef int failed = 0
         if n == 0:
             raise ValueError("EndpointPool requires at least one node")
+        cdef list records = None
+        if segment is not None:
+            # Each node's health record in the segment (claimed on first sight); the
+            # block then holds the record numbers instead of the three arrays.
+            records = [segment.record_of(node) for node in nodes]
+            per_array = (<size_t>n * sizeof(uint32_t) + line - 1) // line * line
         if schedule is not None:
             slots = _plan_slots(schedule, n, &period, &smooth)
         try:
-            raw = <char *>PyMem_RawCalloc(1, line + head + 3 * per_array
+            raw = <char *>PyMem_RawCalloc(1, line + head + (1 if segment is not None else 3) * per_array
                                           + (0 if slots == NULL else <size_t>period * sizeof(uint32_t)))
             if raw == NULL:
                 raise MemoryError()
@@ -462,12 +655,23 @@ cdef class _Members:
             self.m.period_inv = gp_reciprocal(period)
             if period > 1 and period & (period - 1) == 0:
                 self.m.period_mask = period - 1
-            self.m.failed_until = <gp_atomic_u64 *>(base + head)
-            self.m.consecutive = <gp_atomic_u64 *>(base + head + per_array)
-            self.m.total = <gp_atomic_u64 *>(base + head + 2 * per_array)
+            if segment is None:
+                self.m.cooling = &self.m.own_cooling
+                self.m.failed_until = <gp_atomic_u64 *>(base + head)
+                self.m.consecutive = <gp_atomic_u64 *>(base + head + per_array)
+                self.m.total = <gp_atomic_u64 *>(base + head + 2 * per_array)
+            else:
+                self.segment = segment
+                self.m.cooling = segment.cooling
+                self.m.failed_until = segment.deadlines
+                self.m.consecutive = segment.consecutive
+                self.m.total = segment.total
+                self.m.slot_of = <uint32_t *>(base + head)
+                for i in range(n):
+                    self.m.slot_of[i] = <uint32_t>records[i]
             if slots != NULL:
                 # Laid out before the membership is published: no reader races it.
-                self.m.schedule = <uint32_t *>(base + head + 3 * per_array)
+                self.m.schedule = <uint32_t *>(base + head + (1 if segment is not None else 3) * per_array)
                 with nogil:
                     failed = _fill_table(self.m.schedule, slots, n, period, smooth)
                 if failed:
@@ -499,6 +703,18 @@ cdef class _Members:
     cdef tuple indices_of(self, object endpoint):
         """Every index holding ``endpoint`` (duplicates are separate slots)."""
         return self.positions.get(endpoint, ())
+
+
+cdef inline gp_atomic_u64 *_deadline(gp_members *m, Py_ssize_t idx) noexcept nogil:
+    return &m.failed_until[idx if m.slot_of == NULL else m.slot_of[idx]]
+
+
+cdef inline gp_atomic_u64 *_consecutive(gp_members *m, Py_ssize_t idx) noexcept nogil:
+    return &m.consecutive[idx if m.slot_of == NULL else m.slot_of[idx]]
+
+
+cdef inline gp_atomic_u64 *_total(gp_members *m, Py_ssize_t idx) noexcept nogil:
+    return &m.total[idx if m.slot_of == NULL else m.slot_of[idx]]
 
 
 cdef inline gp_members *_current(gp_core *core) noexcept nogil:
@@ -549,9 +765,9 @@ cdef inline Py_ssize_t _node_at(gp_members *m, uint64_t position) noexcept nogil
 cdef Py_ssize_t _earliest(gp_members *m) noexcept nogil:
     """Index of the smallest deadline; the first one wins a tie."""
     cdef Py_ssize_t i, best = 0
-    cdef uint64_t deadline, best_deadline = gp_u64_load_relaxed(&m.failed_until[0])
+    cdef uint64_t deadline, best_deadline = gp_u64_load_relaxed(_deadline(m, 0))
     for i in range(1, m.n):
-        deadline = gp_u64_load_relaxed(&m.failed_until[i])
+        deadline = gp_u64_load_relaxed(_deadline(m, i))
         if deadline < best_deadline:
             best = i
             best_deadline = deadline
@@ -564,13 +780,13 @@ cdef inline bint _healthy(gp_members *m, Py_ssize_t idx, uint64_t deadline, uint
     raced in), so that the pool returns to the clock-free path."""
     if deadline > now:
         return False
-    if deadline != 0 and gp_u64_cas_relaxed(&m.failed_until[idx], deadline, 0):
-        gp_i64_fetch_add_relaxed(&m.cooling, -1)
+    if deadline != 0 and gp_u64_cas_relaxed(_deadline(m, idx), deadline, 0):
+        gp_i64_fetch_add_relaxed(m.cooling, -1)
     return True
 
 
 cdef inline bint _healthy_at(gp_members *m, Py_ssize_t idx, uint64_t now) noexcept nogil:
-    return _healthy(m, idx, gp_u64_load_relaxed(&m.failed_until[idx]), now)
+    return _healthy(m, idx, gp_u64_load_relaxed(_deadline(m, idx)), now)
 
 
 cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) noexcept nogil:
@@ -591,7 +807,7 @@ cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) n
         # (the lowest index among equals, as _earliest).
         idx = <Py_ssize_t>gp_mod(position, <uint64_t>m.n, m.n_inv)
         for tries in range(m.n):
-            deadline = gp_u64_load_relaxed(&m.failed_until[idx])
+            deadline = gp_u64_load_relaxed(_deadline(m, idx))
             if _healthy(m, idx, deadline, now):
                 if tries:
                     gp_u64_fetch_add_relaxed(cursor, <uint64_t>tries)
@@ -622,7 +838,7 @@ cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) n
 
 cdef inline Py_ssize_t _select(gp_core *core, gp_members *m, uint64_t stripe) noexcept nogil:
     cdef gp_atomic_u64 *cursor = &core.stripes[stripe].cursor
-    if gp_i64_load_relaxed(&m.cooling) <= 0:
+    if gp_i64_load_relaxed(m.cooling) <= 0:
         # No deadline anywhere: the candidate is healthy, no clock needed.
         return _node_at(m, gp_u64_fetch_add_relaxed(cursor, 1))
     return _select_at(m, cursor, _now(core))
@@ -635,7 +851,7 @@ cdef void _select_batch(gp_core *core, gp_members *m, uint64_t stripe, Py_ssize_
     cdef gp_atomic_u64 *cursor = &core.stripes[stripe].cursor
     cdef uint64_t position, now
     cdef Py_ssize_t i
-    if gp_i64_load_relaxed(&m.cooling) <= 0:
+    if gp_i64_load_relaxed(m.cooling) <= 0:
         position = gp_u64_fetch_add_relaxed(cursor, <uint64_t>k)
         for i in range(k):
             out[i] = _node_at(m, position + <uint64_t>i)
@@ -660,13 +876,13 @@ cdef inline void _set_deadline(gp_members *m, Py_ssize_t idx, uint64_t old, uint
     """CAS old -> new, keeping ``cooling`` an over-count: raised before a non-zero
     deadline replaces a zero one, lowered only after a non-zero one is gone."""
     if old == 0 and new != 0:
-        gp_i64_fetch_add_relaxed(&m.cooling, 1)
-    done[0] = gp_u64_cas_relaxed(&m.failed_until[idx], old, new)
+        gp_i64_fetch_add_relaxed(m.cooling, 1)
+    done[0] = gp_u64_cas_relaxed(_deadline(m, idx), old, new)
     if done[0]:
         if old != 0 and new == 0:
-            gp_i64_fetch_add_relaxed(&m.cooling, -1)
+            gp_i64_fetch_add_relaxed(m.cooling, -1)
     elif old == 0 and new != 0:
-        gp_i64_fetch_add_relaxed(&m.cooling, -1)
+        gp_i64_fetch_add_relaxed(m.cooling, -1)
 
 
 cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t cooldown_ns,
@@ -683,14 +899,14 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     cdef bint cooling_now, done = False
     if cooldown_ns == 0:
         # No write when already clear: the common repeat costs a load, not a locked op.
-        if gp_u64_load_relaxed(&m.failed_until[idx]) != 0 and gp_u64_exchange_relaxed(&m.failed_until[idx], 0) != 0:
-            gp_i64_fetch_add_relaxed(&m.cooling, -1)
+        if gp_u64_load_relaxed(_deadline(m, idx)) != 0 and gp_u64_exchange_relaxed(_deadline(m, idx), 0) != 0:
+            gp_i64_fetch_add_relaxed(m.cooling, -1)
         return 0
     now = _now_tick(core, &tick)
     while True:
-        old = gp_u64_load_relaxed(&m.failed_until[idx])
+        old = gp_u64_load_relaxed(_deadline(m, idx))
         cooling_now = old > now
-        level = gp_u64_load_relaxed(&m.consecutive[idx])
+        level = gp_u64_load_relaxed(_consecutive(m, idx))
         if not cooling_now:
             level += 1
         elif level == 0:
@@ -704,10 +920,10 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
         _set_deadline(m, idx, old, deadline, &done)
         if done:
             break
-    gp_u64_fetch_add_relaxed(&m.total[idx], 1)
+    gp_u64_fetch_add_relaxed(_total(m, idx), 1)
     if cooling_now:
         return 0
-    gp_u64_fetch_add_relaxed(&m.consecutive[idx], 1)
+    gp_u64_fetch_add_relaxed(_consecutive(m, idx), 1)
     level_out[0] = level
     return ns
 
@@ -751,7 +967,7 @@ cdef inline gp_members *_mark(gp_core *core, gp_members *expected, Py_ssize_t *i
     if m == expected or (expected == NULL and indices[0] < m.n):
         for k in range(count):
             if success:
-                gp_u64_store_relaxed(&m.consecutive[indices[k]], 0)
+                gp_u64_store_relaxed(_consecutive(m, indices[k]), 0)
             else:
                 entered[k] = _fail(core, m, indices[k], cooldown_ns, floor_ns, &levels[k])
     _mark_end(in_flight)
@@ -771,6 +987,8 @@ cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pai
             spins = 0
             while gp_u64_load(&core.stripes[stripe].in_flight) != 0:
                 gp_spin_wait(&spins)
+    if new.slot_of != NULL:
+        count = 0  # a shared pool's nodes keep their records in the segment
     for k in range(count):
         i, j = pairs[2 * k], pairs[2 * k + 1]
         gp_u64_store_relaxed(&new.consecutive[j], gp_u64_load_relaxed(&old.consecutive[i]))
@@ -778,7 +996,7 @@ cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pai
         deadline = gp_u64_load_relaxed(&old.failed_until[i])
         if deadline != 0:
             gp_u64_store_relaxed(&new.failed_until[j], deadline)
-            gp_i64_fetch_add_relaxed(&new.cooling, 1)
+            gp_i64_fetch_add_relaxed(new.cooling, 1)
     gp_u64_exchange_acq_rel(&core.members, <uintptr_t>new)
 
 
@@ -921,6 +1139,7 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
     cdef object _update_lock
     cdef uint64_t _cursor_origin      # the stripes' starting positions, summed
     cdef list _starts                 # each stripe's starting position
+    cdef _Segment _segment            # shared=: the segment holding node health, else None
 
     # The arguments are parsed by hand, so that a mistake is reported against
     # EndpointPool() as the twin reports it, not against __cinit__; the first line
@@ -933,15 +1152,19 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         cdef uint64_t base_ns, max_ns
         cdef char *raw
         cdef char *base
-        endpoints, weights, start, base_cooldown, max_cooldown = _constructor_arguments(
-            type(self).__name__, args, kwargs)
+        endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity = \
+            _constructor_arguments(type(self).__name__, args, kwargs)
         _cooldown_ns(base_cooldown, &base_ns)
         _cooldown_ns(max_cooldown, &max_ns)
         if base_ns == 0 or max_ns < base_ns:
             raise ValueError("need 0 < base_cooldown <= max_cooldown, got "
                              f"{base_cooldown!r} and {max_cooldown!r}")
         nodes, weights, schedule, start = _prepare(endpoints, weights, start)
-        members = _Members(nodes, weights, schedule)
+        if shared is not None:
+            self._segment = _Segment(shared, shared_capacity)
+        elif shared_capacity is not None:
+            raise TypeError("shared_capacity= sizes a shared segment: pass shared= too")
+        members = _Members(nodes, weights, schedule, self._segment)
         raw = <char *>PyMem_RawCalloc(1, line + head + <size_t>stripes * sizeof(gp_stripe))
         if raw == NULL:
             raise MemoryError()
@@ -1187,7 +1410,7 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
     def _replace(self, tuple nodes not None, weights=None, schedule=None):
         """Swap in a new membership; nodes present before and after keep their
         deadlines and failure counts (k-th duplicate to k-th duplicate)."""
-        cdef _Members new = _Members(nodes, weights, schedule)
+        cdef _Members new = _Members(nodes, weights, schedule, self._segment)
         cdef _Members old
         cdef Py_ssize_t n = new.m.n, j, count = 0
         cdef Py_ssize_t *pairs = <Py_ssize_t *>PyMem_RawMalloc(2 * n * sizeof(Py_ssize_t))
@@ -1236,16 +1459,38 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         cdef Py_ssize_t i
         states = []
         for i in range(m.n):
-            deadline = gp_u64_load_relaxed(&m.failed_until[i])
+            deadline = gp_u64_load_relaxed(_deadline(m, i))
             states.append(_EndpointState(
                 members.nodes[i],
                 1 if members.weights is None else members.weights[i],
                 deadline <= now,
                 0.0 if deadline <= now else (_INF if deadline == FOREVER else (deadline - now) / 1e9),
-                gp_u64_load_relaxed(&m.consecutive[i]),
-                gp_u64_load_relaxed(&m.total[i]),
+                gp_u64_load_relaxed(_consecutive(m, i)),
+                gp_u64_load_relaxed(_total(m, i)),
             ))
         return tuple(states)
+
+    @property
+    def shared(self):
+        """The name of the shared-memory segment holding the nodes' health
+        (``shared=``), or None when this pool keeps it to itself."""
+        return None if self._segment is None else self._segment.name
+
+    @staticmethod
+    def unlink_shared(name):
+        """Remove the shared-memory segment ``name``: pools mapping it keep using
+        it; the next pool naming it starts a new, empty one.  True when there was
+        one to remove, False when there was none."""
+        cdef bytes path = _segment_path(name)
+        cdef int err
+        if not SHARED_SUPPORTED:
+            raise NotImplementedError("shared= segments need POSIX shared memory")
+        err = gp_shm_unlink(path)
+        if err == errno.ENOENT:
+            return False
+        if err:
+            raise OSError(err, f"shared memory segment {name!r}: {_os.strerror(err)}")
+        return True
 
     @property
     def endpoints(self):
@@ -1295,8 +1540,8 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         for stripe in range(self._core.stripe_mask + 1):
             cursor_sum += gp_u64_load_relaxed(&self._core.stripes[stripe].cursor)
         return (cursor_sum - self._cursor_origin,
-                gp_i64_load_relaxed(&m.cooling),
-                [gp_u64_load_relaxed(&m.failed_until[i]) for i in range(m.n)])
+                gp_i64_load_relaxed(m.cooling),
+                [gp_u64_load_relaxed(_deadline(m, i)) for i in range(m.n)])
 
     def _stripe_positions(self):
         """Each stripe's cursor minus where it started (test hook)."""

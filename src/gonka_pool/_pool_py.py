@@ -186,6 +186,12 @@ class _Members:
         return True
 
 
+_NO_SHARED = (
+    "shared= needs gonka_pool's C core (IMPLEMENTATION == 'c'); this is the pure-Python "
+    "twin, which keeps node health per process"
+)
+
+
 class EndpointPool:
     """Round-robin pool of endpoints that skips nodes in their failure cooldown.
 
@@ -198,8 +204,8 @@ class EndpointPool:
     __slots__ = ("_members", "_lock", "_cursor", "_cursor_origin", "_test_now", "_base_ns", "_max_ns")
 
     def __new__(cls, *args, **kwargs):
-        endpoints, weights, start, base_cooldown, max_cooldown = constructor_arguments(
-            cls.__name__, args, kwargs
+        endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity = (
+            constructor_arguments(cls.__name__, args, kwargs)
         )
         base_ns, max_ns = _cooldown_ns(base_cooldown), _cooldown_ns(max_cooldown)
         if base_ns == 0 or max_ns < base_ns:
@@ -208,6 +214,10 @@ class EndpointPool:
                 f"{base_cooldown!r} and {max_cooldown!r}"
             )
         nodes, weights, schedule, start = prepare(endpoints, weights, start)
+        if shared is not None:
+            raise NotImplementedError(_NO_SHARED)
+        if shared_capacity is not None:
+            raise TypeError("shared_capacity= sizes a shared segment: pass shared= too")
         self = object.__new__(cls)
         self._members = _Members(nodes, weights, schedule)
         self._lock = threading.Lock()
@@ -491,6 +501,16 @@ class EndpointPool:
             )
             for i, (deadline, consecutive, total) in enumerate(rows)
         )
+
+    @property
+    def shared(self) -> None:
+        """Always None: the twin keeps node health per process."""
+        return None
+
+    @staticmethod
+    def unlink_shared(name: str) -> bool:
+        """Segments are the C core's (``shared=``): NotImplementedError here."""
+        raise NotImplementedError(_NO_SHARED)
 
     @property
     def endpoints(self) -> tuple:
