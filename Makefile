@@ -26,7 +26,7 @@ export GONKA_POOL_REQUIRE_C := 1
 # The suite must not pass because something re-enabled the GIL behind its back.
 export PYTHONWARNINGS := error::RuntimeWarning
 
-.PHONY: test test-gil test-ft test-parallel tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover clean
+.PHONY: test test-gil test-ft test-parallel tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover bench-scaleout clean
 
 test: test-gil test-ft test-parallel
 
@@ -63,6 +63,13 @@ BENCH_FAILOVER_FLAGS ?=
 bench-failover: $(VENV_GIL)/.installed $(VENV_FT)/.installed
 	$(VENV_GIL)/bin/python -m gonka_pool bench-failover $(BENCH_FAILOVER_FLAGS)
 	PYTHON_GIL=0 $(VENV_FT)/bin/python -m gonka_pool bench-failover $(BENCH_FAILOVER_FLAGS)
+
+# make bench-scaleout: attempts that reach bad nodes across worker processes, independent
+# pools against shared= health, on both interpreters.
+BENCH_SCALEOUT_FLAGS ?=
+bench-scaleout: $(VENV_GIL)/.installed $(VENV_FT)/.installed
+	$(VENV_GIL)/bin/python -m gonka_pool bench-scaleout $(BENCH_SCALEOUT_FLAGS)
+	PYTHON_GIL=0 $(VENV_FT)/bin/python -m gonka_pool bench-scaleout $(BENCH_SCALEOUT_FLAGS)
 
 # make bench-pytest: pytest-benchmark benches of each API call, both implementations.
 bench-pytest: $(VENV_GIL)/.installed $(VENV_FT)/.installed

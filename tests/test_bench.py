@@ -258,3 +258,33 @@ def test_bench_failover_answers_every_request_with_attempts_none(tmp_path):
 def test_bench_failover_refuses_a_bad_number_before_starting_anything(option):
     result, elapsed = run_cli("bench-failover", option, "0")
     assert result.returncode == 2 and option in result.stderr and elapsed < 10
+
+
+# -- bench-scaleout -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(gonka_pool.IMPLEMENTATION != "c", reason="shared= needs the C core")
+@pytest.mark.thread_unsafe(reason="starts local nodes and worker processes of its own")
+def test_bench_scaleout_shared_health_spares_the_workers_a_dead_node(tmp_path):
+    pytest.importorskip("httpx")
+    from gonka_pool import _bench_scaleout
+
+    out = tmp_path / "scaleout.json"
+    lines: list[str] = []
+    parser = _bench_scaleout.configure(argparse.ArgumentParser())
+    args = parser.parse_args(["--workers", "3", "--seconds", "1.5", "--cooldown", "0.5",
+                              "--next-calls", "2000", "--json", str(out)])
+    assert _bench_scaleout.execute(parser, args, out=lines.append) == 0
+    results = json.loads(out.read_text())["results"]
+    independent, shared = results["independent"], results["shared"]
+    assert independent["lost"] == shared["lost"] == 0
+    # each independent worker learns of the dead node by itself, once per window
+    assert independent["dead_per_window"] >= 2.5
+    assert shared["dead_per_window"] < independent["dead_per_window"]
+    assert any(line.lstrip().startswith("shared") for line in lines)
+
+
+@pytest.mark.parametrize("option", ["--workers", "--seconds", "--cooldown", "--timeout"])
+def test_bench_scaleout_refuses_a_bad_number_before_starting_anything(option):
+    result, elapsed = run_cli("bench-scaleout", option, "0")
+    assert result.returncode == 2 and option in result.stderr and elapsed < 10

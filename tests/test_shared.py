@@ -254,3 +254,44 @@ def test_threads_marking_through_two_pools_keep_the_count_exact(name):
     _, cooling, deadlines = a._state()
     assert cooling == sum(1 for d in deadlines if d)
     assert sorted(b._state()[2]) == sorted(deadlines)
+
+
+def test_an_endpoint_listed_twice_is_one_record(name):
+    twice = [nodes(2)[0], nodes(2)[1], nodes(2)[0]]
+    p = pool(twice, name)
+    p.mark_failed(nodes(2)[0], 30.0)
+    states = p.snapshot()
+    assert [s.available for s in states] == [False, True, False]
+    assert states[0].total_failures == states[2].total_failures == 1
+    assert nodes(2)[0] not in p.next_many(9)
+
+
+# The twin comparison with a shared C pool: alone on its segment, without update()
+# (after which the segment remembers nodes a pool dropped, by design) and without
+# duplicates (one record each), it must agree with the twin on every result, error
+# and stored value.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from test_twins import ENDPOINTS, OPS, apply  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(min_value=1, max_value=7), start=st.integers(0, 2**62),
+       base=st.sampled_from([1, 30.0, 0.25]), now=st.integers(0, 2**62),
+       ops=OPS.map(lambda ops: [op for op in ops if op[0] != "update"]))
+def test_a_shared_c_pool_agrees_with_the_twin_on_any_operation_sequence(n, start, base, now, ops):
+    name = f"twin-{uuid.uuid4().hex[:16]}"
+    settings_ = dict(start=start, base_cooldown=base, max_cooldown=base * 1000)
+    try:
+        c_pool = C.EndpointPool(ENDPOINTS[:n], shared=name, **settings_)
+        py_pool = IMPLS["pure-python-module"].EndpointPool(ENDPOINTS[:n], **settings_)
+        c_clock, py_clock = [now], [now]
+        c_pool._set_clock(now)
+        py_pool._set_clock(now)
+        for op in ops:
+            assert apply(c_pool, op, c_clock) == apply(py_pool, op, py_clock), op
+            assert c_pool._state() == py_pool._state(), op
+        assert c_pool.snapshot() == py_pool.snapshot()
+    finally:
+        C.EndpointPool.unlink_shared(name)

@@ -69,11 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     bench_failover = _bench_failover.configure(commands.add_parser(
         "bench-failover", help="requests lost to bad nodes: fixed attempts against attempts=None",
         **_bench_failover.PARSER_OPTIONS))
+    from . import _bench_scaleout
+
+    bench_scaleout = _bench_scaleout.configure(commands.add_parser(
+        "bench-scaleout", help="bad-node attempts across worker processes: independent or shared=",
+        **_bench_scaleout.PARSER_OPTIONS))
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench.execute(bench, args)
     if args.command == "bench-failover":
         return _bench_failover.execute(bench_failover, args)
+    if args.command == "bench-scaleout":
+        return _bench_scaleout.execute(bench_scaleout, args)
     demo()
     return 0
 

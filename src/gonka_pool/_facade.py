@@ -36,9 +36,9 @@ _KEYWORD_DEFAULTS = {"weights": None, "start": "random", "base_cooldown": 30.0, 
 
 
 def constructor_arguments(name: str, args: tuple, kwargs: dict) -> tuple:
-    """``(endpoints, weights, start, base_cooldown, max_cooldown)`` from the
+    """``(endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity)`` from the
     arguments of ``name(endpoints, *, weights=None, start="random",
-    base_cooldown=30.0, max_cooldown=300.0)``.
+    base_cooldown=30.0, max_cooldown=300.0, shared=None, shared_capacity=None)``.
 
     Both cores parse with this, so a mistake reads the same on either and names the
     class, where Python's own messages would name ``__new__`` or ``__cinit__``."""

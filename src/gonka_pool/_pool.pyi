@@ -12,6 +12,9 @@ CLOCK: tuple[str, int]
 FREE_THREADED: bool
 STRIPES: int
 NEXT_MANY_NOGIL_MIN: int
+SHARED_SUPPORTED: bool
+DEFAULT_SHARED_CAPACITY: int
+MAX_SHARED_CAPACITY: int
 
 _Cooldown = SupportsFloat | SupportsIndex | timedelta
 _Target = SupportsIndex | GonkaEndpoint
@@ -29,7 +32,13 @@ class EndpointPool:
         start: int | str = ...,
         base_cooldown: _Cooldown = ...,
         max_cooldown: _Cooldown = ...,
+        shared: str | None = ...,
+        shared_capacity: int | None = ...,
     ) -> EndpointPool: ...
+    @property
+    def shared(self) -> str | None: ...
+    @staticmethod
+    def unlink_shared(name: str) -> bool: ...
     @classmethod
     def from_env(cls, var: str = ...) -> EndpointPool: ...
     @classmethod

@@ -1123,14 +1123,16 @@ cdef double _INF = float("inf")
 
 
 cdef class EndpointPool:
-    """EndpointPool(endpoints, *, weights=None, start='random', base_cooldown=30.0, max_cooldown=300.0)
+    """EndpointPool(endpoints, *, weights=None, start='random', base_cooldown=30.0, max_cooldown=300.0, shared=None, shared_capacity=None)
 --
 
 Round-robin pool of endpoints that skips nodes in their failure cooldown.
 
     ``endpoints`` is any non-empty iterable of ``GonkaEndpoint``.  Safe
     to share across threads, with or without the GIL; selection and marks are
-    lock-free.
+    lock-free.  ``shared="NAME"`` keeps the nodes' health in the shared-memory
+    segment NAME (created if new, holding ``shared_capacity`` endpoints, 1024 by
+    default), which every pool naming it sees, in any process of this machine.
     """
 
     cdef gp_core *_core
@@ -1327,6 +1329,8 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
                 count = PyTuple_GET_SIZE(found)
                 if count == 0:
                     return False
+                if members.m.slot_of != NULL:
+                    count = 1  # shared: an endpoint's duplicates are one record
                 if count > capacity:  # an endpoint listed more than 4 times: rare
                     if indices != small:
                         PyMem_RawFree(indices)

@@ -196,7 +196,7 @@ class EndpointPool:
     """Round-robin pool of endpoints that skips nodes in their failure cooldown.
 
     ``EndpointPool(endpoints, *, weights=None, start="random", base_cooldown=30.0,
-    max_cooldown=300.0)`` takes any non-empty iterable of ``GonkaEndpoint``.  Safe
+    max_cooldown=300.0, shared=None, shared_capacity=None)`` takes any non-empty iterable of ``GonkaEndpoint``.  Safe
     to share across threads, with or without the GIL: one lock per pool guards
     everything, and selection takes it once.
     """
@@ -233,7 +233,7 @@ class EndpointPool:
     # of the C core's docstring does for it.
     __new__.__signature__ = inspect.signature(  # type: ignore[attr-defined]
         lambda cls, endpoints, *, weights=None, start="random", base_cooldown=30.0,
-        max_cooldown=300.0: None
+        max_cooldown=300.0, shared=None, shared_capacity=None: None
     )
 
     def _now_tick(self) -> tuple[int, int]:
