@@ -295,3 +295,13 @@ def test_a_shared_c_pool_agrees_with_the_twin_on_any_operation_sequence(n, start
         assert c_pool.snapshot() == py_pool.snapshot()
     finally:
         C.EndpointPool.unlink_shared(name)
+
+
+@pytest.mark.thread_unsafe(reason="sets an environment variable")
+def test_from_env_takes_the_constructors_keywords(name, monkeypatch):
+    monkeypatch.setenv("GONKA_ENDPOINTS", "https://node0.example;addr0,https://node1.example;addr1")
+    p = C.EndpointPool.from_env(shared=name, weights=[2, 1])
+    twin = IMPLS["pure-python-module"].EndpointPool.from_env(weights=[2, 1])
+    assert p.shared == name and p.weights == twin.weights == (2, 1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'shard'"):
+        C.EndpointPool.from_env(shard=name)

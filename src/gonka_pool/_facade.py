@@ -115,7 +115,7 @@ def pool_repr(pool: Any) -> str:
     return f"{type(pool).__name__}([{shown}])"
 
 
-def from_env(cls: type[T], var: str) -> T:
+def from_env(cls: type[T], var: str, options: dict[str, Any]) -> T:
     if not isinstance(var, str):
         raise TypeError(f"var must be a str, not {type(var).__name__}")
     text = os.environ.get(var)
@@ -149,4 +149,4 @@ def from_env(cls: type[T], var: str) -> T:
             endpoints.append(GonkaEndpoint.parse(entry))
         except ValueError as exc:
             raise ValueError(f"{entry_at(number)}: {exc}") from None
-    return cls(endpoints)  # type: ignore[call-arg]
+    return cls(endpoints, **options)  # type: ignore[call-arg]

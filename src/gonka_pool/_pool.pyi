@@ -40,7 +40,17 @@ class EndpointPool:
     @staticmethod
     def unlink_shared(name: str) -> bool: ...
     @classmethod
-    def from_env(cls, var: str = ...) -> EndpointPool: ...
+    def from_env(
+        cls,
+        var: str = ...,
+        *,
+        weights: Iterable[int] | None = ...,
+        start: int | str = ...,
+        base_cooldown: _Cooldown = ...,
+        max_cooldown: _Cooldown = ...,
+        shared: str | None = ...,
+        shared_capacity: int | None = ...,
+    ) -> EndpointPool: ...
     @classmethod
     def from_gonka(cls, source_url: str, **options: Any) -> EndpointPool: ...
     def update(self, endpoints: Iterable[GonkaEndpoint], weights: Iterable[int] | None = ...) -> None: ...

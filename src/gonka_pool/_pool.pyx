@@ -1372,10 +1372,11 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         _update(self, endpoints, weights)
 
     @classmethod
-    def from_env(cls, var="GONKA_ENDPOINTS"):
+    def from_env(cls, var="GONKA_ENDPOINTS", **options):
         """A pool from comma-separated ``url;address`` entries in an environment
-        variable, the format gonka-openai reads (see ``GonkaEndpoint.parse``)."""
-        return _from_env(cls, var)
+        variable, the format gonka-openai reads (see ``GonkaEndpoint.parse``); the
+        keywords are the constructor's (``weights``, ``shared``...)."""
+        return _from_env(cls, var, options)
 
     @classmethod
     def from_gonka(cls, source_url, **options):
