@@ -84,6 +84,8 @@ MAX_FAILURES = 64
 MAX_MESSAGE_BYTES = 4096
 # How long the listener waits for one message before checking that it should stop.
 POLL_S = 0.1
+# What close() waits for a thread beyond its flush time: a try already started.
+CLOSE_GRACE_S = 1.0
 
 _NS_PER_MS = 1_000_000
 _MAX_REMAINING_NS = MAX_REMAINING_S * 1_000_000_000
@@ -184,6 +186,7 @@ class _Shared:
         self._queue: deque = deque()
         self._queue_size = queue_size
         self._queue_lock = threading.Lock()
+        self._sequence = 0  # numbers the queued events
         self._nodes: tuple = ()
         self._by_key: dict[str, GonkaEndpoint] = {}
         self._counts = dict.fromkeys(
@@ -208,38 +211,37 @@ class _Shared:
     def _observe(self, event: str, endpoint: GonkaEndpoint, remaining_ns: int, failures: int) -> None:
         """The pool's observer: queue the event; never blocks on Redis, never raises."""
         try:
-            self._enqueue((event, endpoint, remaining_ns, failures, time.monotonic_ns()))
+            self._enqueue(event, endpoint, remaining_ns, failures)
         except Exception:  # pragma: no cover - a bug here must not fail a request
             self._counts["errors"] += 1
 
-    def _enqueue(self, item: tuple) -> bool:
-        """Queue ``item``; True when the queue was empty (the sender may be asleep)."""
+    def _enqueue(self, event: str, endpoint: GonkaEndpoint, remaining_ns: int, failures: int) -> None:
+        # An event leaves the queue only once sent (``_sent``), so the bound covers
+        # the batch the sender is trying too.
         with self._queue_lock:
-            was_empty = not self._queue
             if len(self._queue) >= self._queue_size:
                 self._queue.popleft()
                 self._counts["dropped"] += 1
-            self._queue.append(item)
+            self._sequence += 1
+            self._queue.append((self._sequence, event, endpoint, remaining_ns, failures,
+                                time.monotonic_ns()))
             self._counts["queued"] += 1
         self._wake()
-        return was_empty
 
     def _wake(self) -> None:
         raise NotImplementedError
 
     def _take(self) -> list:
+        """What the queue holds, left in it until sent."""
         with self._queue_lock:
-            batch = list(self._queue)
-            self._queue.clear()
-        return batch
+            return list(self._queue)
 
-    def _put_back(self, batch: list) -> None:
-        """Return an unsent batch to the front of the queue, within its bound."""
+    def _forget(self, batch: list) -> None:
+        """Remove the sent ``batch`` (or what the bound has not dropped of it yet)."""
+        last = batch[-1][0]
         with self._queue_lock:
-            room = self._queue_size - len(self._queue)
-            keep = batch[-room:] if room > 0 else []
-            self._counts["dropped"] += len(batch) - len(keep)
-            self._queue.extendleft(reversed(keep))
+            while self._queue and self._queue[0][0] <= last:
+                self._queue.popleft()
 
     # -- the wire --------------------------------------------------------------------
 
@@ -248,7 +250,7 @@ class _Shared:
         now = time.monotonic_ns()
         calls = []
         cooldown, success, _ = self._scripts
-        for event, endpoint, remaining_ns, failures, queued_at in batch:
+        for _, event, endpoint, remaining_ns, failures, queued_at in batch:
             key = node_key(endpoint)
             if event == "cooldown":
                 remaining_ns = min(remaining_ns, _MAX_REMAINING_NS) - (now - queued_at)
@@ -346,8 +348,8 @@ class _Shared:
                 remaining = state.cooldown_remaining
                 remaining_ns = _MAX_REMAINING_NS if remaining == float("inf") else int(remaining * 1e9)
                 if remaining_ns > 0:
-                    self._enqueue(("cooldown", state.endpoint, remaining_ns,
-                                   state.consecutive_failures, time.monotonic_ns()))
+                    self._enqueue("cooldown", state.endpoint, remaining_ns,
+                                  state.consecutive_failures)
 
     def _lost(self, exc: BaseException) -> None:
         self._counts["errors"] += 1
@@ -422,9 +424,9 @@ class RedisHealth(_Shared):
                     for script, keys, args in calls:
                         script(keys=keys, args=args, client=pipe)
                     self._sent(pipe.execute(raise_on_error=False))
+                self._forget(batch)
                 backoff.reset()
             except Exception as exc:  # the thread must outlive whatever a client raises
-                self._put_back(batch)
                 self._lost(exc)
                 left = self._flush_until - time.monotonic()
                 if left <= 0:
@@ -498,8 +500,9 @@ class RedisHealth(_Shared):
         self._flush_until = time.monotonic() + timeout
         self._stop.set()
         self._wake()
-        self._sender.join(timeout)
-        self._listener.join(max(0.0, self._flush_until - time.monotonic()) + 2 * POLL_S)
+        # The last try may still be on the wire when the flush time runs out.
+        self._sender.join(timeout + CLOSE_GRACE_S)
+        self._listener.join(max(0.0, self._flush_until - time.monotonic()) + CLOSE_GRACE_S)
         self._connected = False
 
     def __enter__(self) -> RedisHealth:
@@ -557,9 +560,9 @@ class AsyncRedisHealth(_Shared):
                     for script, keys, args in calls:
                         await script(keys=keys, args=args, client=pipe)
                     self._sent(await pipe.execute(raise_on_error=False))
+                self._forget(batch)
                 backoff.reset()
             except Exception as exc:  # the task must outlive whatever a client raises
-                self._put_back(batch)
                 self._lost(exc)
                 if self._loop.time() >= self._flush_until:
                     return
