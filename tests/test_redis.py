@@ -186,6 +186,9 @@ class RedisServer:
         self.binary = binary
         self.port = free_port()
         self.process: subprocess.Popen | None = None
+        # Closed by close(): a client collected with its sockets open warns (an
+        # error here) in whichever test is running then.
+        self.clients: list = []
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -210,13 +213,20 @@ class RedisServer:
             self.process.wait(10)
             self.process = None
 
+    def close(self) -> None:
+        self.kill()
+        for client in self.clients:
+            client.close()
+
     def client(self, **options):
         options.setdefault("socket_timeout", 2)
         options.setdefault("socket_connect_timeout", 2)
         # One quick retry: redis-py's default backs off for seconds, longer than
         # the fault tests wait.
         options.setdefault("retry", Retry(NoBackoff(), 1))
-        return redis.Redis(host="127.0.0.1", port=self.port, **options)
+        client = redis.Redis(host="127.0.0.1", port=self.port, **options)
+        self.clients.append(client)
+        return client
 
     def async_client(self):
         return redis.asyncio.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
@@ -241,7 +251,7 @@ def server():
     server = RedisServer(redis_binary())
     server.start()
     yield server
-    server.kill()
+    server.close()
 
 
 @pytest.fixture
@@ -250,7 +260,7 @@ def own_server():
     server = RedisServer(redis_binary())
     server.start()
     yield server
-    server.kill()
+    server.close()
 
 
 @pytest.fixture
@@ -449,9 +459,9 @@ def test_garbage_on_the_channel_or_in_the_hash_is_ignored_and_counted(pool_impl,
 def test_the_queue_is_bounded_and_drops_the_oldest_while_redis_is_away(pool_impl):
     from gonka_pool.redis import RedisHealth
 
-    port = free_port()  # nothing listens there
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.2,
-                         socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    nowhere = RedisServer("redis-server")  # never started: nothing listens there
+    client = nowhere.client(socket_timeout=0.2, socket_connect_timeout=0.2,
+                            retry=Retry(NoBackoff(), 0))
     pool = pool_impl.make(10)
     health = RedisHealth(pool, client, queue_size=3)
     try:
