@@ -21,11 +21,10 @@ import time
 import uuid
 
 import pytest
+from conftest import nodes
 
 from gonka_pool import GonkaEndpoint
 from gonka_pool.redis import node_key
-
-from conftest import nodes
 
 NS = 1_000_000_000
 T0 = 10**12  # a frozen clock's "now" for the hook tests
@@ -298,7 +297,7 @@ def test_a_mark_in_one_pool_is_seen_by_anothers_next_within_50_ms(pool_impl, ser
         for i in range(7):
             start = time.perf_counter()
             a.mark_failed(i, 30)
-            wait_until(lambda: cooling(b, i))
+            wait_until(lambda i=i: cooling(b, i))
             delays.append(time.perf_counter() - start)
         picks = {b.next() for _ in range(16)}
     median = statistics.median(delays)
@@ -449,8 +448,8 @@ def test_garbage_on_the_channel_or_in_the_hash_is_ignored_and_counted(pool_impl,
         assert stats["ignored"] >= len(junk) + 2 and stats["applied"] == 0
         assert all(s.available for s in pool.snapshot())
         # A well-formed event asking for a day is capped at this pool's max_cooldown.
-        client.publish(channel, '{"v":1,"src":"other","event":"cooldown","node":"%s",'
-                                '"remaining_ns":%d,"failures":999}' % (key, 86_400 * NS))
+        client.publish(channel, f'{{"v":1,"src":"other","event":"cooldown","node":"{key}",'
+                                f'"remaining_ns":{86_400 * NS},"failures":999}}')
         wait_until(lambda: cooling(pool, 0))
         assert pool.snapshot()[0].cooldown_remaining <= 60.01
 

@@ -212,7 +212,7 @@ class _Shared:
         """The pool's observer: queue the event; never blocks on Redis, never raises."""
         try:
             self._enqueue(event, endpoint, remaining_ns, failures)
-        except Exception:  # pragma: no cover - a bug here must not fail a request
+        except Exception:  # noqa: BLE001 - a bug here must not fail a request
             self._counts["errors"] += 1
 
     def _enqueue(self, event: str, endpoint: GonkaEndpoint, remaining_ns: int, failures: int) -> None:
@@ -426,7 +426,7 @@ class RedisHealth(_Shared):
                     self._sent(pipe.execute(raise_on_error=False))
                 self._forget(batch)
                 backoff.reset()
-            except Exception as exc:  # the thread must outlive whatever a client raises
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive what a client raises
                 self._lost(exc)
                 left = self._flush_until - time.monotonic()
                 if left <= 0:
@@ -457,7 +457,7 @@ class RedisHealth(_Shared):
                     message = pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message.get("data"))
-            except Exception as exc:  # the thread must outlive whatever a client raises
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive what a client raises
                 self._lost(exc)
             finally:
                 if connection is not None:
@@ -465,8 +465,8 @@ class RedisHealth(_Shared):
                 if pubsub is not None:
                     try:
                         pubsub.close()
-                    except Exception:  # closing a broken connection may raise again
-                        pass
+                    except Exception:  # a broken connection may raise again
+                        logger.debug("gonka_pool.redis: closing the subscription failed", exc_info=True)
             self._stop.wait(backoff.next())
 
     def _on_reconnect(self, _connection: object) -> None:
@@ -505,7 +505,7 @@ class RedisHealth(_Shared):
         self._listener.join(max(0.0, self._flush_until - time.monotonic()) + CLOSE_GRACE_S)
         self._connected = False
 
-    def __enter__(self) -> RedisHealth:
+    def __enter__(self) -> RedisHealth:  # noqa: PYI034 - typing.Self needs 3.11
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -562,7 +562,7 @@ class AsyncRedisHealth(_Shared):
                     self._sent(await pipe.execute(raise_on_error=False))
                 self._forget(batch)
                 backoff.reset()
-            except Exception as exc:  # the task must outlive whatever a client raises
+            except Exception as exc:  # noqa: BLE001 - the task must outlive what a client raises
                 self._lost(exc)
                 if self._loop.time() >= self._flush_until:
                     return
@@ -590,7 +590,7 @@ class AsyncRedisHealth(_Shared):
                         self._on_message(message.get("data"))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the task must outlive whatever a client raises
+            except Exception as exc:  # noqa: BLE001 - the task must outlive what a client raises
                 self._lost(exc)
             finally:
                 if connection is not None:
@@ -598,8 +598,8 @@ class AsyncRedisHealth(_Shared):
                 if pubsub is not None:
                     try:
                         await pubsub.aclose()
-                    except Exception:  # closing a broken connection may raise again
-                        pass
+                    except Exception:  # a broken connection may raise again
+                        logger.debug("gonka_pool.redis: closing the subscription failed", exc_info=True)
             if not self._stopping:
                 await asyncio.sleep(backoff.next())
 
@@ -634,13 +634,13 @@ class AsyncRedisHealth(_Shared):
         self._ready.set()
         try:
             await asyncio.wait_for(asyncio.shield(self._sender), timeout)
-        except (asyncio.TimeoutError, Exception):  # flushed as far as Redis allowed
+        except Exception:  # noqa: BLE001 - a timeout, or the sender's end: flushed as far as Redis let it
             self._sender.cancel()
         self._listener.cancel()
         await asyncio.gather(self._sender, self._listener, return_exceptions=True)
         self._connected = False
 
-    async def __aenter__(self) -> AsyncRedisHealth:
+    async def __aenter__(self) -> AsyncRedisHealth:  # noqa: PYI034 - typing.Self needs 3.11
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
