@@ -216,7 +216,7 @@ class _Shared:
             self._counts["errors"] += 1
 
     def _enqueue(self, event: str, endpoint: GonkaEndpoint, remaining_ns: int, failures: int) -> None:
-        # An event leaves the queue only once sent (``_sent``), so the bound covers
+        # An event leaves the queue only once sent (``_forget``), so the bound covers
         # the batch the sender is trying too.
         with self._queue_lock:
             if len(self._queue) >= self._queue_size:
@@ -400,9 +400,10 @@ class RedisHealth(_Shared):
                                         daemon=True)
         self._listener = threading.Thread(target=self._listen_loop,
                                           name="gonka_pool.redis listener", daemon=True)
+        # First, so that a pool without the hook fails before a thread starts.
+        pool._set_observer(self._observe)
         self._sender.start()
         self._listener.start()
-        pool._set_observer(self._observe)
 
     def _wake(self) -> None:
         with self._queue_ready:
@@ -525,9 +526,9 @@ class AsyncRedisHealth(_Shared):
         self._stopping = False
         self._flush_until = float("inf")
         self._reconnect = False
+        pool._set_observer(self._observe)
         self._sender = self._loop.create_task(self._send_loop())
         self._listener = self._loop.create_task(self._listen_loop())
-        pool._set_observer(self._observe)
 
     def _wake(self) -> None:
         try:
