@@ -17,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -147,6 +148,72 @@ def test_the_two_cores_apply_remote_events_to_the_same_state(both_impls):
         pool.next_many(6)
     assert c._state() == py._state()
     assert c.snapshot() == py.snapshot()
+
+
+def test_marks_racing_observer_changes_and_remote_events_raise_nothing(make_pool):
+    """Threads mark (entering cooldowns, clearing, resetting) and apply remote events
+    while the observer is swapped under them: every call completes, and an observer
+    hears only what happened while it was set."""
+    pool = make_pool(4, base_cooldown=0.001, max_cooldown=0.002)
+    eps = pool.endpoints
+    heard = []
+    observers = [lambda *event: heard.append(event), lambda *event: None, None]
+    stop = threading.Event()
+    errors = []
+
+    def marker(k: int) -> None:
+        try:
+            while not stop.is_set():
+                i = k % 4
+                pool.mark_failed(eps[i])
+                pool.mark_failed(i, 0)
+                pool.mark_success(eps[i])
+                pool._apply_remote(eps[(i + 1) % 4], 1000, 2)
+                pool._apply_remote_success(eps[(i + 2) % 4])
+                pool.next()
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=marker, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(300):
+            pool._set_observer(observers[n % 3])
+            time.sleep(0.0005)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert errors == []
+    assert heard and {event[0] for event in heard} <= {"cooldown", "success"}
+    assert all(endpoint in eps for _, endpoint, _, _ in heard)
+
+
+def test_remote_events_racing_update_land_on_the_membership_in_force(make_pool):
+    pool = make_pool(4, max_cooldown=600.0)
+    eps = pool.endpoints
+    stop = threading.Event()
+
+    def applier() -> None:
+        while not stop.is_set():
+            for endpoint in eps:
+                pool._apply_remote(endpoint, 500 * NS, 3)
+
+    thread = threading.Thread(target=applier)
+    thread.start()
+    try:
+        for n in range(200):
+            pool.update(eps[: 2 + n % 3])
+    finally:
+        stop.set()
+        thread.join(30)
+    pool.update(eps)
+    for endpoint in eps:
+        pool._apply_remote(endpoint, 500 * NS, 3)
+    states = pool.snapshot()
+    assert all(not s.available and s.consecutive_failures == 3 for s in states)
+    assert pool._state()[1] == 4  # cooling counts each deadline once
 
 
 def test_importing_gonka_pool_or_its_redis_module_does_not_import_redis():
