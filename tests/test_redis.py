@@ -581,6 +581,32 @@ def test_redis_killed_and_restarted_raises_nothing_and_state_converges(pool_impl
 
 
 @shares_a_server
+def test_a_subscription_redis_py_reconnects_by_itself_resynchronizes(pool_impl, own_server, channel):
+    """A client whose retries outlast the restart reconnects and resubscribes inside
+    redis-py, without an error reaching RedisHealth: the restart is seen all the same,
+    and the cooldowns the restart lost are sent again."""
+    from redis.backoff import ConstantBackoff
+
+    from gonka_pool.redis import RedisHealth
+
+    a = pool_impl.make(3)
+    patient = own_server.client(retry=Retry(ConstantBackoff(0.1), 50))
+    with RedisHealth(a, patient, channel=channel) as ha:
+        connected(ha)
+        a.mark_failed(2, 60)
+        wait_until(lambda: own_server.client().hlen(f"{channel}:cooldowns") == 1)
+        own_server.kill()
+        own_server.start()
+        wait_until(lambda: ha.stats()["connects"] >= 2, timeout=10)
+        assert ha.stats()["errors"] == 0  # redis-py hid the outage: the callback saw it
+        wait_until(lambda: own_server.client().hlen(f"{channel}:cooldowns") == 1)
+        late = pool_impl.make(3)
+        with RedisHealth(late, own_server.client(), channel=channel) as hl:
+            connected(hl)
+            assert cooling(late, 2)
+
+
+@shares_a_server
 def test_close_sends_what_is_queued_and_stops_the_threads(pool_impl, server, channel):
     from gonka_pool.redis import RedisHealth
 
