@@ -651,6 +651,7 @@ def test_the_asyncio_variant_shares_marks_between_two_pools(pool_impl, server, c
         return delay
 
     delay = asyncio.run(scenario())
+    assert server.client().hlen(f"{channel}:cooldowns") == 2
     print(f"\nasyncio: propagation {delay * 1e3:.2f} ms")
     assert delay < 0.050
 
