@@ -1,5 +1,6 @@
 # make test   - build the C core and run the suite on CPython 3.11 and free-threaded 3.13t,
 #               then again on 3.13t with every test run by 4 threads at once
+#               (tests/test_redis.py against a real redis-server, installed when missing)
 # make demo   - build and run `python -m gonka_pool demo`
 # make tsan   - the concurrency tests under ThreadSanitizer (a TSan build of 3.13t)
 # make valgrind - the suite under valgrind: no definite leak from the extension
@@ -26,21 +27,30 @@ export GONKA_POOL_REQUIRE_C := 1
 # The suite must not pass because something re-enabled the GIL behind its back.
 export PYTHONWARNINGS := error::RuntimeWarning
 
-.PHONY: test test-gil test-ft test-parallel tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover bench-scaleout clean
+.PHONY: test test-gil test-ft test-parallel redis-server tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover bench-scaleout clean
 
 test: test-gil test-ft test-parallel
 
-test-gil: $(VENV_GIL)/.installed
+# The Redis tests fail instead of skipping here: a missing server must not pass.
+test-gil test-ft test-parallel: export GONKA_POOL_REQUIRE_REDIS := 1
+
+# Debian's redis-server for tests/test_redis.py (each test starts its own on a free
+# port of 127.0.0.1); installed only when missing (CI runs as root).
+redis-server:
+	command -v redis-server >/dev/null || apt-get install -y --no-install-recommends redis-server \
+	    || { apt-get update && apt-get install -y --no-install-recommends redis-server; }
+
+test-gil: $(VENV_GIL)/.installed redis-server
 	$(VENV_GIL)/bin/python -m pytest $(PYTEST_FLAGS)
 
-test-ft: $(VENV_FT)/.installed
+test-ft: $(VENV_FT)/.installed redis-server
 	PYTHON_GIL=0 $(VENV_FT)/bin/python -m pytest $(PYTEST_FLAGS)
 
 # The whole suite again with the GIL off, each test run by 4 threads at once, twice
 # per thread (pytest-run-parallel, as numpy and scipy do).  Tests marked
 # thread_unsafe (each says why) already ran in test-ft and are skipped here.
 PARALLEL_FLAGS ?= --parallel-threads=4 --iterations=2 --skip-thread-unsafe=1
-test-parallel: $(VENV_FT)/.installed
+test-parallel: $(VENV_FT)/.installed redis-server
 	PYTHON_GIL=0 $(VENV_FT)/bin/python -m pytest $(PYTEST_FLAGS) $(PARALLEL_FLAGS)
 
 demo: $(VENV_GIL)/.installed

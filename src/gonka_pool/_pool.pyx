@@ -1025,7 +1025,8 @@ cdef object _index_error(object key, Py_ssize_t n):
     return IndexError(f"endpoint index {key} out of range for a pool of {n}")
 
 
-cdef object _fail_index(gp_core *core, object target, uint64_t cooldown_ns, uint64_t floor_ns):
+cdef object _fail_index(gp_core *core, object target, uint64_t cooldown_ns, uint64_t floor_ns,
+                        object observer):
     """``mark_failed`` of an index target: True, or IndexError if the membership
     the mark found has no such index.  ``mark_failed`` inlines the exact-int case."""
     cdef uint64_t entered = 0, level = 0
@@ -1034,11 +1035,11 @@ cdef object _fail_index(gp_core *core, object target, uint64_t cooldown_ns, uint
     key = target if type(target) is int else _as_int(target, "endpoint index")
     idx = _index_value(key)
     m = _mark(core, NULL, &idx, 1, cooldown_ns, floor_ns, False, &entered, &level)
-    return _index_marked(m, key, idx, entered, level)
+    return _index_marked(m, key, idx, entered, level, observer)
 
 
 cdef object _index_marked(gp_members *m, object key, Py_ssize_t idx, uint64_t entered,
-                          uint64_t level):
+                          uint64_t level, object observer):
     """The rare end of an index mark: IndexError when ``m``, the membership it
     found, has no such index, or the log line of a cooldown it entered."""
     if idx >= m.n:
@@ -1047,6 +1048,8 @@ cdef object _index_marked(gp_members *m, object key, Py_ssize_t idx, uint64_t en
         # Still the C call that found m: retired or not, it is not freed before
         # this thread next runs Python (see "Reclaiming" above).
         _log_cooldown(<object>_item(m, 0, idx), entered, level)
+        if observer is not None:
+            observer("cooldown", <object>_item(m, 0, idx), entered, level)
     return True
 
 
@@ -1142,6 +1145,8 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
     cdef uint64_t _cursor_origin      # the stripes' starting positions, summed
     cdef list _starts                 # each stripe's starting position
     cdef _Segment _segment            # shared=: the segment holding node health, else None
+    cdef object _observer             # _set_observer's fn, or None
+    cdef list _observers_set          # every observer ever set (see _set_observer)
 
     # The arguments are parsed by hand, so that a mistake is reported against
     # EndpointPool() as the twin reports it, not against __cinit__; the first line
@@ -1273,9 +1278,9 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
             m = _mark(self._core, NULL, &idx, 1, cooldown_ns, 0, False, &entered, &level)
             if idx < m.n and not entered:
                 return True
-            return _index_marked(m, target, idx, entered, level)
+            return _index_marked(m, target, idx, entered, level, self._observer)
         if _is_index(target):
-            return _fail_index(self._core, target, cooldown_ns, 0)
+            return _fail_index(self._core, target, cooldown_ns, 0, self._observer)
         return self._mark_endpoint(_check_endpoint(target), cooldown_ns, 0, False)
 
     def _mark_failed_at_least(self, target, cooldown, at_least):
@@ -1289,7 +1294,7 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
             _cooldown_ns(cooldown, &cooldown_ns)
         _cooldown_ns(at_least, &floor_ns)
         if _is_index(target):
-            return _fail_index(self._core, target, cooldown_ns, floor_ns)
+            return _fail_index(self._core, target, cooldown_ns, floor_ns, self._observer)
         return self._mark_endpoint(_check_endpoint(target), cooldown_ns, floor_ns, False)
 
     def mark_success(self, target, /):
@@ -1298,6 +1303,8 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         endpoint target is not in the pool."""
         cdef gp_members *m
         cdef Py_ssize_t idx
+        if self._observer is not None:
+            return self._mark_success_observed(target)
         if _is_index(target):
             key = target if type(target) is int else _as_int(target, "endpoint index")
             idx = _index_value(key)
@@ -1353,6 +1360,9 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
                 for k in range(count):
                     if entered[k]:
                         _log_cooldown(endpoint, entered[k], levels[k])
+                        observer = self._observer
+                        if observer is not None:
+                            observer("cooldown", endpoint, entered[k], levels[k])
             return True
         finally:
             if indices != small:
@@ -1594,6 +1604,121 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
     def __reduce__(self):
         raise TypeError(f"cannot pickle {type(self).__name__!r} object: rebuild it from "
                         "pool.endpoints instead (cooldown state is per process)")
+
+    # -- health shared with other processes (gonka_pool.redis; not public API) ------
+
+    def _set_observer(self, fn):
+        """Call ``fn(event, endpoint, remaining_ns, failures)`` after this process's
+        own marks, outside any lock, never from selection: ``"cooldown"`` when a mark
+        enters a cooldown (the log line's moment and figures), ``"success"`` (0, 0)
+        when ``mark_success`` resets a non-zero consecutive count.  None stops it.
+        ``fn`` must not raise: it runs inside ``mark_failed``.
+
+        Marks read the observer without a lock, so one replaced here could still be
+        running in another thread: every observer ever set is kept until the pool
+        dies, and a mark never calls one that has been freed."""
+        if fn is not None and not callable(fn):
+            raise TypeError(f"observer must be callable or None, not {type(fn).__name__}")
+        with self._update_lock:
+            if fn is not None:
+                if self._observers_set is None:
+                    self._observers_set = []
+                if not any(seen is fn for seen in self._observers_set):
+                    self._observers_set.append(fn)
+            self._observer = fn
+
+    def _mark_success_observed(self, target):
+        """``mark_success`` while an observer is set.  The count is read just before
+        the reset, so two threads resetting the same node may both report it: a
+        repeated "success" is harmless, a lost one is not."""
+        cdef _Members members = <_Members>_current(self._core).owner
+        cdef gp_members *m = members.m
+        cdef Py_ssize_t idx, i
+        cdef uint64_t failures = 0
+        observer = self._observer
+        endpoint = None
+        if _is_index(target):
+            key = target if type(target) is int else _as_int(target, "endpoint index")
+            idx = _index_value(key)
+            if idx < m.n:
+                failures = gp_u64_load_relaxed(_consecutive(m, idx))
+                endpoint = members.nodes[idx]
+            m = _mark(self._core, NULL, &idx, 1, 0, 0, True, NULL, NULL)
+            if idx >= m.n:
+                raise _index_error(key, m.n)
+        else:
+            endpoint = _check_endpoint(target)
+            for i in members.indices_of(endpoint):
+                failures |= gp_u64_load_relaxed(_consecutive(m, i))
+            if not self._mark_endpoint(endpoint, 0, 0, True):
+                return False
+        if failures and observer is not None:
+            observer("success", endpoint, 0, 0)
+        return True
+
+    def _apply_remote(self, endpoint, remaining_ns, failures):
+        """Another process's cooldown, by the local rules: the deadline becomes at
+        least now + ``remaining_ns`` (never shortened) and the consecutive count at
+        least ``failures``; ``total`` counts this process's failures only, so it is
+        left alone.  ``remaining_ns`` is capped at this pool's ``max_cooldown``: a
+        remote event never cools a node longer than this pool's own backoff could.
+        No observer call, no log line.  False when ``endpoint`` is not in the pool."""
+        cdef uint64_t remaining = remaining_ns, count = failures
+        cdef _Members members = <_Members>_current(self._core).owner
+        cdef gp_atomic_u64 *in_flight
+        cdef gp_members *m
+        cdef Py_ssize_t idx, k
+        cdef bint applied
+        cdef tuple found
+        _check_endpoint(endpoint)
+        if remaining > self._core.max_ns:
+            remaining = self._core.max_ns
+        while True:
+            found = members.indices_of(endpoint)
+            if PyTuple_GET_SIZE(found) == 0:
+                return False
+            applied = True
+            for k in range(PyTuple_GET_SIZE(found)):
+                idx = found[k]
+                in_flight = &self._core.stripes[_stripe(self._core)].in_flight
+                m = _mark_begin(self._core, in_flight)
+                # As _mark: indices resolved against ``members`` apply only there.
+                applied = m == members.m
+                if applied:
+                    _raise_remote(self._core, m, idx, remaining, count)
+                _mark_end(in_flight)
+                if not applied:
+                    members = <_Members>m.owner
+                    break
+            if applied:
+                return True
+
+    def _apply_remote_success(self, endpoint):
+        """Another process's ``mark_success``: the consecutive count is reset, a
+        running cooldown is left to run.  No observer call.  False when ``endpoint``
+        is not in the pool."""
+        return self._mark_endpoint(_check_endpoint(endpoint), 0, 0, True)
+
+
+cdef void _raise_remote(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t remaining_ns,
+                        uint64_t failures) noexcept nogil:
+    """``_apply_remote`` on one slot: each field only ever rises, by CAS."""
+    cdef uint64_t now, tick, old, deadline
+    cdef bint done = False
+    if remaining_ns != 0:
+        now = _now_tick(core, &tick)
+        deadline = FOREVER if remaining_ns >= FOREVER - now - tick else now + tick + remaining_ns
+        while True:
+            old = gp_u64_load_relaxed(_deadline(m, idx))
+            if old >= deadline:
+                break
+            _set_deadline(m, idx, old, deadline, &done)
+            if done:
+                break
+    while True:
+        old = gp_u64_load_relaxed(_consecutive(m, idx))
+        if old >= failures or gp_u64_cas_relaxed(_consecutive(m, idx), old, failures):
+            break
 
 
 cdef inline bint _is_index(object target):

@@ -105,6 +105,14 @@ def _cooldown_ns(cooldown: object) -> int:
 
 
 
+def _as_u64(value: object, what: str) -> int:
+    """An int that fits the C core's uint64_t, as Cython converts it."""
+    value = _as_int(value, what)
+    if not 0 <= value < 2**64:
+        raise OverflowError(f"{what} {value!r} does not fit 64 unsigned bits")
+    return value
+
+
 def _check_count(k: object) -> int:
     k = _as_int(k, "count")
     if k < 0:
@@ -201,7 +209,8 @@ class EndpointPool:
     everything, and selection takes it once.
     """
 
-    __slots__ = ("_members", "_lock", "_cursor", "_cursor_origin", "_test_now", "_base_ns", "_max_ns")
+    __slots__ = ("_members", "_lock", "_cursor", "_cursor_origin", "_test_now", "_base_ns", "_max_ns",
+                 "_observer")
 
     def __new__(cls, *args, **kwargs):
         endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity = (
@@ -227,6 +236,7 @@ class EndpointPool:
         self._test_now = -1  # test clock in ns, or -1 for the real clock
         self._base_ns = base_ns
         self._max_ns = max_ns
+        self._observer = None
         return self
 
     # What inspect and help() show instead of (*args, **kwargs), as the first line
@@ -377,6 +387,9 @@ class EndpointPool:
                 entered, level = self._fail(m, idx, cooldown_ns, floor_ns)
             if entered:
                 log_cooldown(m.nodes[idx], entered, level)
+                observer = self._observer
+                if observer is not None:
+                    observer("cooldown", m.nodes[idx], entered, level)
             return True
         endpoint = _check_endpoint(target)
         logged = []
@@ -391,12 +404,17 @@ class EndpointPool:
                     logged.append((entered, level))
         for entered, level in logged:
             log_cooldown(target, entered, level)
+            observer = self._observer
+            if observer is not None:
+                observer("cooldown", target, entered, level)
         return bool(indices)
 
     def mark_success(self, target, /) -> bool:
         """Reset ``target``'s consecutive-failure count (its backoff level); a
         cooldown already running is left to run.  Returns True, or False when an
         endpoint target is not in the pool."""
+        if self._observer is not None:
+            return self._mark_success_observed(target)
         if _is_index(target):
             key = _as_int(target, "endpoint index")
             with self._lock:
@@ -579,6 +597,81 @@ class EndpointPool:
             f"cannot pickle {type(self).__name__!r} object: rebuild it from "
             "pool.endpoints instead (cooldown state is per process)"
         )
+
+    # -- health shared with other processes (gonka_pool.redis; not public API) ------
+
+    def _set_observer(self, fn) -> None:
+        """Call ``fn(event, endpoint, remaining_ns, failures)`` after this process's
+        own marks, outside the lock, never from selection: ``"cooldown"`` when a mark
+        enters a cooldown (the log line's moment and figures), ``"success"`` (0, 0)
+        when ``mark_success`` resets a non-zero consecutive count.  None stops it.
+        ``fn`` must not raise: it runs inside ``mark_failed``."""
+        if fn is not None and not callable(fn):
+            raise TypeError(f"observer must be callable or None, not {type(fn).__name__}")
+        self._observer = fn
+
+    def _mark_success_observed(self, target) -> bool:
+        """``mark_success`` while an observer is set: it hears of a reset that found
+        a non-zero consecutive count."""
+        observer = self._observer
+        if _is_index(target):
+            key = _as_int(target, "endpoint index")
+            with self._lock:
+                m = self._members
+                idx = _check_index(key, m.n)
+                failures = m.consecutive[idx]
+                m.consecutive[idx] = 0
+            endpoint = m.nodes[idx]
+        else:
+            endpoint = _check_endpoint(target)
+            with self._lock:
+                m = self._members
+                indices = m.indices_of(endpoint)
+                failures = 0
+                for idx in indices:
+                    failures |= m.consecutive[idx]
+                    m.consecutive[idx] = 0
+            if not indices:
+                return False
+        if failures and observer is not None:
+            observer("success", endpoint, 0, 0)
+        return True
+
+    def _apply_remote(self, endpoint, remaining_ns, failures) -> bool:
+        """Another process's cooldown, by the local rules: the deadline becomes at
+        least now + ``remaining_ns`` (never shortened) and the consecutive count at
+        least ``failures``; ``total`` counts this process's failures only, so it is
+        left alone.  ``remaining_ns`` is capped at this pool's ``max_cooldown``: a
+        remote event never cools a node longer than this pool's own backoff could.
+        No observer call, no log line.  False when ``endpoint`` is not in the pool."""
+        endpoint = _check_endpoint(endpoint)
+        remaining = min(_as_u64(remaining_ns, "remaining_ns"), self._max_ns)
+        count = _as_u64(failures, "failures")
+        with self._lock:
+            m = self._members
+            indices = m.indices_of(endpoint)
+            now, tick = self._now_tick()
+            deadline = FOREVER if remaining >= FOREVER - now - tick else now + tick + remaining
+            for idx in indices:
+                if remaining and m.failed_until[idx] < deadline:
+                    if m.failed_until[idx] == 0:
+                        m.cooling += 1
+                    m.failed_until[idx] = deadline
+                if m.consecutive[idx] < count:
+                    m.consecutive[idx] = count
+        return bool(indices)
+
+    def _apply_remote_success(self, endpoint) -> bool:
+        """Another process's ``mark_success``: the consecutive count is reset, a
+        running cooldown is left to run.  No observer call.  False when ``endpoint``
+        is not in the pool."""
+        endpoint = _check_endpoint(endpoint)
+        with self._lock:
+            m = self._members
+            indices = m.indices_of(endpoint)
+            for idx in indices:
+                m.consecutive[idx] = 0
+        return bool(indices)
 
 
 def _is_index(target: object) -> bool:
