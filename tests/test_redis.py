@@ -664,3 +664,47 @@ def test_a_bad_channel_or_queue_size_is_refused_before_anything_starts(pool_impl
         with pytest.raises(ValueError):
             RedisHealth(pool, object(), **kwargs)
 
+
+
+def _shared_supported() -> bool:
+    import gonka_pool
+
+    return gonka_pool.IMPLEMENTATION == "c" and gonka_pool._pool.SHARED_SUPPORTED
+
+
+@shares_a_server
+@pytest.mark.skipif(not _shared_supported(), reason="needs the C core's shared=")
+def test_one_subscriber_per_machine_is_enough_with_shared_pools(server, channel):
+    from gonka_pool import EndpointPool
+    from gonka_pool.redis import RedisHealth
+
+    segment = f"redis-{uuid.uuid4().hex[:12]}"
+    endpoints = nodes(4)
+    # machine 1: two workers on one segment, one subscribing; machine 2: one worker
+    subscriber, publisher = (EndpointPool(endpoints, shared=segment) for _ in range(2))
+    remote = EndpointPool(endpoints)
+    try:
+        with RedisHealth(subscriber, server.client(), channel=channel) as h1, \
+                RedisHealth(publisher, server.client(), channel=channel, subscribe=False) as h2, \
+                RedisHealth(remote, server.client(), channel=channel) as h3:
+            connected(h1, h3)
+            publisher.mark_failed(1, 30)  # a publish-only worker's mark reaches machine 2
+            wait_until(lambda: cooling(remote, 1))
+            remote.mark_failed(2, 30)  # machine 2's mark reaches both workers of machine 1
+            wait_until(lambda: cooling(publisher, 2))
+            assert cooling(subscriber, 2)
+            connected(h2)  # set by its sender once the send returned: may trail the message
+            assert h2.stats()["received"] == 0
+    finally:
+        EndpointPool.unlink_shared(segment)
+
+
+def test_subscribe_must_be_a_bool():
+    pytest.importorskip("redis")
+    import redis
+
+    from gonka_pool import EndpointPool
+    from gonka_pool.redis import RedisHealth
+
+    with pytest.raises(TypeError, match="subscribe must be a bool"):
+        RedisHealth(EndpointPool(nodes(1)), redis.Redis(), subscribe="no")

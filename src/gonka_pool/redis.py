@@ -46,6 +46,11 @@ Untrusted data
     never applied beyond ``max_cooldown`` (``MAX_REMAINING_S`` bounds what is sent
     and stored), never logged with its content.
 
+With ``shared=`` pools (one machine's processes share one segment), one process
+per machine subscribing is enough: the others pass ``subscribe=False`` and only
+publish their own marks (no listener; they neither load the hash nor apply others'
+events), since what the subscriber applies lands in the segment they all read.
+
 ``close()`` (or leaving a ``with`` block) stops observing the pool, sends what is
 queued (for at most ``timeout`` seconds) and stops the threads.
 ``AsyncRedisHealth`` is the same over ``redis.asyncio``, with tasks instead of
@@ -172,9 +177,12 @@ class _Shared:
     """What the thread and the asyncio variants share: the queue the pool's
     observer fills, the codec, and the rules for applying remote events."""
 
-    def __init__(self, pool: Any, client: Any, channel: str, queue_size: int) -> None:
+    def __init__(self, pool: Any, client: Any, channel: str, queue_size: int,
+                 subscribe: bool) -> None:
         if not isinstance(channel, str) or not channel:
             raise ValueError("channel must be a non-empty str")
+        if not isinstance(subscribe, bool):
+            raise TypeError(f"subscribe must be a bool, not {type(subscribe).__name__}")
         if type(queue_size) is not int or queue_size < 1:
             raise ValueError(f"queue_size must be an int >= 1, got {queue_size!r}")
         self.pool = pool
@@ -362,7 +370,8 @@ class _Shared:
     def stats(self) -> dict:
         """Counters since start: ``queued``, ``dropped`` (queue full), ``sent``,
         ``received``, ``applied``, ``ignored`` (malformed or unknown node),
-        ``errors``, ``connects``; and ``connected`` (the subscription is up)."""
+        ``errors``, ``connects``; and ``connected`` (the subscription is up; with
+        ``subscribe=False``, the last send reached Redis)."""
         return {**self._counts, "connected": bool(self._connected), "queue": len(self._queue)}
 
 
@@ -390,8 +399,8 @@ class RedisHealth(_Shared):
     """
 
     def __init__(self, pool: Any, client: Any, *, channel: str = "gonka_pool",
-                 queue_size: int = QUEUE_SIZE) -> None:
-        super().__init__(pool, client, channel, queue_size)
+                 queue_size: int = QUEUE_SIZE, subscribe: bool = True) -> None:
+        super().__init__(pool, client, channel, queue_size, subscribe)
         self._stop = threading.Event()
         self._flush_until = float("inf")
         self._queue_ready = threading.Condition(threading.Lock())
@@ -399,11 +408,13 @@ class RedisHealth(_Shared):
         self._sender = threading.Thread(target=self._send_loop, name="gonka_pool.redis sender",
                                         daemon=True)
         self._listener = threading.Thread(target=self._listen_loop,
-                                          name="gonka_pool.redis listener", daemon=True)
+                                          name="gonka_pool.redis listener", daemon=True
+                                          ) if subscribe else None
         # First, so that a pool without the hook fails before a thread starts.
         pool._set_observer(self._observe)
         self._sender.start()
-        self._listener.start()
+        if self._listener is not None:
+            self._listener.start()
 
     def _wake(self) -> None:
         with self._queue_ready:
@@ -426,6 +437,8 @@ class RedisHealth(_Shared):
                         script(keys=keys, args=args, client=pipe)
                     self._sent(pipe.execute(raise_on_error=False))
                 self._forget(batch)
+                if self._listener is None:  # publishing only: sending is the connection
+                    self._connected = True
                 backoff.reset()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive what a client raises
                 self._lost(exc)
@@ -503,7 +516,8 @@ class RedisHealth(_Shared):
         self._wake()
         # The last try may still be on the wire when the flush time runs out.
         self._sender.join(timeout + CLOSE_GRACE_S)
-        self._listener.join(max(0.0, self._flush_until - time.monotonic()) + CLOSE_GRACE_S)
+        if self._listener is not None:
+            self._listener.join(max(0.0, self._flush_until - time.monotonic()) + CLOSE_GRACE_S)
         self._connected = False
 
     def __enter__(self) -> RedisHealth:  # noqa: PYI034 - typing.Self needs 3.11
@@ -519,8 +533,8 @@ class AsyncRedisHealth(_Shared):
     ``await health.aclose()``.  The pool may still be marked from any thread."""
 
     def __init__(self, pool: Any, client: Any, *, channel: str = "gonka_pool",
-                 queue_size: int = QUEUE_SIZE) -> None:
-        super().__init__(pool, client, channel, queue_size)
+                 queue_size: int = QUEUE_SIZE, subscribe: bool = True) -> None:
+        super().__init__(pool, client, channel, queue_size, subscribe)
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         self._stopping = False
@@ -528,7 +542,7 @@ class AsyncRedisHealth(_Shared):
         self._reconnect = False
         pool._set_observer(self._observe)
         self._sender = self._loop.create_task(self._send_loop())
-        self._listener = self._loop.create_task(self._listen_loop())
+        self._listener = self._loop.create_task(self._listen_loop()) if subscribe else None
 
     def _wake(self) -> None:
         try:
@@ -562,6 +576,8 @@ class AsyncRedisHealth(_Shared):
                         await script(keys=keys, args=args, client=pipe)
                     self._sent(await pipe.execute(raise_on_error=False))
                 self._forget(batch)
+                if self._listener is None:  # publishing only: sending is the connection
+                    self._connected = True
                 backoff.reset()
             except Exception as exc:  # noqa: BLE001 - the task must outlive what a client raises
                 self._lost(exc)
@@ -637,8 +653,11 @@ class AsyncRedisHealth(_Shared):
             await asyncio.wait_for(asyncio.shield(self._sender), timeout)
         except Exception:  # noqa: BLE001 - a timeout, or the sender's end: flushed as far as Redis let it
             self._sender.cancel()
-        self._listener.cancel()
-        await asyncio.gather(self._sender, self._listener, return_exceptions=True)
+        tasks = [self._sender]
+        if self._listener is not None:
+            self._listener.cancel()
+            tasks.append(self._listener)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._connected = False
 
     async def __aenter__(self) -> AsyncRedisHealth:  # noqa: PYI034 - typing.Self needs 3.11
