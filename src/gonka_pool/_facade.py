@@ -14,8 +14,9 @@ import os
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from ._convert import check_start, check_weights
 from ._endpoint import GonkaEndpoint
-from ._policy import SchedulePlan, check_start, check_weights, schedule_plan
+from ._policy import SchedulePlan, schedule_plan
 
 __all__ = [
     "collect_endpoints",
