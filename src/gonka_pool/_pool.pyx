@@ -130,7 +130,8 @@ from ._convert import cooldown_ns as _convert_cooldown_ns, count as _convert_cou
 from ._convert import endpoint_index as _endpoint_index, index_error as _index_error
 from ._convert import is_index_target as _is_index_target, sequence_index as _sequence_index
 from ._endpoint import GonkaEndpoint as _Endpoint
-from ._facade import from_env as _from_env, pool_repr as _pool_repr, prepare as _prepare, update as _update
+from ._facade import from_env as _from_env, pool_repr as _pool_repr, prepare as _prepare
+from ._facade import prepare_update as _prepare_update
 from ._policy import CLOCK_MAX_TICK_NS as _CLOCK_MAX_TICK_NS
 from ._policy import EndpointState as _EndpointState, log_cooldown as _log_cooldown
 from ._facade import constructor_arguments as _constructor_arguments
@@ -1091,7 +1092,7 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         after an update, mark by endpoint, which resolves against the current set.
         Same validation as the constructor; on error the pool is unchanged.
         """
-        _update(self, endpoints, weights)
+        self._replace(*_prepare_update(endpoints, weights))
 
     @classmethod
     def from_env(cls, var="GONKA_ENDPOINTS"):

@@ -16,7 +16,7 @@ from . import _failover
 from ._convert import FOREVER, cooldown_ns, count, endpoint_index, index_error, is_index_target
 from ._convert import sequence_index
 from ._endpoint import GonkaEndpoint
-from ._facade import constructor_arguments, from_env, pool_repr, prepare, update
+from ._facade import constructor_arguments, from_env, pool_repr, prepare, prepare_update
 from ._policy import CLOCK, EndpointState, log_cooldown, monotonic_ns, random_offset
 from ._policy import SchedulePlan, schedule_table_py
 
@@ -322,7 +322,7 @@ class EndpointPool:
         after an update, mark by endpoint, which resolves against the current set.
         Same validation as the constructor; on error the pool is unchanged.
         """
-        update(self, endpoints, weights)
+        self._replace(*prepare_update(endpoints, weights))
 
     @classmethod
     def from_env(cls, var="GONKA_ENDPOINTS"):
