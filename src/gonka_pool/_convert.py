@@ -51,6 +51,7 @@ SATURATING_NS_DOUBLE = 18446744073709551616.0
 # The most selections one next_many() call makes.
 MAX_COUNT = 1 << 40
 _ZERO_TIMEDELTA = timedelta(0)
+_MICROSECOND = timedelta(microseconds=1)  # a timedelta's resolution
 
 
 def integer(value: object, what: str, expected: str = "an int") -> int:
@@ -180,8 +181,7 @@ def cooldown_ns(cooldown: object) -> int:
     if isinstance(seconds, timedelta):
         if seconds < _ZERO_TIMEDELTA:
             raise ValueError(f"cooldown must be >= 0, got {seconds!r}")
-        ns = ((seconds.days * 86400 + seconds.seconds) * 1_000_000 + seconds.microseconds) * 1000
-        return min(ns, FOREVER)
+        return min(seconds // _MICROSECOND * 1000, FOREVER)  # exact: one C division
     if seconds < 0:
         raise ValueError(f"cooldown must be >= 0, got {seconds!r}")
     if isinstance(seconds, int):
