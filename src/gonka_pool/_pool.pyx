@@ -1296,10 +1296,15 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
                         "pool.endpoints instead (cooldown state is per process)")
 
 
-cdef inline bint _is_index(object target):
+cdef inline bint _is_index(object target) except -1:
     """``_convert.is_index_target``, with its two common answers inline: an int, and
     an endpoint (so that ``mark_failed(ep)`` runs no Python to learn it)."""
-    return type(target) is int or (not isinstance(target, _Endpoint) and _is_index_target(target))
+    return type(target) is int or (not isinstance(target, _Endpoint) and _is_other_index(target))
+
+
+cdef bint _is_other_index(object target) except -1:
+    """``_is_index``'s rare case, out of line so that the inline part stays small."""
+    return _is_index_target(target)
 
 
 cdef object _check_endpoint(object target):
