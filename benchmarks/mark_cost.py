@@ -2,7 +2,8 @@
 
 Each round times, in a fresh interpreter per build (two builds of ``gonka_pool``
 cannot share one process), ``pool.next()``, ``mark_failed(i, 30.0)``,
-``mark_failed(i)`` (the backoff policy) and ``mark_failed(i, 0)`` on a pool of 8;
+``mark_failed(i)`` (the backoff policy), ``mark_failed(i, 0)``, ``mark_failed(ep)``
+(an endpoint target) and ``mark_failed(i, timedelta(seconds=30))`` on a pool of 8;
 rounds alternate the builds, and medians over rounds are printed with each mark as
 a ratio to the same build's ``next()``.
 
@@ -24,13 +25,16 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROUND = r"""
 import sys, timeit
+from datetime import timedelta
 sys.path.insert(0, sys.argv[1])
 from gonka_pool import _pool, GonkaEndpoint
 pool = _pool.EndpointPool([GonkaEndpoint(f"https://n{i}.example", f"a{i}") for i in range(8)])
 nxt, mark = pool.next, pool.mark_failed
+ep, td = pool.endpoints[2], timedelta(seconds=30)
 calls = int(sys.argv[2])
 cases = {"next()": "nxt()", "mark_failed(i, 30.0)": "mark(1, 30.0)",
-         "mark_failed(i)": "mark(1)", "mark_failed(i, 0)": "mark(1, 0)"}
+         "mark_failed(i)": "mark(1)", "mark_failed(i, 0)": "mark(1, 0)",
+         "mark_failed(ep)": "mark(ep)", "mark_failed(i, timedelta)": "mark(1, td)"}
 print({name: min(timeit.repeat(stmt, globals=globals(), number=calls, repeat=3)) / calls * 1e9
        for name, stmt in cases.items()})
 """

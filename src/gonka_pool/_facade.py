@@ -14,8 +14,9 @@ import os
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from ._convert import check_start, check_weights
 from ._endpoint import GonkaEndpoint
-from ._policy import SchedulePlan, check_start, check_weights, schedule_plan
+from ._policy import SchedulePlan, schedule_plan
 
 __all__ = [
     "collect_endpoints",
@@ -23,7 +24,7 @@ __all__ = [
     "from_env",
     "pool_repr",
     "prepare",
-    "update",
+    "prepare_update",
 ]
 
 _REPR_LIMIT = 8
@@ -102,9 +103,13 @@ def prepare(
     return nodes, checked, schedule_plan(checked), check_start(start)
 
 
-def update(pool: Any, endpoints: Iterable[GonkaEndpoint], weights: Iterable[int] | None) -> None:
+def prepare_update(
+    endpoints: Iterable[GonkaEndpoint], weights: Iterable[int] | None
+) -> tuple[tuple[GonkaEndpoint, ...], tuple[int, ...] | None, SchedulePlan | None]:
+    """Validate ``update()``'s arguments: the (nodes, weights, schedule plan) that
+    the pool's ``_replace`` swaps in, the constructor's checks without a start."""
     nodes, checked, schedule, _ = prepare(endpoints, weights, 0)
-    pool._replace(nodes, checked, schedule)
+    return nodes, checked, schedule
 
 
 def pool_repr(pool: Any) -> str:

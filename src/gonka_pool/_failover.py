@@ -36,15 +36,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Generator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from operator import index as _index
 from typing import Any, TypeVar
 
+from ._convert import check_attempts, check_cooldown, check_deadline
 from ._endpoint import GonkaEndpoint
 from ._policy import FailureReport, failure_report
 
@@ -56,9 +55,6 @@ __all__ = [
     "acall",
     "arun",
     "call",
-    "check_attempts",
-    "check_cooldown",
-    "check_deadline",
     "expiry",
     "failover_plan",
     "remaining",
@@ -93,62 +89,6 @@ class _Pass:
 
 
 PASS: Any = _Pass()
-
-
-def check_attempts(attempts: object) -> int | None:
-    """``attempts`` as an int >= 1, or None (every node, at most three timeouts)."""
-    if attempts is None:
-        return None
-    if isinstance(attempts, bool) or not hasattr(type(attempts), "__index__"):
-        raise TypeError(f"attempts must be an int or None, not {type(attempts).__name__}")
-    attempts = _index(attempts)  # type: ignore[arg-type]
-    if attempts < 1:
-        raise ValueError(f"attempts must be >= 1, got {attempts}")
-    return attempts
-
-
-def check_cooldown(name: str, cooldown: object, *, allow_none: bool = True) -> Any:
-    """A cooldown as ``mark_failed`` takes it, as seconds that compare with a float,
-    or None (the pool's backoff).
-
-    The rules are ``mark_failed``'s, checked when a transport or call is set up
-    rather than at the first failure: an int (kept exact, so ``10**400`` still
-    means "until cleared"), any real number, or a ``timedelta``; not a bool,
-    negative or NaN.
-    """
-    if cooldown is None and allow_none:
-        return None
-    if isinstance(cooldown, timedelta):
-        seconds: Any = cooldown.total_seconds()
-    elif isinstance(cooldown, bool):
-        raise TypeError(f"{name} must be a number of seconds or a datetime.timedelta, not bool")
-    elif hasattr(type(cooldown), "__index__"):
-        seconds = _index(cooldown)  # type: ignore[arg-type]
-    elif hasattr(type(cooldown), "__float__"):
-        try:
-            seconds = float(cooldown)  # type: ignore[arg-type]
-        except OverflowError:  # Fraction(10**400): beyond any float, as mark_failed takes it
-            seconds = -math.inf if cooldown < 0 else math.inf  # type: ignore[operator]
-        if math.isnan(seconds):
-            raise ValueError(f"{name} must not be NaN")
-    else:
-        raise TypeError(
-            f"{name} must be a number of seconds or a datetime.timedelta, "
-            f"not {type(cooldown).__name__}"
-        )
-    if seconds < 0:
-        raise ValueError(f"{name} must be >= 0, got {cooldown!r}")
-    return seconds
-
-
-def check_deadline(deadline: object) -> float | None:
-    """The whole request's time budget in seconds (> 0, finite), or None."""
-    if deadline is None:
-        return None
-    seconds = check_cooldown("deadline", deadline, allow_none=False)
-    if not 0 < seconds < math.inf:
-        raise ValueError(f"deadline must be a positive, finite number of seconds, got {deadline!r}")
-    return float(seconds)
 
 
 class Cooldowns:

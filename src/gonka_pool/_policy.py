@@ -8,10 +8,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable
 from contextvars import ContextVar
 from math import gcd
-from operator import index
 from typing import NamedTuple
 
 from ._endpoint import GonkaEndpoint
@@ -26,8 +24,6 @@ __all__ = [
     "TABLE_MAX_SLOTS",
     "TABLE_MIN_SLOTS",
     "TABLE_SLOTS_PER_NODE",
-    "check_start",
-    "check_weights",
     "failure_report",
     "log_cooldown",
     "monotonic_ns",
@@ -100,29 +96,6 @@ class EndpointState(NamedTuple):
     cooldown_remaining: float  # seconds; 0.0 when available, inf when "until cleared"
     consecutive_failures: int  # cooldowns entered since the last mark_success
     total_failures: int  # every mark_failed with a non-zero cooldown
-
-
-def check_weights(weights: Iterable[int] | None, n: int) -> tuple[int, ...] | None:
-    """Positive integer weights, one per endpoint, or None for "all equal"."""
-    if weights is None:
-        return None
-    if isinstance(weights, (str, bytes)):
-        raise TypeError(f"weights must be an iterable of int, not {type(weights).__name__}")
-    try:
-        values = tuple(weights)
-    except TypeError:
-        raise TypeError(f"weights must be an iterable of int, not {type(weights).__name__}") from None
-    if len(values) != n:
-        raise ValueError(f"got {len(values)} weights for {n} endpoints")
-    checked = []
-    for position, weight in enumerate(values):
-        if isinstance(weight, bool) or not hasattr(type(weight), "__index__"):
-            raise TypeError(f"weight {position} must be an int, not {type(weight).__name__}")
-        weight = index(weight)
-        if weight <= 0:
-            raise ValueError(f"weight {position} must be positive, got {weight}")
-        checked.append(weight)
-    return tuple(checked)
 
 
 def table_slots(n: int) -> int:
@@ -249,20 +222,6 @@ def spread_schedule_py(slots: tuple[int, ...]) -> list[int]:
             for node, c in enumerate(slots) for k in range(c)]
     keys.sort()
     return [key % n for key in keys]
-
-
-def check_start(start: object) -> int | None:
-    """``"random"`` -> None (each cursor stripe at a random offset), or an int >= 0."""
-    if isinstance(start, str):
-        if start != "random":
-            raise ValueError(f"start must be 'random' or an int >= 0, not {start!r}")
-        return None
-    if isinstance(start, bool) or not hasattr(type(start), "__index__"):
-        raise TypeError(f"start must be 'random' or an int >= 0, not {type(start).__name__}")
-    offset = index(start)  # type: ignore[arg-type]
-    if offset < 0:
-        raise ValueError(f"start must be 'random' or an int >= 0, got {offset}")
-    return offset % (1 << 63)
 
 
 def random_offset() -> int:

@@ -110,7 +110,7 @@ GIL-free loop, endpoint lookups) holds a reference to it instead.
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport PyObject, Py_INCREF
-from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble
+from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.sequence cimport PySequence_Fast_ITEMS
@@ -127,14 +127,17 @@ import re as _re
 import time as _time
 from ._policy import random_offset as _random_offset
 import sysconfig as _sysconfig
-from datetime import timedelta as _timedelta
-from operator import index as _index
 
 from threading import Lock as _Lock
 
 from . import _failover
+from ._convert import cooldown_ns as _convert_cooldown_ns, count as _convert_count
+from ._convert import endpoint_index as _endpoint_index, index_error as _index_error
+from ._convert import is_index_target as _is_index_target, sequence_index as _sequence_index
+from ._convert import integer as _integer
 from ._endpoint import GonkaEndpoint as _Endpoint
-from ._facade import from_env as _from_env, pool_repr as _pool_repr, prepare as _prepare, update as _update
+from ._facade import from_env as _from_env, pool_repr as _pool_repr, prepare as _prepare
+from ._facade import prepare_update as _prepare_update
 from ._policy import CLOCK_MAX_TICK_NS as _CLOCK_MAX_TICK_NS
 from ._policy import EndpointState as _EndpointState, log_cooldown as _log_cooldown
 from ._facade import constructor_arguments as _constructor_arguments
@@ -513,11 +516,10 @@ cdef class _Segment:
                 "shared= needs POSIX shared memory and lock-free 64-bit atomics, which "
                 "this platform lacks; build the pool without it")
         if capacity is not None:
-            if isinstance(capacity, bool) or not hasattr(type(capacity), "__index__"):
-                raise TypeError(f"shared_capacity must be an int, not {type(capacity).__name__}")
-            if not 1 <= _index(capacity) <= MAX_SHARED_CAPACITY:
+            capacity = _integer(capacity, "shared_capacity")
+            if not 1 <= capacity <= MAX_SHARED_CAPACITY:
                 raise ValueError(f"shared_capacity must be 1..{MAX_SHARED_CAPACITY}, got {capacity!r}")
-            wanted = _index(capacity)
+            wanted = capacity
         self.name = name
         while True:
             err = gp_shm_map(path, _segment_size(wanted), &created, &base, &length)
@@ -1002,15 +1004,6 @@ cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pai
 
 # -- arguments --------------------------------------------------------------------
 
-cdef object _as_int(object value, str what):
-    """``value`` as an exact int; bools and non-integers are a TypeError."""
-    if type(value) is int:
-        return value
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    return _index(value)
-
-
 cdef inline Py_ssize_t _index_value(object key) noexcept:
     """An exact int as an index, or PY_SSIZE_T_MAX where no pool has it (negative,
     or beyond any size): the range check waits for the membership the mark finds."""
@@ -1021,10 +1014,6 @@ cdef inline Py_ssize_t _index_value(object key) noexcept:
     return <Py_ssize_t>i
 
 
-cdef object _index_error(object key, Py_ssize_t n):
-    return IndexError(f"endpoint index {key} out of range for a pool of {n}")
-
-
 cdef object _fail_index(gp_core *core, object target, uint64_t cooldown_ns, uint64_t floor_ns,
                         object observer):
     """``mark_failed`` of an index target: True, or IndexError if the membership
@@ -1032,7 +1021,7 @@ cdef object _fail_index(gp_core *core, object target, uint64_t cooldown_ns, uint
     cdef uint64_t entered = 0, level = 0
     cdef gp_members *m
     cdef Py_ssize_t idx
-    key = target if type(target) is int else _as_int(target, "endpoint index")
+    key = target if type(target) is int else _endpoint_index(target)
     idx = _index_value(key)
     m = _mark(core, NULL, &idx, 1, cooldown_ns, floor_ns, False, &entered, &level)
     return _index_marked(m, key, idx, entered, level, observer)
@@ -1053,22 +1042,13 @@ cdef object _index_marked(gp_members *m, object key, Py_ssize_t idx, uint64_t en
     return True
 
 
-cdef inline int _seconds_ns(object whole, uint64_t *out) except -1:
-    """A Python int of seconds -> nanoseconds in ``out``, saturated to FOREVER."""
-    cdef int overflow = 0
-    cdef long long seconds = PyLong_AsLongLongAndOverflow(whole, &overflow)
-    if overflow < 0 or (overflow == 0 and seconds < 0):
-        raise ValueError(f"cooldown must be >= 0, got {whole!r}")
-    out[0] = FOREVER if overflow > 0 or seconds >= _SATURATING_SECONDS else <uint64_t>seconds * NS_PER_S
-    return 0
-
-
 cdef inline int _cooldown_ns(object cooldown, uint64_t *out) except -1:
     """Seconds (int, float, any real number) or a timedelta -> whole nanoseconds in
     ``out``.  0 means "clear"; any positive cooldown is at least 1 ns; too large
     saturates.  The common case, an exact float or int in range, is converted here,
-    inline; the rest and every error by ``_cooldown_ns_any``.  An error return is -1
-    only, so a 0 result costs no PyErr_Occurred check."""
+    inline; the rest and every error by ``_convert.cooldown_ns`` (the twin's rule,
+    through ``_cooldown_ns_any``).  An error return is -1 only, so a 0 result costs
+    no PyErr_Occurred check."""
     cdef double seconds
     cdef int overflow = 0
     cdef long long whole
@@ -1086,42 +1066,12 @@ cdef inline int _cooldown_ns(object cooldown, uint64_t *out) except -1:
 
 
 cdef int _cooldown_ns_any(object cooldown, uint64_t *out) except -1:
-    """``_cooldown_ns`` for any type, with its errors."""
-    cdef double seconds
-    if type(cooldown) is float:
-        seconds = PyFloat_AS_DOUBLE(cooldown)
-    elif type(cooldown) is int:
-        return _seconds_ns(cooldown, out)
-    elif isinstance(cooldown, _timedelta):
-        if cooldown < _ZERO_TIMEDELTA:
-            raise ValueError(f"cooldown must be >= 0, got {cooldown!r}")
-        whole = ((cooldown.days * 86400 + cooldown.seconds) * 1000000 + cooldown.microseconds) * 1000
-        out[0] = FOREVER if whole >= FOREVER else <uint64_t>whole
-        return 0
-    elif isinstance(cooldown, bool):
-        raise TypeError("cooldown must be a number of seconds or a datetime.timedelta, not bool")
-    elif hasattr(type(cooldown), "__index__"):
-        return _seconds_ns(_index(cooldown), out)
-    elif hasattr(type(cooldown), "__float__"):
-        try:
-            seconds = PyFloat_AsDouble(cooldown)
-        except OverflowError:  # a real number beyond any float, e.g. Fraction(10**400)
-            seconds = _INF if cooldown > 0 else -_INF
-    else:
-        raise TypeError("cooldown must be a number of seconds or a datetime.timedelta, "
-                        f"not {type(cooldown).__name__}")
-    if seconds != seconds:
-        raise ValueError("cooldown must not be NaN")
-    if seconds < 0:
-        raise ValueError(f"cooldown must be >= 0, got {seconds!r}")
-    if seconds * NS_PER_S >= SATURATING_NS_DOUBLE:
-        out[0] = FOREVER
-    else:  # 0 and -0.0 give 0 ("clear"); any positive value at least 1 ns
-        out[0] = <uint64_t>ceil(seconds * NS_PER_S)
+    """``_cooldown_ns`` for any value, with its errors: out of line, so that the
+    inline fast path stays small."""
+    out[0] = _convert_cooldown_ns(cooldown)
     return 0
 
 
-_ZERO_TIMEDELTA = _timedelta(0)
 cdef double _INF = float("inf")
 
 
@@ -1306,7 +1256,7 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         if self._observer is not None:
             return self._mark_success_observed(target)
         if _is_index(target):
-            key = target if type(target) is int else _as_int(target, "endpoint index")
+            key = target if type(target) is int else _endpoint_index(target)
             idx = _index_value(key)
             m = _mark(self._core, NULL, &idx, 1, 0, 0, True, NULL, NULL)
             if idx >= m.n:
@@ -1379,7 +1329,7 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         after an update, mark by endpoint, which resolves against the current set.
         Same validation as the constructor; on error the pool is unchanged.
         """
-        _update(self, endpoints, weights)
+        self._replace(*_prepare_update(endpoints, weights))
 
     @classmethod
     def from_env(cls, var="GONKA_ENDPOINTS", **options):
@@ -1638,7 +1588,7 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         observer = self._observer
         endpoint = None
         if _is_index(target):
-            key = target if type(target) is int else _as_int(target, "endpoint index")
+            key = target if type(target) is int else _endpoint_index(target)
             idx = _index_value(key)
             if idx < m.n:
                 failures = gp_u64_load_relaxed(_consecutive(m, idx))
@@ -1721,8 +1671,15 @@ cdef void _raise_remote(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t r
             break
 
 
-cdef inline bint _is_index(object target):
-    return type(target) is int or (not isinstance(target, _Endpoint) and hasattr(type(target), "__index__"))
+cdef inline bint _is_index(object target) except -1:
+    """``_convert.is_index_target``, with its two common answers inline: an int, and
+    an endpoint (so that ``mark_failed(ep)`` runs no Python to learn it)."""
+    return type(target) is int or (not isinstance(target, _Endpoint) and _is_other_index(target))
+
+
+cdef bint _is_other_index(object target) except -1:
+    """``_is_index``'s rare case, out of line so that the inline part stays small."""
+    return _is_index_target(target)
 
 
 cdef object _check_endpoint(object target):
@@ -1733,26 +1690,24 @@ cdef object _check_endpoint(object target):
 
 
 cdef Py_ssize_t _check_count(object k) except -1:
+    """``next_many``'s count: an exact int in range here, inline; anything else, and
+    every error, by ``_convert.count``."""
     cdef int overflow = 0
     cdef long long count
-    k = _as_int(k, "count")
-    count = PyLong_AsLongLongAndOverflow(k, &overflow)
-    if overflow < 0 or (overflow == 0 and count < 0):
-        raise ValueError(f"count must be >= 0, got {k!r}")
-    if overflow > 0 or count > (<Py_ssize_t>1 << 40):
-        raise OverflowError(f"count {k!r} is too large")
-    return <Py_ssize_t>count
+    if type(k) is int:
+        count = PyLong_AsLongLongAndOverflow(k, &overflow)
+        if overflow == 0 and 0 <= count <= (<Py_ssize_t>1 << 40):
+            return <Py_ssize_t>count
+    return _convert_count(k)
 
 
 cdef Py_ssize_t _check_sequence_index(object key, Py_ssize_t n) except -1:
-    """Sequence indexing: negative counts from the end, as for a tuple."""
-    cdef Py_ssize_t i
-    if isinstance(key, bool) or not hasattr(type(key), "__index__"):
-        raise TypeError(f"pool indices must be integers or slices, not {type(key).__name__}")
-    key = _index(key)
-    if key < 0:
-        key += n
-    if key < 0 or key >= n:
-        raise IndexError("pool index out of range")
-    i = key
-    return i
+    """``pool[key]``: an exact int in range here, inline; anything else, and every
+    error, by ``_convert.sequence_index``."""
+    cdef int overflow = 0
+    cdef long long i
+    if type(key) is int:
+        i = PyLong_AsLongLongAndOverflow(key, &overflow)
+        if overflow == 0 and -n <= i < n:
+            return <Py_ssize_t>(i + n if i < 0 else i)
+    return _sequence_index(key, n)

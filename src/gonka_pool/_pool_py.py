@@ -11,12 +11,12 @@ from __future__ import annotations
 import inspect
 import math
 import threading
-from datetime import timedelta
-from operator import index as _index
 
 from . import _failover
+from ._convert import FOREVER, cooldown_ns, count, endpoint_index, index_error, is_index_target
+from ._convert import integer, sequence_index
 from ._endpoint import GonkaEndpoint
-from ._facade import constructor_arguments, from_env, pool_repr, prepare, update
+from ._facade import constructor_arguments, from_env, pool_repr, prepare, prepare_update
 from ._policy import CLOCK, EndpointState, log_cooldown, monotonic_ns, random_offset
 from ._policy import SchedulePlan, schedule_table_py
 
@@ -27,111 +27,22 @@ STRIPES = 1  # one lock-protected cursor
 FREE_THREADED = False  # nothing here depends on it
 NEXT_MANY_NOGIL_MIN = 0  # no GIL to release in Python code
 
-# Deadline meaning "until cleared"; also where every addition saturates.
-FOREVER = 2**64 - 1
 # mark_failed's cooldown when the pool's backoff policy decides.
 POLICY = 2**64 - 2
-NS_PER_S = 1_000_000_000
-# Whole seconds at or above which the cooldown saturates to FOREVER; as a float,
-# the nanosecond count that does.
-SATURATING_SECONDS = 18_446_744_074
-SATURATING_NS_DOUBLE = 18446744073709551616.0
-_ZERO_TIMEDELTA = timedelta(0)
 
 
-def _as_int(value: object, what: str) -> int:
-    """``value`` as an exact int; bools and non-integers are a TypeError."""
-    if type(value) is int:
-        return value
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    return _index(value)  # type: ignore[arg-type]
-
-
-def _check_index(idx: object, n: int) -> int:
-    idx = _as_int(idx, "endpoint index")
+def _check_index(idx: int, n: int) -> int:
     if idx < 0 or idx >= n:
-        raise IndexError(f"endpoint index {idx} out of range for a pool of {n}")
+        raise index_error(idx, n)
     return idx
-
-
-def _whole_ns(ns: int) -> int:
-    """A non-negative int of nanoseconds, saturated to FOREVER."""
-    return FOREVER if ns >= FOREVER else ns
-
-
-def _cooldown_ns(cooldown: object) -> int:
-    """Seconds (int, float, any real number) or a timedelta -> whole nanoseconds.
-
-    0 means "clear"; any positive cooldown is at least 1 ns; too large saturates."""
-    if type(cooldown) is float:
-        seconds = cooldown
-    elif isinstance(cooldown, timedelta):
-        if cooldown < _ZERO_TIMEDELTA:
-            raise ValueError(f"cooldown must be >= 0, got {cooldown!r}")
-        return _whole_ns(
-            ((cooldown.days * 86400 + cooldown.seconds) * 1_000_000 + cooldown.microseconds)
-            * 1000
-        )
-    elif isinstance(cooldown, bool):
-        raise TypeError("cooldown must be a number of seconds or a datetime.timedelta, not bool")
-    elif type(cooldown) is int or hasattr(type(cooldown), "__index__"):
-        whole = _index(cooldown)  # type: ignore[arg-type]
-        if whole < 0:
-            raise ValueError(f"cooldown must be >= 0, got {whole!r}")
-        if whole >= SATURATING_SECONDS:
-            return FOREVER
-        return whole * NS_PER_S
-    elif hasattr(type(cooldown), "__float__"):
-        try:
-            seconds = float(cooldown)  # type: ignore[arg-type]
-        except OverflowError:  # a real number beyond any float, e.g. Fraction(10**400)
-            seconds = math.inf if cooldown > 0 else -math.inf  # type: ignore[operator]
-    else:
-        raise TypeError(
-            "cooldown must be a number of seconds or a datetime.timedelta, "
-            f"not {type(cooldown).__name__}"
-        )
-    if seconds != seconds:
-        raise ValueError("cooldown must not be NaN")
-    if seconds < 0:
-        raise ValueError(f"cooldown must be >= 0, got {seconds!r}")
-    if seconds == 0:
-        return 0
-    if seconds * NS_PER_S >= SATURATING_NS_DOUBLE:
-        return FOREVER
-    return math.ceil(seconds * NS_PER_S)
-
-
 
 
 def _as_u64(value: object, what: str) -> int:
     """An int that fits the C core's uint64_t, as Cython converts it."""
-    value = _as_int(value, what)
+    value = integer(value, what)
     if not 0 <= value < 2**64:
         raise OverflowError(f"{what} {value!r} does not fit 64 unsigned bits")
     return value
-
-
-def _check_count(k: object) -> int:
-    k = _as_int(k, "count")
-    if k < 0:
-        raise ValueError(f"count must be >= 0, got {k!r}")
-    if k > 1 << 40:
-        raise OverflowError(f"count {k!r} is too large")
-    return k
-
-
-def _check_sequence_index(key: object, n: int) -> int:
-    """Sequence indexing: negative counts from the end, as for a tuple."""
-    if isinstance(key, bool) or not hasattr(type(key), "__index__"):
-        raise TypeError(f"pool indices must be integers or slices, not {type(key).__name__}")
-    key = _index(key)  # type: ignore[arg-type]
-    if key < 0:
-        key += n
-    if key < 0 or key >= n:
-        raise IndexError("pool index out of range")
-    return key
 
 
 def _table(plan, n: int) -> list:
@@ -216,7 +127,7 @@ class EndpointPool:
         endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity = (
             constructor_arguments(cls.__name__, args, kwargs)
         )
-        base_ns, max_ns = _cooldown_ns(base_cooldown), _cooldown_ns(max_cooldown)
+        base_ns, max_ns = cooldown_ns(base_cooldown), cooldown_ns(max_cooldown)
         if base_ns == 0 or max_ns < base_ns:
             raise ValueError(
                 "need 0 < base_cooldown <= max_cooldown, got "
@@ -350,10 +261,10 @@ class EndpointPool:
     def next_many(self, k, /) -> list:
         """``k`` selections in one call, as ``[pool.next() for _ in range(k)]`` would
         make them on this thread, with one clock read at most."""
-        count = _check_count(k)
+        k = count(k)
         with self._lock:
             m = self._members
-            picks = self._select_batch(m, count)
+            picks = self._select_batch(m, k)
         nodes = m.nodes
         return [nodes[i] for i in picks]
 
@@ -368,19 +279,18 @@ class EndpointPool:
         Raises IndexError, TypeError or ValueError for bad arguments, leaving the
         pool unchanged.
         """
-        cooldown_ns = POLICY if cooldown is None else _cooldown_ns(cooldown)
-        return self._mark(target, cooldown_ns, 0)
+        return self._mark(target, POLICY if cooldown is None else cooldown_ns(cooldown), 0)
 
     def _mark_failed_at_least(self, target, cooldown, at_least) -> bool:
         """``mark_failed(target, cooldown)`` with a cooldown of at least ``at_least``
         seconds: the failover loop's mark when a node's ``Retry-After`` asks for
         longer than the pool's backoff may give (one failure, counted once)."""
-        cooldown_ns = POLICY if cooldown is None else _cooldown_ns(cooldown)
-        return self._mark(target, cooldown_ns, _cooldown_ns(at_least))
+        policy_or_ns = POLICY if cooldown is None else cooldown_ns(cooldown)
+        return self._mark(target, policy_or_ns, cooldown_ns(at_least))
 
     def _mark(self, target, cooldown_ns: int, floor_ns: int) -> bool:
-        if _is_index(target):
-            key = _as_int(target, "endpoint index")  # may run Python: not under the lock
+        if is_index_target(target):
+            key = endpoint_index(target)  # may run Python: not under the lock
             with self._lock:
                 m = self._members
                 idx = _check_index(key, m.n)
@@ -415,8 +325,8 @@ class EndpointPool:
         endpoint target is not in the pool."""
         if self._observer is not None:
             return self._mark_success_observed(target)
-        if _is_index(target):
-            key = _as_int(target, "endpoint index")
+        if is_index_target(target):
+            key = endpoint_index(target)
             with self._lock:
                 m = self._members
                 m.consecutive[_check_index(key, m.n)] = 0
@@ -440,7 +350,7 @@ class EndpointPool:
         after an update, mark by endpoint, which resolves against the current set.
         Same validation as the constructor; on error the pool is unchanged.
         """
-        update(self, endpoints, weights)
+        self._replace(*prepare_update(endpoints, weights))
 
     @classmethod
     def from_env(cls, var="GONKA_ENDPOINTS", **options):
@@ -556,7 +466,7 @@ class EndpointPool:
         nodes = self._members.nodes
         if type(key) is slice:
             return nodes[key]
-        return nodes[_check_sequence_index(key, len(nodes))]
+        return nodes[sequence_index(key, len(nodes))]
 
     def __iter__(self):
         return iter(self._members.nodes)
@@ -614,8 +524,8 @@ class EndpointPool:
         """``mark_success`` while an observer is set: it hears of a reset that found
         a non-zero consecutive count."""
         observer = self._observer
-        if _is_index(target):
-            key = _as_int(target, "endpoint index")
+        if is_index_target(target):
+            key = endpoint_index(target)
             with self._lock:
                 m = self._members
                 idx = _check_index(key, m.n)
@@ -672,12 +582,6 @@ class EndpointPool:
             for idx in indices:
                 m.consecutive[idx] = 0
         return bool(indices)
-
-
-def _is_index(target: object) -> bool:
-    return type(target) is int or (
-        not isinstance(target, GonkaEndpoint) and hasattr(type(target), "__index__")
-    )
 
 
 def _check_endpoint(target: object) -> object:

@@ -37,15 +37,13 @@ from types import ModuleType
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from ._convert import check_attempts, check_cooldown, check_deadline
 from ._endpoint import GonkaEndpoint
 from ._failover import (
     DEFAULT_MAX_RETRY_AFTER,
     Cooldowns,
     Verdict,
     arun,
-    check_attempts,
-    check_cooldown,
-    check_deadline,
     expiry,
     failover_plan,
     remaining,
