@@ -140,7 +140,7 @@ def test_no_error_or_log_line_shows_the_password_of_a_url_from_the_security_revi
         caplog.clear()
         with pytest.raises((ValueError, TypeError)) as info:
             call()
-        texts = texts_of(info.value) + [caplog.text]
+        texts = [*texts_of(info.value), caplog.text]
         for half in ("S3", "CRET"):
             assert not [text for text in texts if half in text], (url, texts)
 

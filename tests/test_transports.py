@@ -739,6 +739,7 @@ def test_openai_client_is_built_the_right_way(local, make_local_pool, monkeypatc
 def test_openai_client_sends_one_request_per_attempt_against_stalled_nodes(
         local, make_local_pool):
     import openai
+
     from gonka_pool.openai import client
 
     pool = make_local_pool(*[endpoint(local.stall, f"s{i}") for i in range(3)])

@@ -374,7 +374,7 @@ def run(
         while True:
             try:
                 result = send(*step)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the plan judges it, and raises what it will not retry
                 step = plan.throw(exc)
                 continue
             try:
@@ -401,7 +401,7 @@ async def arun(
         while True:
             try:
                 result = await send(*step)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - as in run()
                 step = plan.throw(exc)
                 continue
             try:

@@ -17,8 +17,7 @@ from operator import index as _index
 from . import _failover
 from ._endpoint import GonkaEndpoint
 from ._facade import constructor_arguments, from_env, pool_repr, prepare, update
-from ._policy import CLOCK, EndpointState, log_cooldown, monotonic_ns, random_offset
-from ._policy import SchedulePlan, schedule_table_py
+from ._policy import CLOCK, EndpointState, SchedulePlan, log_cooldown, monotonic_ns, random_offset, schedule_table_py
 
 __all__ = ["EndpointPool"]
 
@@ -160,7 +159,7 @@ class _Members:
         self.total = [0] * self.n
         positions: dict = {}
         for i, node in enumerate(nodes):
-            positions[node] = positions.get(node, ()) + (i,)
+            positions[node] = (*positions.get(node, ()), i)
         self.positions = positions  # read-only once built
 
     def indices_of(self, endpoint) -> tuple:
