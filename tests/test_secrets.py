@@ -61,7 +61,8 @@ NEIGHBOURS = "https://node0.example;addr0"
 def texts_of(exc: BaseException) -> list[str]:
     """Every text an exception shows: str, repr, args, notes, and the same for each
     exception chained to it as cause or context."""
-    texts, seen, todo = [], set(), [exc]
+    texts, seen = [], set()
+    todo: list[BaseException | None] = [exc]
     while todo:
         current = todo.pop()
         if current is None or id(current) in seen:

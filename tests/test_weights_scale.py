@@ -11,7 +11,7 @@ from math import gcd
 
 import pytest
 
-from conftest import c_schedule, nodes
+from conftest import _pool_c, c_schedule, nodes
 from gonka_pool._policy import (
     SMOOTH_MAX_WORK,
     TABLE_MAX_SLOTS,
@@ -20,11 +20,6 @@ from gonka_pool._policy import (
     spread_schedule_py,
     table_slots,
 )
-
-try:
-    from gonka_pool import _pool as _pool_c
-except ImportError:  # pragma: no cover - depends on the build
-    _pool_c = None
 
 T0 = 10**12
 

@@ -111,7 +111,7 @@ class CountPool:
 
 def _ft_utils_pool() -> type | None:
     try:
-        from ft_utils.concurrency import AtomicInt64  # type: ignore[import-not-found]
+        from ft_utils.concurrency import AtomicInt64
     except ImportError:
         return None
 
@@ -127,7 +127,7 @@ def _ft_utils_pool() -> type | None:
             n = len(self.endpoints)
             now = time.monotonic()
             for _ in range(n):
-                idx = self.cursor.incr() % n
+                idx: int = self.cursor.incr() % n
                 if self.failed_until[idx] <= now:
                     return self.endpoints[idx]
             return self.endpoints[min(range(n), key=self.failed_until.__getitem__)]
@@ -239,7 +239,8 @@ def make_runner(expression: str) -> Callable[[Any, int], None]:
     source = f"def run(obj, reps):\n    {setup or 'pass'}\n    for _ in range(reps):\n{body}\n"
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<bench {expression}>", "exec"), namespace)  # noqa: S102
-    return namespace["run"]
+    run: Callable[[Any, int], None] = namespace["run"]
+    return run
 
 
 def measure(obj: Any, runner: Callable[[Any, int], None], threads: int, reps: int) -> float:
@@ -472,10 +473,10 @@ def report(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: str) -> None:
-    import matplotlib  # type: ignore[import-not-found]
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # type: ignore[import-not-found]
+    import matplotlib.pyplot as plt
 
     info = result["interpreter"]
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -38,8 +38,9 @@ class _Cooldowns(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if hasattr(record, "gonka_cooldown"):
-            self.taken.append((record.created - self.start, record.gonka_endpoint,
-                               record.gonka_reason or "marked", record.gonka_cooldown))
+            fields = vars(record)  # log_cooldown's extra= fields, unknown to LogRecord's type
+            self.taken.append((record.created - self.start, fields["gonka_endpoint"],
+                               fields["gonka_reason"] or "marked", fields["gonka_cooldown"]))
 
 
 def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) -> int:

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from operator import index as _index
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ._endpoint import GonkaEndpoint
 from ._policy import FailureReport, failure_report
@@ -380,7 +380,7 @@ def run(
             try:
                 step = plan.send(result)
             except StopIteration as done:
-                return done.value
+                return cast(T, done.value)  # the plan's result: what send returned
             if discard is not None:
                 try:
                     discard(result)
@@ -407,7 +407,7 @@ async def arun(
             try:
                 step = plan.send(result)
             except StopIteration as done:
-                return done.value
+                return cast(T, done.value)  # the plan's result: what send returned
             if discard is not None:
                 try:
                     await discard(result)
@@ -446,8 +446,8 @@ def _call_plan(pool: Any, attempts: object, cooldown: object, timeout_cooldown: 
                ) -> Generator[Step, Any, Any]:
     checked_attempts = check_attempts(attempts)
     cooldowns = Cooldowns(cooldown, timeout_cooldown)
-    slow_kinds = (TimeoutError, *_check_exceptions("timeout_on", timeout_on))
-    kinds = (*DEFAULT_RETRY_ON, *_check_exceptions("retry_on", retry_on), *slow_kinds)
+    slow_kinds: tuple[type[BaseException], ...] = (TimeoutError, *_check_exceptions("timeout_on", timeout_on))
+    kinds: tuple[type[BaseException], ...] = (*DEFAULT_RETRY_ON, *_check_exceptions("retry_on", retry_on), *slow_kinds)
     expires = expiry(check_deadline(deadline))
 
     def judge_error(exc: Exception) -> Verdict:
@@ -482,7 +482,7 @@ def call(pool: Any, fn: Callable[[GonkaEndpoint], T], *, attempts: int | None = 
                 f"({type(result).__name__}): use await pool.acall(...)")
         return result
 
-    return run(plan, send)
+    return cast(T, run(plan, send))  # fn's result, from the untyped plan
 
 
 async def acall(pool: Any, afn: Callable[[GonkaEndpoint], Awaitable[T]], *,

@@ -125,7 +125,7 @@ def _check_sequence_index(key: object, n: int) -> int:
     return key
 
 
-def _table(plan, n: int) -> list:
+def _table(plan, n: int) -> list[int]:
     """``plan``'s table, after the checks the C core makes on it."""
     slots = tuple(plan[0])
     if len(slots) != n:
@@ -150,14 +150,14 @@ class _Members:
         self.weights = weights  # None when all equal
         # The node of each slot, laid out from the plan (``_policy.SchedulePlan``)
         # as the C core lays it out in C.
-        self.schedule = None if schedule is None else _table(schedule, len(nodes))
+        self.schedule = table = None if schedule is None else _table(schedule, len(nodes))
         self.n = len(nodes)
-        self.period = self.n if schedule is None else len(self.schedule)
+        self.period = self.n if table is None else len(table)
         self.cooling = 0  # non-zero deadlines (+ marks in flight, always 0 here)
         self.failed_until = [0] * self.n
         self.consecutive = [0] * self.n
         self.total = [0] * self.n
-        positions: dict = {}
+        positions: dict[GonkaEndpoint, tuple[int, ...]] = {}
         for i, node in enumerate(nodes):
             positions[node] = (*positions.get(node, ()), i)
         self.positions = positions  # read-only once built
@@ -195,8 +195,16 @@ class EndpointPool:
     """
 
     __slots__ = ("_members", "_lock", "_cursor", "_cursor_origin", "_test_now", "_base_ns", "_max_ns")
+    # For type checkers, which do not follow __new__'s object.__new__(cls).
+    _members: _Members
+    _lock: threading.Lock
+    _cursor: int
+    _cursor_origin: int
+    _test_now: int
+    _base_ns: int
+    _max_ns: int
 
-    def __new__(cls, *args, **kwargs):
+    def __new__(cls, *args: object, **kwargs: object) -> EndpointPool:
         endpoints, weights, start, base_cooldown, max_cooldown = constructor_arguments(
             cls.__name__, args, kwargs
         )
