@@ -1,6 +1,7 @@
-# make test   - build the C core and run the suite on CPython 3.11 and free-threaded 3.13t,
-#               then again on 3.13t with every test run by 4 threads at once
+# make test   - lint first, then build the C core and run the suite on CPython 3.11 and
+#               free-threaded 3.13t, then again on 3.13t with every test run by 4 threads at once
 #               (tests/test_redis.py against a real redis-server, installed when missing)
+# make lint   - ruff, mypy, the types users see (tests/typing/), stubtest of _pool.pyi
 # make demo   - build and run `python -m gonka_pool demo`
 # make tsan   - the concurrency tests under ThreadSanitizer (a TSan build of 3.13t)
 # make valgrind - the suite under valgrind: no definite leak from the extension
@@ -27,9 +28,23 @@ export GONKA_POOL_REQUIRE_C := 1
 # The suite must not pass because something re-enabled the GIL behind its back.
 export PYTHONWARNINGS := error::RuntimeWarning
 
-.PHONY: test test-gil test-ft test-parallel redis-server tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover bench-scaleout clean
+.PHONY: test lint test-gil test-ft test-parallel redis-server tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover bench-scaleout clean
 
-test: test-gil test-ft test-parallel
+test: lint test-gil test-ft test-parallel
+
+# make lint: seconds, so it runs first.  mypy reads the test requirements (it checks
+# tests/ too) and stubtest imports the installed C core, hence .installed.  The format
+# check comes last, so that a file not yet formatted does not hide the other checks.
+lint: $(VENV_GIL)/.installed $(VENV_GIL)/.lint-installed
+	$(VENV_GIL)/bin/ruff check
+	$(VENV_GIL)/bin/mypy
+	$(VENV_GIL)/bin/python tests/typing/check.py
+	$(VENV_GIL)/bin/python -m mypy.stubtest gonka_pool._pool --allowlist tests/typing/stubtest-allowlist.txt
+	$(VENV_GIL)/bin/ruff format --check
+
+$(VENV_GIL)/.lint-installed: $(VENV_GIL)/bin/python requirements-lint.txt
+	$(VENV_GIL)/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: -r requirements-lint.txt
+	touch $@
 
 # The Redis tests fail instead of skipping here: a missing server must not pass.
 test-gil test-ft test-parallel: export GONKA_POOL_REQUIRE_REDIS := 1

@@ -22,7 +22,7 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
 
-from gonka_pool import GonkaEndpoint, _pool  # noqa: E402
+from gonka_pool import GonkaEndpoint, _pool
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from gonka_pool import GonkaEndpoint, _pool_py
 from gonka_pool._policy import schedule_plan
 
+_pool_c: ModuleType | None
 try:
     from gonka_pool import _pool as _pool_c
 except ImportError:  # pragma: no cover - depends on the build

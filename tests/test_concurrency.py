@@ -155,5 +155,5 @@ def test_threads_started_one_after_another_advance_stripes_of_their_own(pool_imp
     pool = pool_impl.make(8)
     before = pool._stripe_positions()
     run_threads(lambda _: pool._select_loop(1000), n=2)
-    moved = [after - start for after, start in zip(pool._stripe_positions(), before)]
+    moved = [after - start for after, start in zip(pool._stripe_positions(), before, strict=True)]
     assert sorted(moved)[-2:] == [1000, 1000] and sum(moved) == 2000

@@ -65,7 +65,7 @@ class TimedeltaSubclass(timedelta):
     pass
 
 
-ODD = [
+ODD: list[object] = [
     None, True, False,
     0, 1, 2, 3, -1, -3, -4, -5, 2**31, 2**40, 2**40 + 1, 2**63, 2**64,
     18_446_744_073, 18_446_744_074, 10**400, -(10**400),

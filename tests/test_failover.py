@@ -16,8 +16,8 @@ from fractions import Fraction
 
 import pytest
 
-from conftest import nodes
 import gonka_pool
+from conftest import nodes
 from gonka_pool import GonkaEndpoint
 from gonka_pool._failover import retry_after_seconds
 
@@ -459,7 +459,7 @@ def test_acall_never_retries_cancellation(make_pool):
 
 def test_acall_rejects_a_sync_function_without_marking_nodes(make_pool):
     pool = frozen(make_pool(3))
-    with pytest.raises(TypeError, match="use pool.call"):
+    with pytest.raises(TypeError, match=r"use pool\.call"):
         asyncio.run(pool.acall(failing_on()))
     assert deadlines(pool) == [0, 0, 0]
 

@@ -50,7 +50,7 @@ def picks(pool, k):
     ids=["None", "int", "float", "bytes", "bytearray", "memoryview", "list", "object"],
 )
 def test_a_url_that_is_not_a_str_is_a_type_error(url):
-    with pytest.raises(TypeError, match="^base_url must be a str, not "):
+    with pytest.raises(TypeError, match=r"^base_url must be a str, not "):
         GonkaEndpoint(url, "addr")
 
 
@@ -59,7 +59,7 @@ def test_a_url_that_is_not_a_str_is_a_type_error(url):
     ids=["None", "int", "bytes", "bytearray", "tuple"],
 )
 def test_an_address_that_is_not_a_str_is_a_type_error(address):
-    with pytest.raises(TypeError, match="^address must be a str, not "):
+    with pytest.raises(TypeError, match=r"^address must be a str, not "):
         GonkaEndpoint(GOOD, address)
 
 
@@ -114,14 +114,14 @@ INVISIBLE = ["\u00ad", "\u200b", "\u200c", "\u200d", "\u200e", "\u202e", "\u2060
                                    "{}https://node.example", "https://node.example{}"])
 def test_control_characters_and_whitespace_anywhere_in_a_url_are_rejected(char, where):
     url = where.format(char)
-    with pytest.raises(ValueError, match="invalid endpoint URL .*whitespace or control"):
+    with pytest.raises(ValueError, match=r"invalid endpoint URL .*whitespace or control"):
         GonkaEndpoint(url, "addr")
 
 
 @pytest.mark.parametrize("char", INVISIBLE, ids=lambda c: f"U+{ord(c):04X}")
 @pytest.mark.parametrize("where", ["https://node{}.example", "https://node.example/v1{}"])
 def test_invisible_format_characters_and_lone_surrogates_in_a_url_are_rejected(char, where):
-    with pytest.raises(ValueError, match="invalid endpoint URL .*invisible format character"):
+    with pytest.raises(ValueError, match=r"invalid endpoint URL .*invisible format character"):
         GonkaEndpoint(where.format(char), "addr")
 
 
@@ -186,7 +186,7 @@ def test_ports_from_1_to_65535_are_accepted(port):
          "40-digits", "empty", "twice"],
 )
 def test_ports_out_of_range_or_not_ascii_digits_are_rejected(port):
-    with pytest.raises(ValueError, match="invalid endpoint URL .*(invalid port|forbidden character)"):
+    with pytest.raises(ValueError, match=r"invalid endpoint URL .*(invalid port|forbidden character)"):
         GonkaEndpoint(f"https://node.example:{port}/v1", "addr")
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -166,7 +167,7 @@ def test_any_window_of_sum_weights_picks_each_node_weight_times(make_pool, weigh
 def test_a_weighted_pick_never_repeats_a_light_node_back_to_back(make_pool):
     pool = make_pool(3, weights=[5, 1, 1])
     picks = [pool.next_indexed()[0] for _ in range(70)]
-    assert all(not (a == b != 0) for a, b in zip(picks, picks[1:]))
+    assert all(not (a == b != 0) for a, b in pairwise(picks))
     runs_of_heavy = "".join("x" if p == 0 else " " for p in picks).split()
     assert max(map(len, runs_of_heavy)) <= 4  # a a b a c a a | a a b ...
 

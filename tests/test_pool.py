@@ -86,7 +86,7 @@ def test_per_thread_copies_only_where_they_pay(make_pool, pool_impl):
     originals = [pool.endpoints[pool.endpoints.index(theirs)] for theirs in there]
     copies = pool_impl.name == "c" and pool_impl.module.FREE_THREADED
     assert there == originals and list(map(hash, there)) == list(map(hash, originals))
-    assert any(a is not b for a, b in zip(there, originals)) is copies
+    assert any(a is not b for a, b in zip(there, originals, strict=True)) is copies
     big = make_pool(4096)
     there.clear()
     worker = threading.Thread(target=lambda: there.append(big.next()))
@@ -303,12 +303,13 @@ def test_bad_endpoints_are_rejected_with_a_specific_error(pool_impl, endpoints, 
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
-        (nodes(3), {}, r"^EndpointPool\(\) takes 1 positional argument \(the endpoints\) but 3 were "
-         r"given; pass a list: EndpointPool\(\[ep1, ep2\]\)$"),
+        (nodes(3), {}, (r"^EndpointPool\(\) takes 1 positional argument \(the endpoints\) but 3 were "
+                        r"given; pass a list: EndpointPool\(\[ep1, ep2\]\)$")),
         ([nodes(2), None], {}, r"takes 1 positional argument \(the endpoints\) but 2 were given"),
         ([], {}, r"^EndpointPool\(\) missing 1 required argument: 'endpoints'"),
-        ([nodes(1)], {"wieghts": [1]}, r"^EndpointPool\(\) got an unexpected keyword argument 'wieghts'; "
-         "its keywords are weights, start, base_cooldown, max_cooldown, shared and shared_capacity$"),
+        ([nodes(1)], {"wieghts": [1]}, (r"^EndpointPool\(\) got an unexpected keyword argument 'wieghts'; "
+                                        "its keywords are weights, start, base_cooldown, max_cooldown, shared "
+                                        "and shared_capacity$")),
         ([nodes(1)], {"endpoints": nodes(1)}, r"^EndpointPool\(\) got multiple values for argument 'endpoints'$"),
     ],
 )

@@ -22,8 +22,8 @@ import time
 import uuid
 
 import pytest
-from conftest import nodes
 
+from conftest import nodes
 from gonka_pool import GonkaEndpoint
 from gonka_pool.redis import node_key
 
@@ -230,8 +230,9 @@ try:
     import redis.asyncio
     from redis.backoff import NoBackoff
     from redis.retry import Retry
+    HAVE_REDIS_PY = True
 except ImportError:  # pragma: no cover - make test installs it
-    redis = None
+    HAVE_REDIS_PY = False
 
 shares_a_server = pytest.mark.thread_unsafe(
     reason="starts, kills and restarts redis-server processes and measures latency"
@@ -300,7 +301,7 @@ class RedisServer:
 
 
 def redis_binary() -> str:
-    if redis is None:
+    if not HAVE_REDIS_PY:
         if os.environ.get("GONKA_POOL_REQUIRE_REDIS"):
             pytest.fail("redis-py is not installed (make test installs it)")
         pytest.skip("redis-py is not installed")

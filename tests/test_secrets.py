@@ -61,7 +61,8 @@ NEIGHBOURS = "https://node0.example;addr0"
 def texts_of(exc: BaseException) -> list[str]:
     """Every text an exception shows: str, repr, args, notes, and the same for each
     exception chained to it as cause or context."""
-    texts, seen, todo = [], set(), [exc]
+    texts, seen = [], set()
+    todo: list[BaseException | None] = [exc]
     while todo:
         current = todo.pop()
         if current is None or id(current) in seen:
@@ -140,7 +141,7 @@ def test_no_error_or_log_line_shows_the_password_of_a_url_from_the_security_revi
         caplog.clear()
         with pytest.raises((ValueError, TypeError)) as info:
             call()
-        texts = texts_of(info.value) + [caplog.text]
+        texts = [*texts_of(info.value), caplog.text]
         for half in ("S3", "CRET"):
             assert not [text for text in texts if half in text], (url, texts)
 

@@ -59,7 +59,7 @@ def test_unparseable_url_is_rejected(pool_impl):
 
 
 def test_empty_node_list_is_rejected(pool_impl):
-    with pytest.raises(ValueError, match="^EndpointPool requires at least one node$"):
+    with pytest.raises(ValueError, match=r"^EndpointPool requires at least one node$"):
         pool_impl.EndpointPool([])
 
 

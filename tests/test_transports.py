@@ -780,6 +780,7 @@ def test_nothing_from_the_environment_reaches_a_node(local, make_local_pool, mon
 def test_openai_client_sends_one_request_per_attempt_against_stalled_nodes(
         local, make_local_pool):
     import openai
+
     from gonka_pool.openai import client
 
     pool = make_local_pool(*[endpoint(local.stall, f"s{i}") for i in range(3)])

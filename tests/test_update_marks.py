@@ -184,7 +184,7 @@ def test_a_mark_between_updates_lands_on_the_new_membership(make_pool):
     pool.mark_failed(b, 1000)
     pool.update([c, b, a])
     pool.mark_failed(a, 1000)
-    pool.update([a, b, c] + list(EXTRA))
+    pool.update([a, b, c, *EXTRA])
     pool.mark_failed(c, 0)
     pool.mark_failed(b, 0)
     assert [s.available for s in pool.snapshot()] == [False, True, True, True, True, True]

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from itertools import groupby
+from itertools import groupby, pairwise
 from math import gcd
 
 import pytest
 
-from conftest import c_schedule, nodes
+from conftest import _pool_c, c_schedule, nodes
 from gonka_pool._policy import (
     SMOOTH_MAX_WORK,
     TABLE_MAX_SLOTS,
@@ -20,11 +20,6 @@ from gonka_pool._policy import (
     spread_schedule_py,
     table_slots,
 )
-
-try:
-    from gonka_pool import _pool as _pool_c
-except ImportError:  # pragma: no cover - depends on the build
-    _pool_c = None
 
 T0 = 10**12
 
@@ -67,7 +62,7 @@ def test_ten_thousand_nodes_with_network_weights_build_and_pick_in_proportion(ma
     counts = pool._select_loop(period)  # one whole period: each node exactly its slots
     assert counts == list(schedule_plan(tuple(weights)).slots)
     total = sum(weights)
-    assert sum(abs(c - period * w / total) for c, w in zip(counts, weights)) <= 0.01 * period
+    assert sum(abs(c - period * w / total) for c, w in zip(counts, weights, strict=True)) <= 0.01 * period
 
 
 def test_the_table_stays_within_its_bound_for_any_weights():
@@ -113,13 +108,13 @@ def test_each_node_holds_its_share_of_the_table_within_one_slot():
     for weights in (network_weights(1000), network_weights(3000, seed=1), [10**18, 1, 1, 7 * 10**17]):
         plan = schedule_plan(tuple(weights))
         most, total = table_slots(len(weights)), sum(weights)
-        raised = sum(1 for c, w in zip(plan.slots, weights) if c == 1 and w * most < total)
+        raised = sum(1 for c, w in zip(plan.slots, weights, strict=True) if c == 1 and w * most < total)
         assert sum(plan.slots) == most
-        for c, w in zip(plan.slots, weights):
+        for c, w in zip(plan.slots, weights, strict=True):
             quota = most * w / total
             assert abs(c - quota) < 1 + raised * quota / most or (c == 1 and quota < 1)
         period = sum(plan.slots)
-        error = sum(abs(c / period - w / total) for c, w in zip(plan.slots, weights))
+        error = sum(abs(c / period - w / total) for c, w in zip(plan.slots, weights, strict=True))
         assert error < (len(weights) + raised) / period
 
 
@@ -155,9 +150,9 @@ def test_share_error_of_a_million_picks_over_1000_network_weights_is_below_one_p
     picks = 10**6
     counts = pool._select_loop(picks)
     total = sum(weights)
-    error = sum(abs(c - picks * w / total) for c, w in zip(counts, weights))
+    error = sum(abs(c - picks * w / total) for c, w in zip(counts, weights, strict=True))
     assert error <= 0.01 * picks
-    assert all(c >= 1 for c, w in zip(counts, weights) if picks * w >= total)
+    assert all(c >= 1 for c, w in zip(counts, weights, strict=True) if picks * w >= total)
 
 
 def test_no_weight_rounds_to_never(make_pool):
@@ -195,7 +190,7 @@ def test_network_weights_run_at_most_two_picks_long(make_pool):
 def test_consecutive_picks_sweep_the_nodes_in_ascending_order_within_a_round():
     # The cache-friendly order: a round lists its nodes in index order.
     table = spread_schedule_py(schedule_plan(tuple(network_weights(1000))).slots)
-    descents = sum(1 for a, b in zip(table, table[1:]) if b < a)
+    descents = sum(1 for a, b in pairwise(table) if b < a)
     assert descents <= max(schedule_plan(tuple(network_weights(1000))).slots)
 
 

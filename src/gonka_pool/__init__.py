@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Literal
 
 from ._endpoint import GonkaEndpoint
 from ._policy import EndpointState
@@ -30,7 +31,14 @@ _NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (
     sys.implementation.name != "cpython"
 )
 
-if _NO_EXTENSIONS:
+# The one place that picks the implementation: no other module imports _pool.
+if TYPE_CHECKING:
+    # Type checkers see one typed surface, the C core's stub (_pool.pyi), which the
+    # twin mirrors; without this they would see whichever branch they read last.
+    from ._pool import EndpointPool
+
+    IMPLEMENTATION: Literal["c", "python"]
+elif _NO_EXTENSIONS:
     from ._pool_py import EndpointPool
 
     IMPLEMENTATION = "python"

@@ -36,8 +36,9 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from itertools import count
-from typing import Any, Callable
+from typing import Any
 
 from . import IMPLEMENTATION, EndpointPool, GonkaEndpoint
 from ._policy import CLOCK
@@ -110,7 +111,7 @@ class CountPool:
 
 def _ft_utils_pool() -> type | None:
     try:
-        from ft_utils.concurrency import AtomicInt64  # type: ignore[import-not-found]
+        from ft_utils.concurrency import AtomicInt64
     except ImportError:
         return None
 
@@ -126,7 +127,7 @@ def _ft_utils_pool() -> type | None:
             n = len(self.endpoints)
             now = time.monotonic()
             for _ in range(n):
-                idx = self.cursor.incr() % n
+                idx: int = self.cursor.incr() % n
                 if self.failed_until[idx] <= now:
                     return self.endpoints[idx]
             return self.endpoints[min(range(n), key=self.failed_until.__getitem__)]
@@ -224,8 +225,8 @@ def weighted_share(size: int = WEIGHTED_SIZES[0], picks: int = SHARE_PICKS) -> d
     pool = EndpointPool(bench_endpoints(size), weights=weights, start=0)
     counts = pool._select_loop(picks, True)
     total = sum(weights)
-    error = sum(abs(c - picks * w / total) for c, w in zip(counts, weights))
-    owed = [c for c, w in zip(counts, weights) if picks * w >= total]
+    error = sum(abs(c - picks * w / total) for c, w in zip(counts, weights, strict=True))
+    owed = [c for c, w in zip(counts, weights, strict=True) if picks * w >= total]
     return {"nodes": size, "picks": picks, "error": error / picks,
             "every_node_picked": all(c >= 1 for c in owed), "least_picks": min(counts)}
 
@@ -238,7 +239,8 @@ def make_runner(expression: str) -> Callable[[Any, int], None]:
     source = f"def run(obj, reps):\n    {setup or 'pass'}\n    for _ in range(reps):\n{body}\n"
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<bench {expression}>", "exec"), namespace)  # noqa: S102
-    return namespace["run"]
+    run: Callable[[Any, int], None] = namespace["run"]
+    return run
 
 
 def measure(obj: Any, runner: Callable[[Any, int], None], threads: int, reps: int) -> float:
@@ -366,7 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 single_runners[name](obj, single_reps[name])
                 elapsed = time.perf_counter() - start
                 single[name].append(elapsed * 1e9 / (single_reps[name] * UNROLL * per_call))
-                progress.step(f"round {round_ + 1}: {name}")
+                progress.step(f"round {round_ + 1}: {name}")  # noqa: B023 - joined within the round
 
         def builds_on_one_thread() -> None:
             times: dict[str, list[float]] = {name: [] for name in builds}
@@ -375,7 +377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     times[name].append(time_build(endpoints, weights))
             for name in builds:
                 built[name].append(statistics.median(times[name]))
-                progress.step(f"round {round_ + 1}: {name}")
+                progress.step(f"round {round_ + 1}: {name}")  # noqa: B023 - joined within the round
 
         for work in (singles_on_one_thread, builds_on_one_thread):
             worker = threading.Thread(target=work)
@@ -399,19 +401,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "single_thread_ns": {k: statistics.median(v) for k, v in single.items()},
         # Median over rounds of each round's ratio to that round's next().
         "single_thread_ratio": {
-            k: statistics.median(a / b for a, b in zip(v, single["next()"])) for k, v in single.items()
+            k: statistics.median(a / b for a, b in zip(v, single["next()"], strict=True)) for k, v in single.items()
         },
         # Median over rounds of each round's weighted / unweighted next() at a size.
         "weighted_next_ratio": {
             f"next(), {size} nodes": statistics.median(
                 a / b for a, b in zip(single[f"next(), {size} nodes, weights 1..10^6"],
-                                      single[f"next(), {size} nodes"]))
+                                      single[f"next(), {size} nodes"], strict=True))
             for size in WEIGHTED_SIZES
         },
         "build_ms": {k: statistics.median(v) * 1e3 for k, v in built.items()},
         # Median over rounds of each round's ratio to that round's unweighted build.
         "build_ratio": {
-            k: statistics.median(a / b for a, b in zip(v, built[builds[k][2]])) for k, v in built.items()
+            k: statistics.median(a / b for a, b in zip(v, built[builds[k][2]], strict=True)) for k, v in built.items()
         },
         "weighted_share": weighted_share(),
         "throughput": {n: {t: statistics.median(v) for t, v in d.items()} for n, d in threaded.items()},
@@ -424,9 +426,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     info = result["interpreter"]
     lines = [
-        f"gonka_pool bench: Python {info['python']} ({'free-threaded' if info['free_threaded_build'] else 'GIL'} build), "
-        f"GIL {'enabled' if info['gil_enabled'] else 'disabled'}, {info['cores']} cores, "
-        f"{info['machine']}, implementation {info['gonka_pool']}, clock {info['clock']}",
+        (f"gonka_pool bench: Python {info['python']} "
+         f"({'free-threaded' if info['free_threaded_build'] else 'GIL'} build), "
+         f"GIL {'enabled' if info['gil_enabled'] else 'disabled'}, {info['cores']} cores, "
+         f"{info['machine']}, implementation {info['gonka_pool']}, clock {info['clock']}"),
         f"{result['nodes']} nodes, {result['rounds']} interleaved rounds, medians",
         "",
         "Single thread, all cases of a round on one thread: ns per call (median), and the",
@@ -470,10 +473,10 @@ def report(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: str) -> None:
-    import matplotlib  # type: ignore[import-not-found]
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # type: ignore[import-not-found]
+    import matplotlib.pyplot as plt
 
     info = result["interpreter"]
     fig, ax = plt.subplots(figsize=(7, 4.5))

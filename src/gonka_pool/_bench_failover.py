@@ -66,7 +66,7 @@ PARSER_OPTIONS: dict[str, Any] = {
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _run_config(nodes: dict[str, LocalNode | str], attempts: int | None, requests: int,

@@ -83,7 +83,8 @@ print(json.dumps({"attempts": attempts, "requests": requests}))
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

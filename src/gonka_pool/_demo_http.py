@@ -38,8 +38,9 @@ class _Cooldowns(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if hasattr(record, "gonka_cooldown"):
-            self.taken.append((record.created - self.start, record.gonka_endpoint,
-                               record.gonka_reason or "marked", record.gonka_cooldown))
+            fields = vars(record)  # log_cooldown's extra= fields, unknown to LogRecord's type
+            self.taken.append((record.created - self.start, fields["gonka_endpoint"],
+                               fields["gonka_reason"] or "marked", fields["gonka_cooldown"]))
 
 
 def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) -> int:
@@ -53,7 +54,7 @@ def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) 
         return 0
 
     nodes = [LocalNode(f"node{i}", retry_after=RETRY_AFTER).start() for i in (1, 2, 3)]
-    node1, node2, node3 = nodes
+    _, node2, node3 = nodes
     pool = EndpointPool(GonkaEndpoint(node.url, f"gonka1{node.name}") for node in nodes)
     # base URL http://gonka (the transport picks the node), no SDK retries on top
     # of the pool's failover, a placeholder API key.
@@ -138,7 +139,7 @@ def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) 
         counts = "  ".join(f"{answered[phase, n.name]:>5}" for n in nodes)
         out(f"  {label:<{width}}  {counts}  {failed[phase]:>6}")
     out("  cooldowns taken:")
-    names = {endpoint: node.name for endpoint, node in zip(pool.endpoints, nodes)}
+    names = {endpoint: node.name for endpoint, node in zip(pool.endpoints, nodes, strict=True)}
     for at, endpoint, reason, seconds in cooldowns.taken:
         out(f"    +{at:.2f} s  {names.get(endpoint, endpoint.base_url)}  {reason:<22} "
             f"skipped for {seconds:g} s")

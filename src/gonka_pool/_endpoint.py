@@ -193,6 +193,7 @@ class GonkaEndpoint:
 
     base_url: str
     address: str
+    _hash: int
 
     def __init__(self, base_url: str, address: str) -> None:
         if hasattr(self, "_hash"):
@@ -236,7 +237,7 @@ class GonkaEndpoint:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self.base_url == other.base_url and self.address == other.address  # type: ignore[attr-defined]
+        return self.base_url == other.base_url and self.address == other.address
 
     def __ne__(self, other: object) -> bool:
         result = self.__eq__(other)
@@ -248,7 +249,7 @@ class GonkaEndpoint:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, address={self.address!r})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[GonkaEndpoint], tuple[str, str]]:
         return (type(self), (self.base_url, self.address))
 
     def _copy_for_stripe(self) -> GonkaEndpoint:
@@ -264,5 +265,5 @@ class GonkaEndpoint:
     def __copy__(self) -> GonkaEndpoint:
         return self
 
-    def __deepcopy__(self, memo: dict) -> GonkaEndpoint:
+    def __deepcopy__(self, memo: dict[int, object]) -> GonkaEndpoint:
         return self

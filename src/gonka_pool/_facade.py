@@ -36,7 +36,9 @@ _KEYWORD_DEFAULTS = {"weights": None, "start": "random", "base_cooldown": 30.0, 
                      "shared": None, "shared_capacity": None}
 
 
-def constructor_arguments(name: str, args: tuple, kwargs: dict) -> tuple:
+def constructor_arguments(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, Any, Any, Any, Any, Any, Any]:
     """``(endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity)`` from the
     arguments of ``name(endpoints, *, weights=None, start="random",
     base_cooldown=30.0, max_cooldown=300.0, shared=None, shared_capacity=None)``.

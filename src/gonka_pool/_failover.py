@@ -41,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ._convert import check_attempts, check_cooldown, check_deadline
 from ._endpoint import GonkaEndpoint
@@ -314,13 +314,13 @@ def run(
         while True:
             try:
                 result = send(*step)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the plan judges it, and raises what it will not retry
                 step = plan.throw(exc)
                 continue
             try:
                 step = plan.send(result)
             except StopIteration as done:
-                return done.value
+                return cast(T, done.value)  # the plan's result: what send returned
             if discard is not None:
                 try:
                     discard(result)
@@ -341,13 +341,13 @@ async def arun(
         while True:
             try:
                 result = await send(*step)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - as in run()
                 step = plan.throw(exc)
                 continue
             try:
                 step = plan.send(result)
             except StopIteration as done:
-                return done.value
+                return cast(T, done.value)  # the plan's result: what send returned
             if discard is not None:
                 try:
                     await discard(result)
@@ -386,8 +386,8 @@ def _call_plan(pool: Any, attempts: object, cooldown: object, timeout_cooldown: 
                ) -> Generator[Step, Any, Any]:
     checked_attempts = check_attempts(attempts)
     cooldowns = Cooldowns(cooldown, timeout_cooldown)
-    slow_kinds = (TimeoutError, *_check_exceptions("timeout_on", timeout_on))
-    kinds = (*DEFAULT_RETRY_ON, *_check_exceptions("retry_on", retry_on), *slow_kinds)
+    slow_kinds: tuple[type[BaseException], ...] = (TimeoutError, *_check_exceptions("timeout_on", timeout_on))
+    kinds: tuple[type[BaseException], ...] = (*DEFAULT_RETRY_ON, *_check_exceptions("retry_on", retry_on), *slow_kinds)
     expires = expiry(check_deadline(deadline))
 
     def judge_error(exc: Exception) -> Verdict:
@@ -422,7 +422,7 @@ def call(pool: Any, fn: Callable[[GonkaEndpoint], T], *, attempts: int | None = 
                 f"({type(result).__name__}): use await pool.acall(...)")
         return result
 
-    return run(plan, send)
+    return cast(T, run(plan, send))  # fn's result, from the untyped plan
 
 
 async def acall(pool: Any, afn: Callable[[GonkaEndpoint], Awaitable[T]], *,

@@ -194,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(200, _completion(node.name, model))
 
-    def _json(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+    def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -227,11 +227,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-def _error(message: str, kind: str) -> dict:
+def _error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-def _completion(name: str, model: str) -> dict:
+def _completion(name: str, model: str) -> dict[str, Any]:
     return {
         "id": "chatcmpl-local",
         "object": "chat.completion",
@@ -246,7 +246,7 @@ def _completion(name: str, model: str) -> dict:
     }
 
 
-def _chunk(model: str, delta: dict, finish_reason: str | None) -> dict:
+def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-local",
         "object": "chat.completion.chunk",

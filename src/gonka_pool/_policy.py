@@ -56,7 +56,8 @@ SMOOTH_MAX_WORK = 1 << 20
 
 # Deadlines are read on CLOCK_MONOTONIC_COARSE on Linux (CLOCK_MONOTONIC as of the
 # last timer tick, a fraction of a precise read's cost: benchmarks/clock_cost.c),
-# when its tick is at most this long (HZ=100); else the precise clock.  A real-clock deadline adds one tick, so no node comes back a tick early.
+# when its tick is at most this long (HZ=100); else the precise clock.  A real-clock
+# deadline adds one tick, so no node comes back a tick early.
 CLOCK_MAX_TICK_NS = 10_000_000
 _CLOCK_MONOTONIC_COARSE = 6  # Linux's clockid_t; the time module does not name it
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import inspect
 import math
 import threading
+from typing import Any
 
 from . import _failover
-from ._convert import FOREVER, cooldown_ns, count, endpoint_index, index_error, is_index_target
-from ._convert import integer, sequence_index
+from ._convert import FOREVER, cooldown_ns, count, endpoint_index, index_error, integer, is_index_target, sequence_index
 from ._endpoint import GonkaEndpoint
 from ._facade import constructor_arguments, from_env, pool_repr, prepare, prepare_update
-from ._policy import CLOCK, EndpointState, log_cooldown, monotonic_ns, random_offset
-from ._policy import SchedulePlan, schedule_table_py
+from ._policy import CLOCK, EndpointState, SchedulePlan, log_cooldown, monotonic_ns, random_offset, schedule_table_py
 
 __all__ = ["EndpointPool"]
 
@@ -45,7 +44,7 @@ def _as_u64(value: object, what: str) -> int:
     return value
 
 
-def _table(plan, n: int) -> list:
+def _table(plan, n: int) -> list[int]:
     """``plan``'s table, after the checks the C core makes on it."""
     slots = tuple(plan[0])
     if len(slots) != n:
@@ -70,16 +69,16 @@ class _Members:
         self.weights = weights  # None when all equal
         # The node of each slot, laid out from the plan (``_policy.SchedulePlan``)
         # as the C core lays it out in C.
-        self.schedule = None if schedule is None else _table(schedule, len(nodes))
+        self.schedule = table = None if schedule is None else _table(schedule, len(nodes))
         self.n = len(nodes)
-        self.period = self.n if schedule is None else len(self.schedule)
+        self.period = self.n if table is None else len(table)
         self.cooling = 0  # non-zero deadlines (+ marks in flight, always 0 here)
         self.failed_until = [0] * self.n
         self.consecutive = [0] * self.n
         self.total = [0] * self.n
-        positions: dict = {}
+        positions: dict[GonkaEndpoint, tuple[int, ...]] = {}
         for i, node in enumerate(nodes):
-            positions[node] = positions.get(node, ()) + (i,)
+            positions[node] = (*positions.get(node, ()), i)
         self.positions = positions  # read-only once built
 
     def indices_of(self, endpoint) -> tuple:
@@ -122,8 +121,17 @@ class EndpointPool:
 
     __slots__ = ("_members", "_lock", "_cursor", "_cursor_origin", "_test_now", "_base_ns", "_max_ns",
                  "_observer")
+    # For type checkers, which do not follow __new__'s object.__new__(cls).
+    _members: _Members
+    _lock: threading.Lock
+    _cursor: int
+    _cursor_origin: int
+    _test_now: int
+    _base_ns: int
+    _max_ns: int
+    _observer: Any
 
-    def __new__(cls, *args, **kwargs):
+    def __new__(cls, *args: object, **kwargs: object) -> EndpointPool:
         endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity = (
             constructor_arguments(cls.__name__, args, kwargs)
         )

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from ._convert import check_attempts, check_cooldown, check_deadline
@@ -42,6 +42,7 @@ from ._endpoint import GonkaEndpoint
 from ._failover import (
     DEFAULT_MAX_RETRY_AFTER,
     Cooldowns,
+    Step,
     Verdict,
     arun,
     expiry,
@@ -50,6 +51,9 @@ from ._failover import (
     retry_after_seconds,
     run,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is 3.11+
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -108,8 +112,9 @@ def _check_origin(origin: object) -> tuple[str, tuple[str, str, int]]:
 class _PoolTransportCommon:
     """Configuration and the per-attempt steps shared by the sync and async classes."""
 
-    _http: ClassVar[ModuleType]  # httpx2 or httpx, set by the adapter module
-    _default_transport: ClassVar[Callable[[], Any]]
+    # Not ClassVar: mypy reads the adapter's `_http = _http` (a module) as an instance variable.
+    _http: ModuleType  # httpx2 or httpx, set by the adapter module
+    _default_transport: ClassVar[type[Any]]
     _inner_base: ClassVar[str]  # the name of the library class an inner transport extends
     # Statuses whose body is read before the response is judged, when it declares a
     # Content-Length of at most _read_body_limit bytes, so that a subclass's
@@ -218,7 +223,7 @@ class _PoolTransportCommon:
                 f"attempts={self._attempts}, {self._cooldowns!r}, "
                 f"max_retry_after={self._max_retry_after!r}, deadline={self._deadline!r})")
 
-    def _plan(self, expires: float | None):
+    def _plan(self, expires: float | None) -> Generator[Step, Any, Any]:
         return failover_plan(self._pool, self._attempts, self._judge_error,
                              self._judge_response, expires)
 
@@ -353,7 +358,7 @@ class PoolTransportBase(_PoolTransportCommon):
     def close(self) -> None:
         self._transport.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._transport.__enter__()
         return self
 
@@ -391,7 +396,7 @@ class AsyncPoolTransportBase(_PoolTransportCommon):
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
         return self
 

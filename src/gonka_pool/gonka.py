@@ -136,6 +136,7 @@ def address_from_public_key(public_key: bytes, prefix: str = ADDRESS_PREFIX) -> 
     if not isinstance(public_key, bytes) or len(public_key) != 33 or public_key[0] not in (2, 3):
         raise ValueError("public_key must be a 33-byte compressed secp256k1 public key")
     words = _bech32.convertbits(_ripemd160(hashlib.sha256(public_key).digest()), 8, 5)
+    assert words is not None  # only unpadded conversions fail
     return _bech32.bech32_encode(prefix, words)
 
 
@@ -646,7 +647,7 @@ class _RefresherBase:
         self.pool = pool
         self.source_url = source_url
         self.interval = float(interval)
-        self._discovery = {"epoch": epoch, "allowlist": allowlist, "timeout": timeout}
+        self._discovery: dict[str, Any] = {"epoch": epoch, "allowlist": allowlist, "timeout": timeout}
         self._failing = False
         self.refreshes = 0  # successful refreshes so far
         self.failures = 0

@@ -66,12 +66,14 @@ def _split(kwargs: dict[str, Any], builder: str) -> tuple[dict[str, Any], dict[s
 
 def client(pool: Any, **kwargs: Any) -> _openai.OpenAI:
     """An ``openai.OpenAI`` that fails over across ``pool`` (see the module)."""
-    return _build(pool, kwargs, "client", PoolTransport, asynchronous=False)
+    built: _openai.OpenAI = _build(pool, kwargs, "client", PoolTransport, asynchronous=False)
+    return built
 
 
 def async_client(pool: Any, **kwargs: Any) -> _openai.AsyncOpenAI:
     """An ``openai.AsyncOpenAI`` that fails over across ``pool`` (see the module)."""
-    return _build(pool, kwargs, "async_client", AsyncPoolTransport, asynchronous=True)
+    built: _openai.AsyncOpenAI = _build(pool, kwargs, "async_client", AsyncPoolTransport, asynchronous=True)
+    return built
 
 
 def _build(pool: Any, kwargs: dict[str, Any], builder: str, transport_class: type,
@@ -84,7 +86,8 @@ def _build(pool: Any, kwargs: dict[str, Any], builder: str, transport_class: typ
         inner = _httpx2.AsyncHTTPTransport if asynchronous else _httpx2.HTTPTransport
         options["transport"] = inner(limits=_openai.DEFAULT_CONNECTION_LIMITS)
     transport = transport_class(pool, **options)
-    http_client = (_httpx2.AsyncClient if asynchronous else _httpx2.Client)(
+    # Any: the SDK's client class and this one are paired by `asynchronous`, which mypy cannot follow.
+    http_client: Any = (_httpx2.AsyncClient if asynchronous else _httpx2.Client)(
         transport=transport, trust_env=False, follow_redirects=True,
         timeout=_openai.DEFAULT_TIMEOUT)
     sdk_client = _AsyncOpenAI if asynchronous else _OpenAI

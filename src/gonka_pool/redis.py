@@ -191,11 +191,11 @@ class _Shared:
         self.hash_key = f"{channel}:cooldowns"
         # Tells this instance's own events from others' on the channel.
         self._source = os.urandom(8).hex()
-        self._queue: deque = deque()
+        self._queue: deque[tuple[Any, ...]] = deque()
         self._queue_size = queue_size
         self._queue_lock = threading.Lock()
         self._sequence = 0  # numbers the queued events
-        self._nodes: tuple = ()
+        self._nodes: tuple[GonkaEndpoint, ...] = ()
         self._by_key: dict[str, GonkaEndpoint] = {}
         self._counts = dict.fromkeys(
             ("queued", "dropped", "sent", "received", "applied", "ignored", "errors", "connects"), 0
@@ -239,12 +239,12 @@ class _Shared:
     def _wake(self) -> None:
         raise NotImplementedError
 
-    def _take(self) -> list:
+    def _take(self) -> list[Any]:
         """What the queue holds, left in it until sent."""
         with self._queue_lock:
             return list(self._queue)
 
-    def _forget(self, batch: list) -> None:
+    def _forget(self, batch: list[Any]) -> None:
         """Remove the sent ``batch`` (or what the bound has not dropped of it yet)."""
         last = batch[-1][0]
         with self._queue_lock:
@@ -253,7 +253,7 @@ class _Shared:
 
     # -- the wire --------------------------------------------------------------------
 
-    def _calls(self, batch: list) -> list:
+    def _calls(self, batch: list[Any]) -> list[Any]:
         """(script, keys, args) for each event still worth sending."""
         now = time.monotonic_ns()
         calls = []
@@ -274,7 +274,7 @@ class _Shared:
                 calls.append((success, [self.hash_key], [self.channel, key, message]))
         return calls
 
-    def _sent(self, results: list) -> None:
+    def _sent(self, results: list[Any]) -> None:
         """Count a pipeline's results.  A connection error has already raised; an
         error reply (a script that failed on what another party left in the hash)
         would fail again: it is counted, not retried."""
@@ -367,7 +367,7 @@ class _Shared:
                            type(exc).__name__, exc)
         self._connected = False
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counters since start: ``queued``, ``dropped`` (queue full), ``sent``,
         ``received``, ``applied``, ``ignored`` (malformed or unknown node),
         ``errors``, ``connects``; and ``connected`` (the subscription is up; with
@@ -520,7 +520,7 @@ class RedisHealth(_Shared):
             self._listener.join(max(0.0, self._flush_until - time.monotonic()) + CLOSE_GRACE_S)
         self._connected = False
 
-    def __enter__(self) -> RedisHealth:  # noqa: PYI034 - typing.Self needs 3.11
+    def __enter__(self) -> RedisHealth:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -660,7 +660,7 @@ class AsyncRedisHealth(_Shared):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._connected = False
 
-    async def __aenter__(self) -> AsyncRedisHealth:  # noqa: PYI034 - typing.Self needs 3.11
+    async def __aenter__(self) -> AsyncRedisHealth:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
