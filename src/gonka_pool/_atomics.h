@@ -23,29 +23,29 @@
 typedef struct { volatile int64_t v; } gp_atomic_u64;
 typedef struct { volatile int64_t v; } gp_atomic_i64;
 
-static __inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
+static __inline uint64_t gp_u64_load_relaxed(gp_atomic_u64 *a) {
 #  if defined(_M_ARM64)
     return (uint64_t)__iso_volatile_load64((volatile __int64 *)&a->v);
 #  else
     return (uint64_t)a->v;  /* aligned 64-bit loads are atomic on x64 */
 #  endif
 }
-static __inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
+static __inline void gp_u64_store_relaxed(gp_atomic_u64 *a, uint64_t x) {
     _InterlockedExchange64(&a->v, (int64_t)x);
 }
-static __inline uint64_t gp_u64_exchange(gp_atomic_u64 *a, uint64_t x) {
+static __inline uint64_t gp_u64_exchange_relaxed(gp_atomic_u64 *a, uint64_t x) {
     return (uint64_t)_InterlockedExchange64(&a->v, (int64_t)x);
 }
-static __inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
+static __inline uint64_t gp_u64_fetch_add_relaxed(gp_atomic_u64 *a, uint64_t x) {
     return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
 }
-static __inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
+static __inline int gp_u64_cas_relaxed(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
     return _InterlockedCompareExchange64(&a->v, (int64_t)desired, (int64_t)expected)
            == (int64_t)expected;
 }
 static __inline uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) {
     /* x64 loads are acquire loads; ARM64 needs the barrier. */
-    uint64_t v = gp_u64_load(a);
+    uint64_t v = gp_u64_load_relaxed(a);
 #  if defined(_M_ARM64)
     __dmb(_ARM64_BARRIER_ISH);
 #  else
@@ -56,36 +56,36 @@ static __inline uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) {
 static __inline uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) {
     return (uint64_t)_InterlockedExchange64(&a->v, (int64_t)x);  /* full barrier */
 }
-static __inline int64_t gp_i64_load(gp_atomic_i64 *a) {
-    return (int64_t)gp_u64_load((gp_atomic_u64 *)a);
+static __inline int64_t gp_i64_load_relaxed(gp_atomic_i64 *a) {
+    return (int64_t)gp_u64_load_relaxed((gp_atomic_u64 *)a);
 }
-static __inline void gp_i64_store(gp_atomic_i64 *a, int64_t x) {
+static __inline void gp_i64_store_relaxed(gp_atomic_i64 *a, int64_t x) {
     _InterlockedExchange64(&a->v, x);
 }
-static __inline int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) {
+static __inline int64_t gp_i64_fetch_add_relaxed(gp_atomic_i64 *a, int64_t x) {
     return _InterlockedExchangeAdd64(&a->v, x);
 }
 /* The interlocked read-modify-writes are full barriers; a plain load between two
  * full barriers is sequentially consistent on ARM64, and on x64 already is against
- * stores made by interlocked exchange (which gp_u64_store_sc is). */
-static __inline uint64_t gp_u64_fetch_add_sc(gp_atomic_u64 *a, uint64_t x) {
+ * stores made by interlocked exchange (which gp_u64_store is). */
+static __inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
     return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
 }
 static __inline uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) {
     return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
 }
-static __inline void gp_u64_store_sc(gp_atomic_u64 *a, uint64_t x) {
+static __inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
     _InterlockedExchange64(&a->v, (int64_t)x);
 }
-static __inline uint64_t gp_u64_load_sc(gp_atomic_u64 *a) {
+static __inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
     uint64_t v;
 #  if defined(_M_ARM64)
     __dmb(_ARM64_BARRIER_ISH);
-    v = gp_u64_load(a);
+    v = gp_u64_load_relaxed(a);
     __dmb(_ARM64_BARRIER_ISH);
 #  else
     _ReadWriteBarrier();
-    v = gp_u64_load(a);
+    v = gp_u64_load_relaxed(a);
     _ReadWriteBarrier();
 #  endif
     return v;
@@ -98,19 +98,19 @@ static __inline uint64_t gp_u64_load_sc(gp_atomic_u64 *a) {
 typedef struct { _Atomic(uint64_t) v; } gp_atomic_u64;
 typedef struct { _Atomic(int64_t) v; } gp_atomic_i64;
 
-static inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
+static inline uint64_t gp_u64_load_relaxed(gp_atomic_u64 *a) {
     return atomic_load_explicit(&a->v, memory_order_relaxed);
 }
-static inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
+static inline void gp_u64_store_relaxed(gp_atomic_u64 *a, uint64_t x) {
     atomic_store_explicit(&a->v, x, memory_order_relaxed);
 }
-static inline uint64_t gp_u64_exchange(gp_atomic_u64 *a, uint64_t x) {
+static inline uint64_t gp_u64_exchange_relaxed(gp_atomic_u64 *a, uint64_t x) {
     return atomic_exchange_explicit(&a->v, x, memory_order_relaxed);
 }
-static inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
+static inline uint64_t gp_u64_fetch_add_relaxed(gp_atomic_u64 *a, uint64_t x) {
     return atomic_fetch_add_explicit(&a->v, x, memory_order_relaxed);
 }
-static inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
+static inline int gp_u64_cas_relaxed(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
     return atomic_compare_exchange_strong_explicit(
         &a->v, &expected, desired, memory_order_relaxed, memory_order_relaxed);
 }
@@ -120,25 +120,25 @@ static inline uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) {
 static inline uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) {
     return atomic_exchange_explicit(&a->v, x, memory_order_acq_rel);
 }
-static inline int64_t gp_i64_load(gp_atomic_i64 *a) {
+static inline int64_t gp_i64_load_relaxed(gp_atomic_i64 *a) {
     return atomic_load_explicit(&a->v, memory_order_relaxed);
 }
-static inline void gp_i64_store(gp_atomic_i64 *a, int64_t x) {
+static inline void gp_i64_store_relaxed(gp_atomic_i64 *a, int64_t x) {
     atomic_store_explicit(&a->v, x, memory_order_relaxed);
 }
-static inline int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) {
+static inline int64_t gp_i64_fetch_add_relaxed(gp_atomic_i64 *a, int64_t x) {
     return atomic_fetch_add_explicit(&a->v, x, memory_order_relaxed);
 }
-static inline uint64_t gp_u64_fetch_add_sc(gp_atomic_u64 *a, uint64_t x) {
+static inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
     return atomic_fetch_add_explicit(&a->v, x, memory_order_seq_cst);
 }
 static inline uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) {
     return atomic_fetch_add_explicit(&a->v, x, memory_order_release);
 }
-static inline void gp_u64_store_sc(gp_atomic_u64 *a, uint64_t x) {
+static inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
     atomic_store_explicit(&a->v, x, memory_order_seq_cst);
 }
-static inline uint64_t gp_u64_load_sc(gp_atomic_u64 *a) {
+static inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
     return atomic_load_explicit(&a->v, memory_order_seq_cst);
 }
 
@@ -300,7 +300,7 @@ static GP_THREAD_LOCAL uint64_t gp_this_thread_slot;  /* 0: not taken yet */
 static GP_INLINE uint64_t gp_thread_slot(void) {
     uint64_t slot = gp_this_thread_slot;
     if (slot == 0) {
-        slot = gp_u64_fetch_add(&gp_next_thread_slot, 1) + 1;
+        slot = gp_u64_fetch_add_relaxed(&gp_next_thread_slot, 1) + 1;
         gp_this_thread_slot = slot;
     }
     return slot - 1;

@@ -145,21 +145,21 @@ cdef extern from "_atomics.h" nogil:
     ctypedef struct gp_stripe:
         gp_atomic_u64 cursor
         gp_atomic_u64 in_flight
-    uint64_t gp_u64_load(gp_atomic_u64 *a) noexcept
+    uint64_t gp_u64_load_relaxed(gp_atomic_u64 *a) noexcept
     uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) noexcept
-    void gp_u64_store(gp_atomic_u64 *a, uint64_t x) noexcept
-    uint64_t gp_u64_exchange(gp_atomic_u64 *a, uint64_t x) noexcept
+    void gp_u64_store_relaxed(gp_atomic_u64 *a, uint64_t x) noexcept
+    uint64_t gp_u64_exchange_relaxed(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) noexcept
+    uint64_t gp_u64_fetch_add_relaxed(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) noexcept
-    uint64_t gp_u64_fetch_add_sc(gp_atomic_u64 *a, uint64_t x) noexcept
     uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) noexcept
-    uint64_t gp_u64_load_sc(gp_atomic_u64 *a) noexcept
-    void gp_u64_store_sc(gp_atomic_u64 *a, uint64_t x) noexcept
+    uint64_t gp_u64_load(gp_atomic_u64 *a) noexcept
+    void gp_u64_store(gp_atomic_u64 *a, uint64_t x) noexcept
     void gp_spin_wait(unsigned *spins) noexcept
-    bint gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) noexcept
-    int64_t gp_i64_load(gp_atomic_i64 *a) noexcept
-    void gp_i64_store(gp_atomic_i64 *a, int64_t x) noexcept
-    int64_t gp_i64_fetch_add(gp_atomic_i64 *a, int64_t x) noexcept
+    bint gp_u64_cas_relaxed(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) noexcept
+    int64_t gp_i64_load_relaxed(gp_atomic_i64 *a) noexcept
+    void gp_i64_store_relaxed(gp_atomic_i64 *a, int64_t x) noexcept
+    int64_t gp_i64_fetch_add_relaxed(gp_atomic_i64 *a, int64_t x) noexcept
     uint64_t gp_monotonic_ns() noexcept
     uint64_t gp_clock_init(uint64_t max_tick_ns) noexcept
     const char *gp_clock_name() noexcept
@@ -361,9 +361,9 @@ cdef gp_atomic_u64 _gc_finished     # the number of the last collection that fin
 
 def _on_gc(phase, info):
     if phase == "start":
-        gp_u64_fetch_add(&_gc_started, 1)
+        gp_u64_fetch_add_relaxed(&_gc_started, 1)
     elif phase == "stop":
-        gp_u64_store(&_gc_finished, gp_u64_load(&_gc_started))
+        gp_u64_store_relaxed(&_gc_finished, gp_u64_load_relaxed(&_gc_started))
 
 
 if FREE_THREADED:
@@ -508,7 +508,7 @@ cdef inline gp_members *_current(gp_core *core) noexcept nogil:
 cdef inline uint64_t _now_tick(gp_core *core, uint64_t *tick) noexcept nogil:
     """Now, and in ``tick`` what a deadline set now adds: the real clock's tick
     (0 for a precise clock), or 0 on the test clock."""
-    cdef int64_t fake = gp_i64_load(&core.test_now)
+    cdef int64_t fake = gp_i64_load_relaxed(&core.test_now)
     if fake >= 0:
         tick[0] = 0
         return <uint64_t>fake
@@ -549,9 +549,9 @@ cdef inline Py_ssize_t _node_at(gp_members *m, uint64_t position) noexcept nogil
 cdef Py_ssize_t _earliest(gp_members *m) noexcept nogil:
     """Index of the smallest deadline; the first one wins a tie."""
     cdef Py_ssize_t i, best = 0
-    cdef uint64_t deadline, best_deadline = gp_u64_load(&m.failed_until[0])
+    cdef uint64_t deadline, best_deadline = gp_u64_load_relaxed(&m.failed_until[0])
     for i in range(1, m.n):
-        deadline = gp_u64_load(&m.failed_until[i])
+        deadline = gp_u64_load_relaxed(&m.failed_until[i])
         if deadline < best_deadline:
             best = i
             best_deadline = deadline
@@ -564,13 +564,13 @@ cdef inline bint _healthy(gp_members *m, Py_ssize_t idx, uint64_t deadline, uint
     raced in), so that the pool returns to the clock-free path."""
     if deadline > now:
         return False
-    if deadline != 0 and gp_u64_cas(&m.failed_until[idx], deadline, 0):
-        gp_i64_fetch_add(&m.cooling, -1)
+    if deadline != 0 and gp_u64_cas_relaxed(&m.failed_until[idx], deadline, 0):
+        gp_i64_fetch_add_relaxed(&m.cooling, -1)
     return True
 
 
 cdef inline bint _healthy_at(gp_members *m, Py_ssize_t idx, uint64_t now) noexcept nogil:
-    return _healthy(m, idx, gp_u64_load(&m.failed_until[idx]), now)
+    return _healthy(m, idx, gp_u64_load_relaxed(&m.failed_until[idx]), now)
 
 
 cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) noexcept nogil:
@@ -585,31 +585,31 @@ cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) n
     stripe's cursor belongs to one thread unless threads outnumber stripes."""
     cdef Py_ssize_t tries, idx, best = 0
     cdef uint64_t deadline, best_deadline = FOREVER
-    cdef uint64_t position = gp_u64_fetch_add(cursor, 1)
+    cdef uint64_t position = gp_u64_fetch_add_relaxed(cursor, 1)
     if m.schedule == NULL:
         # One pass: the first healthy candidate, else the earliest deadline seen
         # (the lowest index among equals, as _earliest).
         idx = <Py_ssize_t>gp_mod(position, <uint64_t>m.n, m.n_inv)
         for tries in range(m.n):
-            deadline = gp_u64_load(&m.failed_until[idx])
+            deadline = gp_u64_load_relaxed(&m.failed_until[idx])
             if _healthy(m, idx, deadline, now):
                 if tries:
-                    gp_u64_fetch_add(cursor, <uint64_t>tries)
+                    gp_u64_fetch_add_relaxed(cursor, <uint64_t>tries)
                 return idx
             if deadline < best_deadline or (deadline == best_deadline and idx < best):
                 best, best_deadline = idx, deadline
             idx += 1
             if idx == m.n:
                 idx = 0
-        gp_u64_fetch_add(cursor, <uint64_t>(m.n - 1))
+        gp_u64_fetch_add_relaxed(cursor, <uint64_t>(m.n - 1))
         return best
     for tries in range(m.n):
         idx = _node_at(m, position + <uint64_t>tries)
         if _healthy_at(m, idx, now):
             if tries:
-                gp_u64_fetch_add(cursor, <uint64_t>tries)
+                gp_u64_fetch_add_relaxed(cursor, <uint64_t>tries)
             return idx
-    gp_u64_fetch_add(cursor, <uint64_t>(m.n - 1))
+    gp_u64_fetch_add_relaxed(cursor, <uint64_t>(m.n - 1))
     # n slots of a weighted schedule may all belong to cooling heavy nodes:
     # any healthy node beats the earliest-deadline fallback.
     position += <uint64_t>(m.n - 1)
@@ -622,9 +622,9 @@ cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) n
 
 cdef inline Py_ssize_t _select(gp_core *core, gp_members *m, uint64_t stripe) noexcept nogil:
     cdef gp_atomic_u64 *cursor = &core.stripes[stripe].cursor
-    if gp_i64_load(&m.cooling) <= 0:
+    if gp_i64_load_relaxed(&m.cooling) <= 0:
         # No deadline anywhere: the candidate is healthy, no clock needed.
-        return _node_at(m, gp_u64_fetch_add(cursor, 1))
+        return _node_at(m, gp_u64_fetch_add_relaxed(cursor, 1))
     return _select_at(m, cursor, _now(core))
 
 
@@ -635,8 +635,8 @@ cdef void _select_batch(gp_core *core, gp_members *m, uint64_t stripe, Py_ssize_
     cdef gp_atomic_u64 *cursor = &core.stripes[stripe].cursor
     cdef uint64_t position, now
     cdef Py_ssize_t i
-    if gp_i64_load(&m.cooling) <= 0:
-        position = gp_u64_fetch_add(cursor, <uint64_t>k)
+    if gp_i64_load_relaxed(&m.cooling) <= 0:
+        position = gp_u64_fetch_add_relaxed(cursor, <uint64_t>k)
         for i in range(k):
             out[i] = _node_at(m, position + <uint64_t>i)
         return
@@ -660,13 +660,13 @@ cdef inline void _set_deadline(gp_members *m, Py_ssize_t idx, uint64_t old, uint
     """CAS old -> new, keeping ``cooling`` an over-count: raised before a non-zero
     deadline replaces a zero one, lowered only after a non-zero one is gone."""
     if old == 0 and new != 0:
-        gp_i64_fetch_add(&m.cooling, 1)
-    done[0] = gp_u64_cas(&m.failed_until[idx], old, new)
+        gp_i64_fetch_add_relaxed(&m.cooling, 1)
+    done[0] = gp_u64_cas_relaxed(&m.failed_until[idx], old, new)
     if done[0]:
         if old != 0 and new == 0:
-            gp_i64_fetch_add(&m.cooling, -1)
+            gp_i64_fetch_add_relaxed(&m.cooling, -1)
     elif old == 0 and new != 0:
-        gp_i64_fetch_add(&m.cooling, -1)
+        gp_i64_fetch_add_relaxed(&m.cooling, -1)
 
 
 cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t cooldown_ns,
@@ -683,14 +683,14 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     cdef bint cooling_now, done = False
     if cooldown_ns == 0:
         # No write when already clear: the common repeat costs a load, not a locked op.
-        if gp_u64_load(&m.failed_until[idx]) != 0 and gp_u64_exchange(&m.failed_until[idx], 0) != 0:
-            gp_i64_fetch_add(&m.cooling, -1)
+        if gp_u64_load_relaxed(&m.failed_until[idx]) != 0 and gp_u64_exchange_relaxed(&m.failed_until[idx], 0) != 0:
+            gp_i64_fetch_add_relaxed(&m.cooling, -1)
         return 0
     now = _now_tick(core, &tick)
     while True:
-        old = gp_u64_load(&m.failed_until[idx])
+        old = gp_u64_load_relaxed(&m.failed_until[idx])
         cooling_now = old > now
-        level = gp_u64_load(&m.consecutive[idx])
+        level = gp_u64_load_relaxed(&m.consecutive[idx])
         if not cooling_now:
             level += 1
         elif level == 0:
@@ -704,10 +704,10 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
         _set_deadline(m, idx, old, deadline, &done)
         if done:
             break
-    gp_u64_fetch_add(&m.total[idx], 1)
+    gp_u64_fetch_add_relaxed(&m.total[idx], 1)
     if cooling_now:
         return 0
-    gp_u64_fetch_add(&m.consecutive[idx], 1)
+    gp_u64_fetch_add_relaxed(&m.consecutive[idx], 1)
     level_out[0] = level
     return ns
 
@@ -721,9 +721,9 @@ cdef inline gp_members *_mark_begin(gp_core *core, gp_atomic_u64 *in_flight) noe
     cdef unsigned spins
     while True:
         if GP_MARKS_ANNOUNCED:
-            gp_u64_fetch_add_sc(in_flight, 1)
-        m = <gp_members *><uintptr_t>gp_u64_load_sc(&core.members)
-        if not gp_u64_load_sc(&m.retired):
+            gp_u64_fetch_add(in_flight, 1)
+        m = <gp_members *><uintptr_t>gp_u64_load(&core.members)
+        if not gp_u64_load(&m.retired):
             return m
         if GP_MARKS_ANNOUNCED:
             gp_u64_fetch_add_release(in_flight, <uint64_t>-1)
@@ -751,7 +751,7 @@ cdef inline gp_members *_mark(gp_core *core, gp_members *expected, Py_ssize_t *i
     if m == expected or (expected == NULL and indices[0] < m.n):
         for k in range(count):
             if success:
-                gp_u64_store(&m.consecutive[indices[k]], 0)
+                gp_u64_store_relaxed(&m.consecutive[indices[k]], 0)
             else:
                 entered[k] = _fail(core, m, indices[k], cooldown_ns, floor_ns, &levels[k])
     _mark_end(in_flight)
@@ -765,20 +765,20 @@ cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pai
     cdef Py_ssize_t k, i, j
     cdef uint64_t stripe, deadline
     cdef unsigned spins
-    gp_u64_store_sc(&old.retired, 1)
+    gp_u64_store(&old.retired, 1)
     if GP_MARKS_ANNOUNCED:
         for stripe in range(core.stripe_mask + 1):
             spins = 0
-            while gp_u64_load_sc(&core.stripes[stripe].in_flight) != 0:
+            while gp_u64_load(&core.stripes[stripe].in_flight) != 0:
                 gp_spin_wait(&spins)
     for k in range(count):
         i, j = pairs[2 * k], pairs[2 * k + 1]
-        gp_u64_store(&new.consecutive[j], gp_u64_load(&old.consecutive[i]))
-        gp_u64_store(&new.total[j], gp_u64_load(&old.total[i]))
-        deadline = gp_u64_load(&old.failed_until[i])
+        gp_u64_store_relaxed(&new.consecutive[j], gp_u64_load_relaxed(&old.consecutive[i]))
+        gp_u64_store_relaxed(&new.total[j], gp_u64_load_relaxed(&old.total[i]))
+        deadline = gp_u64_load_relaxed(&old.failed_until[i])
         if deadline != 0:
-            gp_u64_store(&new.failed_until[j], deadline)
-            gp_i64_fetch_add(&new.cooling, 1)
+            gp_u64_store_relaxed(&new.failed_until[j], deadline)
+            gp_i64_fetch_add_relaxed(&new.cooling, 1)
     gp_u64_exchange_acq_rel(&core.members, <uintptr_t>new)
 
 
@@ -952,15 +952,15 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         self._core.stripe_mask = <uint64_t>stripes - 1
         self._core.base_ns = base_ns
         self._core.max_ns = max_ns
-        gp_i64_store(&self._core.test_now, -1)
+        gp_i64_store_relaxed(&self._core.test_now, -1)
         self._starts = []
         for s in range(stripes):
             offset = <uint64_t>(_random_offset() if start is None else start)
-            gp_u64_store(&self._core.stripes[s].cursor, offset)
+            gp_u64_store_relaxed(&self._core.stripes[s].cursor, offset)
             self._cursor_origin += offset
             self._starts.append(offset)
         self._members = members
-        gp_u64_store(&self._core.members, <uintptr_t>members.m)
+        gp_u64_store_relaxed(&self._core.members, <uintptr_t>members.m)
         self._retired = []
         self._update_lock = _Lock()
 
@@ -1217,12 +1217,12 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
     cdef _retire(self, _Members old):
         if not FREE_THREADED:
             return  # with the GIL no reader can be inside old; pins keep it alive
-        finished = gp_u64_load(&_gc_finished)
+        finished = gp_u64_load_relaxed(&_gc_finished)
         self._retired = [entry for entry in self._retired if entry[0] >= finished]
-        self._retired.append((gp_u64_load(&_gc_started), old))
+        self._retired.append((gp_u64_load_relaxed(&_gc_started), old))
         if len(self._retired) >= RETIRED_COLLECT_AT:
             _gc.collect()
-            finished = gp_u64_load(&_gc_finished)
+            finished = gp_u64_load_relaxed(&_gc_finished)
             self._retired = [entry for entry in self._retired if entry[0] >= finished]
 
     # -- reading ---------------------------------------------------------------------
@@ -1236,14 +1236,14 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         cdef Py_ssize_t i
         states = []
         for i in range(m.n):
-            deadline = gp_u64_load(&m.failed_until[i])
+            deadline = gp_u64_load_relaxed(&m.failed_until[i])
             states.append(_EndpointState(
                 members.nodes[i],
                 1 if members.weights is None else members.weights[i],
                 deadline <= now,
                 0.0 if deadline <= now else (_INF if deadline == FOREVER else (deadline - now) / 1e9),
-                gp_u64_load(&m.consecutive[i]),
-                gp_u64_load(&m.total[i]),
+                gp_u64_load_relaxed(&m.consecutive[i]),
+                gp_u64_load_relaxed(&m.total[i]),
             ))
         return tuple(states)
 
@@ -1284,7 +1284,7 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
 
     def _set_clock(self, now_ns):
         """Freeze the pool's clock at ``now_ns`` (>= 0), or resume the real one (None)."""
-        gp_i64_store(&self._core.test_now, -1 if now_ns is None else <int64_t>now_ns)
+        gp_i64_store_relaxed(&self._core.test_now, -1 if now_ns is None else <int64_t>now_ns)
 
     def _state(self):
         """(selections so far, cooling, deadlines) exactly as stored, for the twin
@@ -1293,14 +1293,14 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         cdef uint64_t cursor_sum = 0
         cdef uint64_t stripe
         for stripe in range(self._core.stripe_mask + 1):
-            cursor_sum += gp_u64_load(&self._core.stripes[stripe].cursor)
+            cursor_sum += gp_u64_load_relaxed(&self._core.stripes[stripe].cursor)
         return (cursor_sum - self._cursor_origin,
-                gp_i64_load(&m.cooling),
-                [gp_u64_load(&m.failed_until[i]) for i in range(m.n)])
+                gp_i64_load_relaxed(&m.cooling),
+                [gp_u64_load_relaxed(&m.failed_until[i]) for i in range(m.n)])
 
     def _stripe_positions(self):
         """Each stripe's cursor minus where it started (test hook)."""
-        return [gp_u64_load(&self._core.stripes[s].cursor) - self._start_of(s)
+        return [gp_u64_load_relaxed(&self._core.stripes[s].cursor) - self._start_of(s)
                 for s in range(self._core.stripe_mask + 1)]
 
     cdef uint64_t _start_of(self, uint64_t stripe):
