@@ -24,6 +24,24 @@
 #  define GP_INLINE inline
 #endif
 
+/* GP_ASSERT(cond): the core's invariants, checked only in a debug build
+ * (GONKA_POOL_DEBUG_BUILD=1 in setup.py defines GP_DEBUG and undefines NDEBUG).
+ * Elsewhere cond is never evaluated: sizeof only keeps a variable that an
+ * assertion alone reads from counting as unused, so a release build has neither
+ * the check nor a warning, and the same machine code as without it. */
+#if !defined(GP_DEBUG)
+#  define GP_DEBUG 0
+#endif
+#if GP_DEBUG
+#  if defined(NDEBUG)
+#    error "GP_DEBUG needs NDEBUG undefined, or assert() checks nothing"
+#  endif
+#  include <assert.h>
+#  define GP_ASSERT(cond) assert(cond)
+#else
+#  define GP_ASSERT(cond) ((void)sizeof(cond))
+#endif
+
 #if defined(_MSC_VER) && !defined(__clang__) && \
     (!defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L || defined(__STDC_NO_ATOMICS__))
 /* ---- MSVC: interlocked intrinsics (x64 and ARM64) ----------------------- */

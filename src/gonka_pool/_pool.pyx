@@ -166,6 +166,7 @@ cdef extern from "_atomics.h" nogil:
     uint64_t gp_thread_slot() noexcept
     uint64_t gp_reciprocal(uint64_t n) noexcept
     uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t inv) noexcept
+    void GP_ASSERT(bint cond) noexcept
 
 
 cdef extern from *:
@@ -530,6 +531,8 @@ cdef inline uint64_t _stripe(gp_core *core) noexcept nogil:
 
 cdef inline PyObject *_item(gp_members *m, uint64_t stripe, Py_ssize_t idx) noexcept nogil:
     """Node idx as this stripe returns it (its own copy where there are copies)."""
+    GP_ASSERT(idx >= 0)
+    GP_ASSERT(idx < m.n)
     return m.items[<Py_ssize_t>stripe * m.stripe_stride + idx]
 
 
@@ -565,7 +568,7 @@ cdef inline bint _healthy(gp_members *m, Py_ssize_t idx, uint64_t deadline, uint
     if deadline > now:
         return False
     if deadline != 0 and gp_u64_cas_relaxed(&m.failed_until[idx], deadline, 0):
-        gp_i64_fetch_add_relaxed(&m.cooling, -1)
+        _cooling_leave(m)
     return True
 
 
@@ -602,6 +605,7 @@ cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) n
             if idx == m.n:
                 idx = 0
         gp_u64_fetch_add_relaxed(cursor, <uint64_t>(m.n - 1))
+        GP_ASSERT(best_deadline > now)  # every candidate was cooling when read
         return best
     for tries in range(m.n):
         idx = _node_at(m, position + <uint64_t>tries)
@@ -664,9 +668,16 @@ cdef inline void _set_deadline(gp_members *m, Py_ssize_t idx, uint64_t old, uint
     done[0] = gp_u64_cas_relaxed(&m.failed_until[idx], old, new)
     if done[0]:
         if old != 0 and new == 0:
-            gp_i64_fetch_add_relaxed(&m.cooling, -1)
+            _cooling_leave(m)
     elif old == 0 and new != 0:
-        gp_i64_fetch_add_relaxed(&m.cooling, -1)
+        _cooling_leave(m)
+
+
+cdef inline void _cooling_leave(gp_members *m) noexcept nogil:
+    """Lower ``cooling`` for a deadline (or a mark) that was counted in it: the
+    over-count ``_set_deadline`` keeps never goes below zero."""
+    cdef int64_t before = gp_i64_fetch_add_relaxed(&m.cooling, -1)
+    GP_ASSERT(before >= 1)
 
 
 cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t cooldown_ns,
@@ -684,7 +695,7 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     if cooldown_ns == 0:
         # No write when already clear: the common repeat costs a load, not a locked op.
         if gp_u64_load_relaxed(&m.failed_until[idx]) != 0 and gp_u64_exchange_relaxed(&m.failed_until[idx], 0) != 0:
-            gp_i64_fetch_add_relaxed(&m.cooling, -1)
+            _cooling_leave(m)
         return 0
     now = _now_tick(core, &tick)
     while True:
@@ -699,8 +710,10 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
         if ns < floor_ns:
             ns = floor_ns
         deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
+        GP_ASSERT(deadline > now)  # ns >= 1: a cooldown of 0 cleared above
         if cooling_now and old >= deadline:
             break
+        GP_ASSERT((deadline > old) | (not cooling_now))  # never shortens one running
         _set_deadline(m, idx, old, deadline, &done)
         if done:
             break
@@ -725,16 +738,17 @@ cdef inline gp_members *_mark_begin(gp_core *core, gp_atomic_u64 *in_flight) noe
         m = <gp_members *><uintptr_t>gp_u64_load(&core.members)
         if not gp_u64_load(&m.retired):
             return m
-        if GP_MARKS_ANNOUNCED:
-            gp_u64_fetch_add_release(in_flight, <uint64_t>-1)
+        _mark_end(in_flight)
         spins = 0
         while _current(core) == m:
             gp_spin_wait(&spins)
 
 
 cdef inline void _mark_end(gp_atomic_u64 *in_flight) noexcept nogil:
+    cdef uint64_t before
     if GP_MARKS_ANNOUNCED:
-        gp_u64_fetch_add_release(in_flight, <uint64_t>-1)
+        before = gp_u64_fetch_add_release(in_flight, <uint64_t>-1)
+        GP_ASSERT(before >= 1)
 
 
 cdef inline gp_members *_mark(gp_core *core, gp_members *expected, Py_ssize_t *indices,
@@ -750,6 +764,8 @@ cdef inline gp_members *_mark(gp_core *core, gp_members *expected, Py_ssize_t *i
     cdef Py_ssize_t k
     if m == expected or (expected == NULL and indices[0] < m.n):
         for k in range(count):
+            GP_ASSERT(indices[k] >= 0)
+            GP_ASSERT(indices[k] < m.n)
             if success:
                 gp_u64_store_relaxed(&m.consecutive[indices[k]], 0)
             else:
@@ -773,6 +789,8 @@ cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pai
                 gp_spin_wait(&spins)
     for k in range(count):
         i, j = pairs[2 * k], pairs[2 * k + 1]
+        GP_ASSERT(i < old.n)
+        GP_ASSERT(j < new.n)
         gp_u64_store_relaxed(&new.consecutive[j], gp_u64_load_relaxed(&old.consecutive[i]))
         gp_u64_store_relaxed(&new.total[j], gp_u64_load_relaxed(&old.total[i]))
         deadline = gp_u64_load_relaxed(&old.failed_until[i])
