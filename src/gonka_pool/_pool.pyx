@@ -1316,6 +1316,52 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
                 gp_i64_load_relaxed(&m.cooling),
                 [gp_u64_load_relaxed(&m.failed_until[i]) for i in range(m.n)])
 
+    def _check_consistency(self):
+        """Raise AssertionError naming the first invariant the state breaks, else
+        return None.  Call it while no other thread uses the pool (after a join):
+        ``cooling`` also counts the marks in flight (see ``_set_deadline``)."""
+        cdef gp_members *m = _current(self._core)
+        cdef Py_ssize_t i, non_zero = 0
+        cdef uint64_t stripe, slot, in_flight, consecutive, total
+        cdef uint64_t wrapped = <uint64_t>1 << 63  # where a count below zero would land
+        cdef int64_t cooling = gp_i64_load_relaxed(&m.cooling)
+        if m != self._members.m:
+            raise AssertionError("the membership in force is not the pool's current one")
+        if gp_u64_load(&m.retired):
+            raise AssertionError("the membership in force is retired")
+        for entry in self._retired:
+            if not gp_u64_load(&(<_Members>entry[1]).m.retired):
+                raise AssertionError("a replaced membership is not marked retired")
+        for stripe in range(self._core.stripe_mask + 1):
+            in_flight = gp_u64_load(&self._core.stripes[stripe].in_flight)
+            if in_flight:
+                raise AssertionError(f"stripe {stripe} counts {in_flight} marks in flight")
+        for i in range(m.n):
+            if gp_u64_load_relaxed(&m.failed_until[i]) != 0:
+                non_zero += 1
+            consecutive = gp_u64_load_relaxed(&m.consecutive[i])
+            total = gp_u64_load_relaxed(&m.total[i])
+            if consecutive >= wrapped or total >= wrapped:
+                raise AssertionError(f"node {i}'s failure counts went below zero")
+            if consecutive > total:  # _fail raises both; mark_success resets the first
+                raise AssertionError(f"node {i} has {consecutive} consecutive failures, "
+                                     f"more than its {total} in all")
+        if cooling != non_zero:
+            raise AssertionError(f"cooling is {cooling}, but {non_zero} deadlines are non-zero")
+        if m.schedule == NULL:
+            if m.period != <uint64_t>m.n:
+                raise AssertionError(f"an unweighted pool of {m.n} nodes has a period of {m.period}")
+        else:
+            for slot in range(m.period):
+                if m.schedule[slot] >= <uint64_t>m.n:
+                    raise AssertionError(f"schedule slot {slot} names node {m.schedule[slot]} "
+                                         f"of a pool of {m.n}")
+
+    def _add_to_cooling(self, int64_t delta):
+        """Add ``delta`` to ``cooling`` and to nothing else, breaking the invariant
+        (test hook for ``_check_consistency`` and the debug build's assertions)."""
+        gp_i64_fetch_add_relaxed(&_current(self._core).cooling, delta)
+
     def _stripe_positions(self):
         """Each stripe's cursor minus where it started (test hook)."""
         return [gp_u64_load_relaxed(&self._core.stripes[s].cursor) - self._start_of(s)
