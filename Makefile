@@ -61,7 +61,8 @@ test-debug: $(VENV_FT)/.installed
 	    $(abspath $(VENV_FT))/bin/python setup.py -q build_ext --inplace
 	nm -D build/debug-src/src/gonka_pool/_pool.*.so | grep -q __assert_fail \
 	    || { echo "build/debug-src's gonka_pool._pool has no assertions compiled in" >&2; exit 1; }
-	cd build/debug-src && GONKA_POOL_DEBUG_BUILD=1 PYTHONPATH=src PYTHON_GIL=0 \
+	# ulimit: the abort test's child must not leave a core file behind.
+	ulimit -c 0 && cd build/debug-src && GONKA_POOL_DEBUG_BUILD=1 PYTHONPATH=src PYTHON_GIL=0 \
 	    $(abspath $(VENV_FT))/bin/python -m pytest -p no:cacheprovider $(PYTEST_FLAGS) $(DEBUG_TESTS)
 
 demo: $(VENV_GIL)/.installed
