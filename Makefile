@@ -49,7 +49,8 @@ test-parallel: $(VENV_FT)/.installed
 # build/debug-src, so that setuptools' build/ cache never mixes its objects with the
 # release build's; then the tests that drive the core hardest against it, on 3.13t
 # with the GIL off.  The nm check and test_consistency's abort test fail if the
-# assertions were not compiled in.  About a minute on 2 cores.
+# assertions were not compiled in (its child aborts on purpose: ulimit -c 0 keeps
+# it from leaving a core file).  About a minute on 2 cores.
 DEBUG_TESTS := tests/test_twins.py tests/test_concurrency.py tests/test_update_marks.py \
                tests/test_pool.py tests/test_consistency.py
 test-debug: $(VENV_FT)/.installed
@@ -61,7 +62,6 @@ test-debug: $(VENV_FT)/.installed
 	    $(abspath $(VENV_FT))/bin/python setup.py -q build_ext --inplace
 	nm -D build/debug-src/src/gonka_pool/_pool.*.so | grep -q __assert_fail \
 	    || { echo "build/debug-src's gonka_pool._pool has no assertions compiled in" >&2; exit 1; }
-	# ulimit: the abort test's child must not leave a core file behind.
 	ulimit -c 0 && cd build/debug-src && GONKA_POOL_DEBUG_BUILD=1 PYTHONPATH=src PYTHON_GIL=0 \
 	    $(abspath $(VENV_FT))/bin/python -m pytest -p no:cacheprovider $(PYTEST_FLAGS) $(DEBUG_TESTS)
 
