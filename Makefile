@@ -60,7 +60,7 @@ test-debug: $(VENV_FT)/.installed
 	    | tar --ignore-failed-read -cf - -T - | tar -xf - -C build/debug-src
 	cd build/debug-src && GONKA_POOL_DEBUG_BUILD=1 GONKA_POOL_WERROR=1 \
 	    $(abspath $(VENV_FT))/bin/python setup.py -q build_ext --inplace
-	nm -D build/debug-src/src/gonka_pool/_pool.*.so | grep -q __assert_fail \
+	nm -D build/debug-src/src/gonka_pool/_pool.*.so | grep -c __assert_fail >/dev/null \
 	    || { echo "build/debug-src's gonka_pool._pool has no assertions compiled in" >&2; exit 1; }
 	ulimit -c 0 && cd build/debug-src && GONKA_POOL_DEBUG_BUILD=1 PYTHONPATH=src PYTHON_GIL=0 \
 	    $(abspath $(VENV_FT))/bin/python -m pytest -p no:cacheprovider $(PYTEST_FLAGS) $(DEBUG_TESTS)
