@@ -1,5 +1,6 @@
 # make test   - lint first, then build the C core and run the suite on CPython 3.11 and
-#               free-threaded 3.13t, then again on 3.13t with every test run by 4 threads at once
+#               free-threaded 3.13t, then again on 3.13t with every test run by 4 threads at once,
+#               then the core's tests against its debug build (assertions on) on 3.13t
 #               (tests/test_redis.py against a real redis-server, installed when missing)
 # make lint   - ruff, mypy, the types users see (tests/typing/), stubtest of _pool.pyi
 # make demo   - build and run `python -m gonka_pool demo`
@@ -28,9 +29,9 @@ export GONKA_POOL_REQUIRE_C := 1
 # The suite must not pass because something re-enabled the GIL behind its back.
 export PYTHONWARNINGS := error::RuntimeWarning
 
-.PHONY: test lint test-gil test-ft test-parallel redis-server tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover bench-scaleout clean
+.PHONY: test lint test-gil test-ft test-parallel test-debug redis-server tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover bench-scaleout clean
 
-test: lint test-gil test-ft test-parallel
+test: lint test-gil test-ft test-parallel test-debug
 
 # make lint: seconds, so it runs first.  mypy reads the test requirements (it checks
 # tests/ too) and stubtest imports the installed C core, hence .installed.  The format
@@ -67,6 +68,27 @@ test-ft: $(VENV_FT)/.installed redis-server
 PARALLEL_FLAGS ?= --parallel-threads=4 --iterations=2 --skip-thread-unsafe=1
 test-parallel: $(VENV_FT)/.installed redis-server
 	PYTHON_GIL=0 $(VENV_FT)/bin/python -m pytest $(PYTEST_FLAGS) $(PARALLEL_FLAGS)
+
+# make test-debug: the C core built with GONKA_POOL_DEBUG_BUILD=1 (its GP_ASSERT
+# invariants as assert(), -O1 -g, NDEBUG undefined) in place in a copy of the tree,
+# build/debug-src, so that setuptools' build/ cache never mixes its objects with the
+# release build's; then the tests that drive the core hardest against it, on 3.13t
+# with the GIL off.  The nm check and test_consistency's abort test fail if the
+# assertions were not compiled in (its child aborts on purpose: ulimit -c 0 keeps
+# it from leaving a core file).  About a minute on 2 cores.
+DEBUG_TESTS := tests/test_twins.py tests/test_concurrency.py tests/test_update_marks.py \
+               tests/test_pool.py tests/test_consistency.py tests/test_shared.py
+test-debug: $(VENV_FT)/.installed
+	$(VENV_FT)/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: "Cython>=3.1" "setuptools>=77"
+	rm -rf build/debug-src && mkdir -p build/debug-src
+	{ git ls-files --cached --others --exclude-standard; ls src/gonka_pool/_pool.c 2>/dev/null || true; } \
+	    | tar --ignore-failed-read -cf - -T - | tar -xf - -C build/debug-src
+	cd build/debug-src && GONKA_POOL_DEBUG_BUILD=1 GONKA_POOL_WERROR=1 \
+	    $(abspath $(VENV_FT))/bin/python setup.py -q build_ext --inplace
+	nm -D build/debug-src/src/gonka_pool/_pool.*.so | grep -c __assert_fail >/dev/null \
+	    || { echo "build/debug-src's gonka_pool._pool has no assertions compiled in" >&2; exit 1; }
+	ulimit -c 0 && cd build/debug-src && GONKA_POOL_DEBUG_BUILD=1 PYTHONPATH=src PYTHON_GIL=0 \
+	    $(abspath $(VENV_FT))/bin/python -m pytest -p no:cacheprovider $(PYTEST_FLAGS) $(DEBUG_TESTS)
 
 demo: $(VENV_GIL)/.installed
 	$(VENV_GIL)/bin/python -m gonka_pool demo
@@ -119,11 +141,12 @@ $(VENV_FT)/bin/python:
 	$(FT_PYTHON) -m venv $(VENV_FT)
 
 # Install the package the way a user gets it (a built wheel, not the source tree),
-# plus the test requirements; redone whenever a source file changes.
+# plus the test requirements; redone whenever a source file changes.  Compiler
+# warnings are errors here (GONKA_POOL_WERROR), never in a user's build.
 .venv-%/.installed: .venv-%/bin/python $(SOURCES) requirements-test.txt
 	.venv-$*/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
 	.venv-$*/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: -r requirements-test.txt
-	.venv-$*/bin/python -m pip install $(PIP_FLAGS) --force-reinstall --no-deps .
+	GONKA_POOL_WERROR=1 .venv-$*/bin/python -m pip install $(PIP_FLAGS) --force-reinstall --no-deps .
 	.venv-$*/bin/python -c "import gonka_pool, sys; assert gonka_pool.IMPLEMENTATION == 'c', 'C core did not load'; print(sys.version.split()[0], 'GIL', getattr(sys, '_is_gil_enabled', lambda: True)())"
 	touch $@
 

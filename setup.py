@@ -1,4 +1,10 @@
-"""Build the C core.  GONKA_POOL_NO_EXTENSIONS=1 builds a pure-Python wheel instead."""
+"""Build the C core.  GONKA_POOL_NO_EXTENSIONS=1 builds a pure-Python wheel instead.
+
+GONKA_POOL_WERROR=1 turns compiler warnings into errors (``make test`` sets it; a
+user's build never fails on a warning a newer compiler adds).
+GONKA_POOL_DEBUG_BUILD=1 compiles the core's GP_ASSERT checks in, at -O1 -g with
+NDEBUG undefined (``make test-debug``); never for a release.
+"""
 
 import os
 import sys
@@ -14,12 +20,20 @@ NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (
 def extensions():
     from Cython.Build import cythonize
 
+    debug = bool(os.environ.get("GONKA_POOL_DEBUG_BUILD"))
     if sys.platform == "win32":
         # MSVC: C11 mode (for <stdatomic.h> where available; _atomics.h falls back to
         # the interlocked intrinsics otherwise).
-        compile_args = ["/O2"]
+        compile_args = ["/Od", "/Zi", "/UNDEBUG"] if debug else ["/O2"]
+        if os.environ.get("GONKA_POOL_WERROR"):
+            compile_args.append("/WX")
     else:
-        compile_args = ["-O3", "-std=c11"]
+        # Placed after the interpreter's own CFLAGS, so -O1 and -UNDEBUG win over
+        # its -O3 and -DNDEBUG in a debug build.
+        compile_args = ["-O1", "-g", "-UNDEBUG"] if debug else ["-O3"]
+        compile_args += ["-std=c11", "-Wall", "-Wextra"]
+        if os.environ.get("GONKA_POOL_WERROR"):
+            compile_args.append("-Werror")
         # ThreadSanitizer / coverage builds pass extra flags through CFLAGS as usual.
     core = Extension(
         "gonka_pool._pool",
@@ -29,6 +43,7 @@ def extensions():
         extra_compile_args=compile_args,
         # shm_open lived in librt before glibc 2.34 (manylinux2014 has 2.17).
         libraries=["rt"] if sys.platform.startswith("linux") else [],
+        define_macros=[("GP_DEBUG", "1")] if debug else [],
     )
     return cythonize(
         [core],

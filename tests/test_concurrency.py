@@ -53,6 +53,7 @@ def test_threads_without_failures_select_every_node_exactly_equally(make_pool, n
         return counts
 
     total = sum(run_threads(select), Counter())
+    pool._check_consistency()
     assert total == {i: THREADS * per_thread // n_nodes for i in range(n_nodes)}
 
 
@@ -68,6 +69,7 @@ def test_next_alone_also_balances_exactly_across_threads(make_pool):
         return counts
 
     total = sum(run_threads(select), Counter())
+    pool._check_consistency()
     assert set(total.values()) == {THREADS * per_thread // 5}
 
 
@@ -83,6 +85,7 @@ def test_batches_from_threads_balance_exactly(make_pool):
         return counts
 
     total = sum(run_threads(select), Counter())
+    pool._check_consistency()
     assert set(total.values()) == {THREADS * (batches * 42 + 3 * 6000) // 6}
 
 
@@ -90,6 +93,7 @@ def test_selection_loop_without_the_gil_balances_exactly(make_pool):
     pool = make_pool(7)
     per_thread = 7 * 50_000
     counts = run_threads(lambda _: pool._select_loop(per_thread))
+    pool._check_consistency()
     assert [sum(c[i] for c in counts) for i in range(7)] == [THREADS * per_thread // 7] * 7
 
 
@@ -121,6 +125,7 @@ def test_marks_racing_selections_never_yield_a_bad_index_or_an_error(make_pool, 
         return seen
 
     run_threads(work)
+    pool._check_consistency()
 
 
 def test_a_completed_mark_is_never_ignored_while_a_healthy_node_exists(make_pool):
@@ -138,12 +143,14 @@ def test_a_completed_mark_is_never_ignored_while_a_healthy_node_exists(make_pool
             pool.mark_failed(k, 0)
 
     run_threads(work)
+    pool._check_consistency()
 
 
 @free_threaded_only
 def test_the_gil_stays_disabled_while_threads_select(make_pool):
     pool = make_pool(3)
     run_threads(lambda _: [pool.next() for _ in range(1000)])
+    pool._check_consistency()
     assert not sys._is_gil_enabled()
 
 
@@ -155,5 +162,6 @@ def test_threads_started_one_after_another_advance_stripes_of_their_own(pool_imp
     pool = pool_impl.make(8)
     before = pool._stripe_positions()
     run_threads(lambda _: pool._select_loop(1000), n=2)
+    pool._check_consistency()
     moved = [after - start for after, start in zip(pool._stripe_positions(), before, strict=True)]
     assert sorted(moved)[-2:] == [1000, 1000] and sum(moved) == 2000

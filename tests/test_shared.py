@@ -135,6 +135,7 @@ def test_workers_killed_while_marking_leave_the_segment_consistent(name):
     _, cooling, deadlines = p._state()
     # the count errs high only: never below the deadlines set
     assert cooling >= sum(1 for d in deadlines if d)
+    p._check_consistency()
     # every record still resolves, marks still apply, and selection still works
     p.mark_failed(nodes(8)[5], 60.0)
     assert not p.snapshot()[5].available
@@ -249,6 +250,8 @@ def test_threads_marking_through_two_pools_keep_the_count_exact(name):
         w.start()
     for w in workers:
         w.join()
+    a._check_consistency()
+    b._check_consistency()
     time.sleep(0.002)
     a.next_many(16)  # clears what expired
     _, cooling, deadlines = a._state()
@@ -292,6 +295,8 @@ def test_a_shared_c_pool_agrees_with_the_twin_on_any_operation_sequence(n, start
         for op in ops:
             assert apply(c_pool, op, c_clock) == apply(py_pool, op, py_clock), op
             assert c_pool._state() == py_pool._state(), op
+            c_pool._check_consistency()
+            py_pool._check_consistency()
         assert c_pool.snapshot() == py_pool.snapshot()
     finally:
         C.EndpointPool.unlink_shared(name)

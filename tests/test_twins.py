@@ -1,6 +1,6 @@
 """The C core and the pure twin, driven by the same random operations, agree on
 every result, every error and every stored value (a frozen test clock makes
-cooldown expiry deterministic)."""
+cooldown expiry deterministic), and each keeps its invariants after every step."""
 
 from __future__ import annotations
 
@@ -106,6 +106,8 @@ def test_c_core_and_pure_twin_agree_on_any_operation_sequence(both_impls, n, wei
     for op in ops:
         assert apply(c_pool, op, c_clock) == apply(py_pool, op, py_clock), op
         assert c_pool._state() == py_pool._state(), op
+        c_pool._check_consistency()
+        py_pool._check_consistency()
     assert c_pool.snapshot() == py_pool.snapshot()
 
 

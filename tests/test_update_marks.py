@@ -127,6 +127,7 @@ def test_no_mark_or_clear_is_lost_to_a_racing_update(make_pool, quiet, membershi
         return lost, rounds
 
     results, updates = race(pool, MEMBERSHIPS[membership](eps), set_and_clear)
+    pool._check_consistency()
     lost = {kind: sum(r[0][kind] for r in results) for kind in ("mark", "success", "clear")}
     rounds = sum(r[1] for r in results)
     assert updates > 0 and rounds > 0
@@ -170,6 +171,7 @@ def test_total_failures_counts_each_non_zero_mark_once_while_updates_race(
         return counts
 
     results, updates = race(pool, MEMBERSHIPS[membership](eps), mark)
+    pool._check_consistency()
     assert updates > 0
     totals = [state_of(pool, ep).total_failures for ep in eps]
     assert totals[:THREADS] == [r[0] for r in results]
@@ -189,6 +191,7 @@ def test_a_mark_between_updates_lands_on_the_new_membership(make_pool):
     pool.mark_failed(b, 0)
     assert [s.available for s in pool.snapshot()] == [False, True, True, True, True, True]
     assert [s.total_failures for s in pool.snapshot()][:3] == [1, 1, 0]
+    pool._check_consistency()
 
 
 @pytest.mark.parametrize("n", [1, 5])
@@ -202,3 +205,4 @@ def test_updates_to_the_same_endpoints_keep_every_count(make_pool, n):
     for _ in range(3):
         pool.update(nodes(n))
     assert pool.snapshot() == before
+    pool._check_consistency()

@@ -1,12 +1,14 @@
 /* 64-bit atomics and a monotonic clock for the selection core.
  *
- * The core needs four operations on 64-bit words: load, exchange, fetch_add and
- * compare_exchange, relaxed for node state (see _pool.pyx for why relaxed is
- * enough), plus an acquire load and an acq_rel exchange that publish a new
- * membership, and the sequentially consistent load, store and fetch_add (with a
- * release fetch_add to leave) of the handshake between marks and update().  The
- * ladder follows CPython's pyatomic.h: C11 <stdatomic.h> wherever the compiler has
- * it, MSVC's _Interlocked* intrinsics otherwise, and #error elsewhere.
+ * Names follow CPython's pyatomic.h: an unsuffixed operation is sequentially
+ * consistent, and a suffix (_relaxed, _acquire, _release, _acq_rel) names a weaker
+ * order, so every call site says which order it relies on.  The core needs load,
+ * store, exchange, fetch_add and compare_exchange relaxed for node state (see
+ * _pool.pyx for why relaxed is enough), an acquire load and an acq_rel exchange
+ * that publish a new membership, and the sequentially consistent load, store and
+ * fetch_add (with a release fetch_add to leave) of the handshake between marks and
+ * update().  The ladder follows pyatomic.h too: C11 <stdatomic.h> wherever the
+ * compiler has it, MSVC's _Interlocked* intrinsics otherwise, and #error elsewhere.
  *
  * Nothing here touches a Python object: every function is safe without the GIL.
  */
@@ -14,6 +16,31 @@
 #define GONKA_POOL_ATOMICS_H
 
 #include <stdint.h>
+
+/* MSVC's C compiler spells inline __inline before C11. */
+#if defined(_MSC_VER)
+#  define GP_INLINE __inline
+#else
+#  define GP_INLINE inline
+#endif
+
+/* GP_ASSERT(cond): the core's invariants, checked only in a debug build
+ * (GONKA_POOL_DEBUG_BUILD=1 in setup.py defines GP_DEBUG and undefines NDEBUG).
+ * Elsewhere cond is never evaluated: sizeof only keeps a variable that an
+ * assertion alone reads from counting as unused, so a release build has neither
+ * the check nor a warning, and the same machine code as without it. */
+#if !defined(GP_DEBUG)
+#  define GP_DEBUG 0
+#endif
+#if GP_DEBUG
+#  if defined(NDEBUG)
+#    error "GP_DEBUG needs NDEBUG undefined, or assert() checks nothing"
+#  endif
+#  include <assert.h>
+#  define GP_ASSERT(cond) assert(cond)
+#else
+#  define GP_ASSERT(cond) ((void)sizeof(cond))
+#endif
 
 #if defined(_MSC_VER) && !defined(__clang__) && \
     (!defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L || defined(__STDC_NO_ATOMICS__))
@@ -43,6 +70,15 @@ static __inline int gp_u64_cas_relaxed(gp_atomic_u64 *a, uint64_t expected, uint
     return _InterlockedCompareExchange64(&a->v, (int64_t)desired, (int64_t)expected)
            == (int64_t)expected;
 }
+static __inline int64_t gp_i64_load_relaxed(gp_atomic_i64 *a) {
+    return (int64_t)gp_u64_load_relaxed((gp_atomic_u64 *)a);
+}
+static __inline void gp_i64_store_relaxed(gp_atomic_i64 *a, int64_t x) {
+    _InterlockedExchange64(&a->v, x);
+}
+static __inline int64_t gp_i64_fetch_add_relaxed(gp_atomic_i64 *a, int64_t x) {
+    return _InterlockedExchangeAdd64(&a->v, x);
+}
 static __inline uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) {
     /* x64 loads are acquire loads; ARM64 needs the barrier. */
     uint64_t v = gp_u64_load_relaxed(a);
@@ -53,30 +89,15 @@ static __inline uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) {
 #  endif
     return v;
 }
+static __inline uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) {
+    return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
+}
 static __inline uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) {
     return (uint64_t)_InterlockedExchange64(&a->v, (int64_t)x);  /* full barrier */
-}
-static __inline int64_t gp_i64_load_relaxed(gp_atomic_i64 *a) {
-    return (int64_t)gp_u64_load_relaxed((gp_atomic_u64 *)a);
-}
-static __inline void gp_i64_store_relaxed(gp_atomic_i64 *a, int64_t x) {
-    _InterlockedExchange64(&a->v, x);
-}
-static __inline int64_t gp_i64_fetch_add_relaxed(gp_atomic_i64 *a, int64_t x) {
-    return _InterlockedExchangeAdd64(&a->v, x);
 }
 /* The interlocked read-modify-writes are full barriers; a plain load between two
  * full barriers is sequentially consistent on ARM64, and on x64 already is against
  * stores made by interlocked exchange (which gp_u64_store is). */
-static __inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
-    return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
-}
-static __inline uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) {
-    return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
-}
-static __inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
-    _InterlockedExchange64(&a->v, (int64_t)x);
-}
 static __inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
     uint64_t v;
 #  if defined(_M_ARM64)
@@ -90,8 +111,15 @@ static __inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
 #  endif
     return v;
 }
+static __inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
+    _InterlockedExchange64(&a->v, (int64_t)x);
+}
+static __inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
+    return (uint64_t)_InterlockedExchangeAdd64(&a->v, (int64_t)x);
+}
 static __inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
-    return gp_u64_cas_relaxed(a, expected, desired);  /* a full barrier already */
+    return _InterlockedCompareExchange64(&a->v, (int64_t)desired, (int64_t)expected)
+           == (int64_t)expected;  /* a full barrier */
 }
 /* Interlocked operations on aligned 64-bit words are lock-free on x64 and ARM64. */
 static __inline int gp_atomics_lock_free(void) { return 1; }
@@ -119,12 +147,6 @@ static inline int gp_u64_cas_relaxed(gp_atomic_u64 *a, uint64_t expected, uint64
     return atomic_compare_exchange_strong_explicit(
         &a->v, &expected, desired, memory_order_relaxed, memory_order_relaxed);
 }
-static inline uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) {
-    return atomic_load_explicit(&a->v, memory_order_acquire);
-}
-static inline uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) {
-    return atomic_exchange_explicit(&a->v, x, memory_order_acq_rel);
-}
 static inline int64_t gp_i64_load_relaxed(gp_atomic_i64 *a) {
     return atomic_load_explicit(&a->v, memory_order_relaxed);
 }
@@ -134,17 +156,23 @@ static inline void gp_i64_store_relaxed(gp_atomic_i64 *a, int64_t x) {
 static inline int64_t gp_i64_fetch_add_relaxed(gp_atomic_i64 *a, int64_t x) {
     return atomic_fetch_add_explicit(&a->v, x, memory_order_relaxed);
 }
-static inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
-    return atomic_fetch_add_explicit(&a->v, x, memory_order_seq_cst);
+static inline uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) {
+    return atomic_load_explicit(&a->v, memory_order_acquire);
 }
 static inline uint64_t gp_u64_fetch_add_release(gp_atomic_u64 *a, uint64_t x) {
     return atomic_fetch_add_explicit(&a->v, x, memory_order_release);
 }
-static inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
-    atomic_store_explicit(&a->v, x, memory_order_seq_cst);
+static inline uint64_t gp_u64_exchange_acq_rel(gp_atomic_u64 *a, uint64_t x) {
+    return atomic_exchange_explicit(&a->v, x, memory_order_acq_rel);
 }
 static inline uint64_t gp_u64_load(gp_atomic_u64 *a) {
     return atomic_load_explicit(&a->v, memory_order_seq_cst);
+}
+static inline void gp_u64_store(gp_atomic_u64 *a, uint64_t x) {
+    atomic_store_explicit(&a->v, x, memory_order_seq_cst);
+}
+static inline uint64_t gp_u64_fetch_add(gp_atomic_u64 *a, uint64_t x) {
+    return atomic_fetch_add_explicit(&a->v, x, memory_order_seq_cst);
 }
 static inline int gp_u64_cas(gp_atomic_u64 *a, uint64_t expected, uint64_t desired) {
     return atomic_compare_exchange_strong(&a->v, &expected, desired);
@@ -251,19 +279,13 @@ static inline void gp_spin_wait(unsigned *spins) {
 }
 #endif
 
-#if defined(_MSC_VER)
-#  define GP_INLINE_EARLY __inline
-#else
-#  define GP_INLINE_EARLY inline
-#endif
-
 /* ---- Remainder by an invariant divisor ---------------------------------- */
 /* position % n without a hardware divide (20-40 cycles, the largest cost of a
  * selection): Barrett reduction with inv = floor((2**64 - 1) / n), computed once per
  * pool.  The estimated quotient is at most 2 below the true one, so at most two
  * corrections follow. */
 #if defined(__SIZEOF_INT128__)
-static GP_INLINE_EARLY uint64_t gp_mulhi_u64(uint64_t a, uint64_t b) {
+static GP_INLINE uint64_t gp_mulhi_u64(uint64_t a, uint64_t b) {
     return (uint64_t)(((unsigned __int128)a * b) >> 64);
 }
 #  define GP_HAVE_MULHI 1
@@ -274,11 +296,11 @@ static __inline uint64_t gp_mulhi_u64(uint64_t a, uint64_t b) { return __umulh(a
 #  define GP_HAVE_MULHI 0
 #endif
 
-static GP_INLINE_EARLY uint64_t gp_reciprocal(uint64_t n) {
+static GP_INLINE uint64_t gp_reciprocal(uint64_t n) {
     return UINT64_MAX / n;
 }
 
-static GP_INLINE_EARLY uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t inv) {
+static GP_INLINE uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t inv) {
 #if GP_HAVE_MULHI
     uint64_t r = position - gp_mulhi_u64(position, inv) * n;
     while (r >= n) r -= n;
@@ -293,11 +315,6 @@ static GP_INLINE_EARLY uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t i
 /* Each thread takes a slot number once, from a process-wide counter, the first time
  * it selects; a pool maps the slot to one of its cursor stripes.  Threads created one
  * after another get consecutive slots, hence different stripes. */
-#if defined(_MSC_VER)
-#  define GP_INLINE __inline
-#else
-#  define GP_INLINE inline
-#endif
 #if defined(_MSC_VER)
 #  define GP_THREAD_LOCAL __declspec(thread)
 #elif (defined(__GNUC__) || defined(__clang__)) && defined(__GLIBC__)

@@ -176,6 +176,7 @@ cdef extern from "_atomics.h" nogil:
     uint64_t gp_thread_slot() noexcept
     uint64_t gp_reciprocal(uint64_t n) noexcept
     uint64_t gp_mod(uint64_t position, uint64_t n, uint64_t inv) noexcept
+    void GP_ASSERT(bint cond) noexcept
 
 
 cdef extern from "_shared.h" nogil:
@@ -748,6 +749,8 @@ cdef inline uint64_t _stripe(gp_core *core) noexcept nogil:
 
 cdef inline PyObject *_item(gp_members *m, uint64_t stripe, Py_ssize_t idx) noexcept nogil:
     """Node idx as this stripe returns it (its own copy where there are copies)."""
+    GP_ASSERT(idx >= 0)
+    GP_ASSERT(idx < m.n)
     return m.items[<Py_ssize_t>stripe * m.stripe_stride + idx]
 
 
@@ -783,7 +786,7 @@ cdef inline bint _healthy(gp_members *m, Py_ssize_t idx, uint64_t deadline, uint
     if deadline > now:
         return False
     if deadline != 0 and gp_u64_cas_relaxed(_deadline(m, idx), deadline, 0):
-        gp_i64_fetch_add_relaxed(m.cooling, -1)
+        _cooling_leave(m)
     return True
 
 
@@ -820,6 +823,7 @@ cdef Py_ssize_t _select_at(gp_members *m, gp_atomic_u64 *cursor, uint64_t now) n
             if idx == m.n:
                 idx = 0
         gp_u64_fetch_add_relaxed(cursor, <uint64_t>(m.n - 1))
+        GP_ASSERT(best_deadline > now)  # every candidate was cooling when read
         return best
     for tries in range(m.n):
         idx = _node_at(m, position + <uint64_t>tries)
@@ -882,9 +886,16 @@ cdef inline void _set_deadline(gp_members *m, Py_ssize_t idx, uint64_t old, uint
     done[0] = gp_u64_cas_relaxed(_deadline(m, idx), old, new)
     if done[0]:
         if old != 0 and new == 0:
-            gp_i64_fetch_add_relaxed(m.cooling, -1)
+            _cooling_leave(m)
     elif old == 0 and new != 0:
-        gp_i64_fetch_add_relaxed(m.cooling, -1)
+        _cooling_leave(m)
+
+
+cdef inline void _cooling_leave(gp_members *m) noexcept nogil:
+    """Lower ``cooling`` for a deadline (or a mark) that was counted in it: the
+    over-count ``_set_deadline`` keeps never goes below zero."""
+    cdef int64_t before = gp_i64_fetch_add_relaxed(m.cooling, -1)
+    GP_ASSERT(before >= 1)
 
 
 cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t cooldown_ns,
@@ -902,7 +913,7 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     if cooldown_ns == 0:
         # No write when already clear: the common repeat costs a load, not a locked op.
         if gp_u64_load_relaxed(_deadline(m, idx)) != 0 and gp_u64_exchange_relaxed(_deadline(m, idx), 0) != 0:
-            gp_i64_fetch_add_relaxed(m.cooling, -1)
+            _cooling_leave(m)
         return 0
     now = _now_tick(core, &tick)
     while True:
@@ -917,6 +928,7 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
         if ns < floor_ns:
             ns = floor_ns
         deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
+        GP_ASSERT(deadline > now)  # ns >= 1: a cooldown of 0 cleared above
         if cooling_now and old >= deadline:
             break
         _set_deadline(m, idx, old, deadline, &done)
@@ -943,16 +955,17 @@ cdef inline gp_members *_mark_begin(gp_core *core, gp_atomic_u64 *in_flight) noe
         m = <gp_members *><uintptr_t>gp_u64_load(&core.members)
         if not gp_u64_load(&m.retired):
             return m
-        if GP_MARKS_ANNOUNCED:
-            gp_u64_fetch_add_release(in_flight, <uint64_t>-1)
+        _mark_end(in_flight)
         spins = 0
         while _current(core) == m:
             gp_spin_wait(&spins)
 
 
 cdef inline void _mark_end(gp_atomic_u64 *in_flight) noexcept nogil:
+    cdef uint64_t before
     if GP_MARKS_ANNOUNCED:
-        gp_u64_fetch_add_release(in_flight, <uint64_t>-1)
+        before = gp_u64_fetch_add_release(in_flight, <uint64_t>-1)
+        GP_ASSERT(before >= 1)
 
 
 cdef inline gp_members *_mark(gp_core *core, gp_members *expected, Py_ssize_t *indices,
@@ -968,6 +981,8 @@ cdef inline gp_members *_mark(gp_core *core, gp_members *expected, Py_ssize_t *i
     cdef Py_ssize_t k
     if m == expected or (expected == NULL and indices[0] < m.n):
         for k in range(count):
+            GP_ASSERT(indices[k] >= 0)
+            GP_ASSERT(indices[k] < m.n)
             if success:
                 gp_u64_store_relaxed(_consecutive(m, indices[k]), 0)
             else:
@@ -993,6 +1008,8 @@ cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pai
         count = 0  # a shared pool's nodes keep their records in the segment
     for k in range(count):
         i, j = pairs[2 * k], pairs[2 * k + 1]
+        GP_ASSERT(i < old.n)
+        GP_ASSERT(j < new.n)
         gp_u64_store_relaxed(&new.consecutive[j], gp_u64_load_relaxed(&old.consecutive[i]))
         gp_u64_store_relaxed(&new.total[j], gp_u64_load_relaxed(&old.total[i]))
         deadline = gp_u64_load_relaxed(&old.failed_until[i])
@@ -1507,6 +1524,58 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         return (cursor_sum - self._cursor_origin,
                 gp_i64_load_relaxed(m.cooling),
                 [gp_u64_load_relaxed(_deadline(m, i)) for i in range(m.n)])
+
+    def _check_consistency(self):
+        """Raise AssertionError naming the first invariant the state breaks, else
+        return None.  Call it while no other thread uses the pool (after a join):
+        ``cooling`` also counts the marks in flight (see ``_set_deadline``)."""
+        cdef gp_members *m = _current(self._core)
+        cdef Py_ssize_t i, non_zero = 0
+        cdef uint64_t stripe, slot, in_flight, consecutive, total
+        cdef uint64_t wrapped = <uint64_t>1 << 63  # where a count below zero would land
+        cdef int64_t cooling = gp_i64_load_relaxed(m.cooling)
+        if m != self._members.m:
+            raise AssertionError("the membership in force is not the pool's current one")
+        if gp_u64_load(&m.retired):
+            raise AssertionError("the membership in force is retired")
+        for entry in self._retired:
+            if not gp_u64_load(&(<_Members>entry[1]).m.retired):
+                raise AssertionError("a replaced membership is not marked retired")
+        for stripe in range(self._core.stripe_mask + 1):
+            in_flight = gp_u64_load(&self._core.stripes[stripe].in_flight)
+            if in_flight:
+                raise AssertionError(f"stripe {stripe} counts {in_flight} marks in flight")
+        for i in range(m.n):
+            if gp_u64_load_relaxed(_deadline(m, i)) != 0:
+                non_zero += 1
+            consecutive = gp_u64_load_relaxed(_consecutive(m, i))
+            total = gp_u64_load_relaxed(_total(m, i))
+            if consecutive >= wrapped or total >= wrapped:
+                raise AssertionError(f"node {i}'s failure counts went below zero")
+            if consecutive > total:  # _fail raises both; mark_success resets the first
+                raise AssertionError(f"node {i} has {consecutive} consecutive failures, "
+                                     f"more than its {total} in all")
+        if m.slot_of != NULL:
+            # shared=: the count covers every node of the segment, which other pools
+            # and processes mark, and a process killed mid-mark leaves it high
+            if cooling < non_zero:
+                raise AssertionError(f"the segment's cooling is {cooling}, below this pool's "
+                                     f"{non_zero} non-zero deadlines")
+        elif cooling != non_zero:
+            raise AssertionError(f"cooling is {cooling}, but {non_zero} deadlines are non-zero")
+        if m.schedule == NULL:
+            if m.period != <uint64_t>m.n:
+                raise AssertionError(f"an unweighted pool of {m.n} nodes has a period of {m.period}")
+        else:
+            for slot in range(m.period):
+                if m.schedule[slot] >= <uint64_t>m.n:
+                    raise AssertionError(f"schedule slot {slot} names node {m.schedule[slot]} "
+                                         f"of a pool of {m.n}")
+
+    def _add_to_cooling(self, int64_t delta):
+        """Add ``delta`` to ``cooling`` and to nothing else, breaking the invariant
+        (test hook for ``_check_consistency`` and the debug build's assertions)."""
+        gp_i64_fetch_add_relaxed(_current(self._core).cooling, delta)
 
     def _stripe_positions(self):
         """Each stripe's cursor minus where it started (test hook)."""

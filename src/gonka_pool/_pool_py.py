@@ -496,6 +496,37 @@ class EndpointPool:
             m = self._members
             return ((self._cursor - self._cursor_origin) % 2**64, m.cooling, list(m.failed_until))
 
+    def _check_consistency(self) -> None:
+        """Raise AssertionError naming the first invariant the state breaks, else
+        return None: the C core's checks, less those of its atomics (marks in
+        flight, retired memberships), which the lock makes moot here."""
+        with self._lock:
+            m = self._members
+            for i in range(m.n):
+                consecutive, total = m.consecutive[i], m.total[i]
+                if consecutive < 0 or total < 0:
+                    raise AssertionError(f"node {i}'s failure counts went below zero")
+                if consecutive > total:  # _fail raises both; mark_success resets the first
+                    raise AssertionError(
+                        f"node {i} has {consecutive} consecutive failures, more than its {total} in all"
+                    )
+            non_zero = sum(deadline != 0 for deadline in m.failed_until)
+            if m.cooling != non_zero:
+                raise AssertionError(f"cooling is {m.cooling}, but {non_zero} deadlines are non-zero")
+            if m.schedule is None:
+                if m.period != m.n:
+                    raise AssertionError(f"an unweighted pool of {m.n} nodes has a period of {m.period}")
+            else:
+                for slot, node in enumerate(m.schedule):
+                    if not 0 <= node < m.n:
+                        raise AssertionError(f"schedule slot {slot} names node {node} of a pool of {m.n}")
+
+    def _add_to_cooling(self, delta: int) -> None:
+        """Add ``delta`` to ``cooling`` and to nothing else, breaking the invariant
+        (test hook for ``_check_consistency``)."""
+        with self._lock:
+            self._members.cooling += delta
+
     def _next_releasing_gil(self):
         """Same as ``next()`` (there is no GIL to release in Python code)."""
         return self.next()
