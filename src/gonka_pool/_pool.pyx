@@ -111,6 +111,8 @@ from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport PyObject, Py_INCREF
 from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.datetime cimport (import_datetime, timedelta as _timedelta_type, timedelta_days,
+                                timedelta_microseconds, timedelta_seconds)
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.sequence cimport PySequence_Fast_ITEMS
@@ -1084,9 +1086,23 @@ cdef inline int _cooldown_ns(object cooldown, uint64_t *out) except -1:
 
 cdef int _cooldown_ns_any(object cooldown, uint64_t *out) except -1:
     """``_cooldown_ns`` for any value, with its errors: out of line, so that the
-    inline fast path stays small."""
+    inline fast path stays small.  An exact, non-negative timedelta that needs no
+    saturation is converted here, as ``_convert.cooldown_ns`` would (its fields are
+    whole microseconds): through Python it cost 3x an index mark
+    (``benchmarks/mark_cost.py``'s ``mark_failed(i, timedelta)`` row)."""
+    cdef long long days, seconds
+    if type(cooldown) is _timedelta_type:
+        days = timedelta_days(cooldown)
+        if 0 <= days < _SATURATING_SECONDS // 86400:
+            seconds = days * 86400 + timedelta_seconds(cooldown)
+            if seconds < _SATURATING_SECONDS - 1:  # then below 2**64 ns with any microseconds
+                out[0] = <uint64_t>seconds * NS_PER_S + <uint64_t>timedelta_microseconds(cooldown) * 1000
+                return 0
     out[0] = _convert_cooldown_ns(cooldown)
     return 0
+
+
+import_datetime()
 
 
 cdef double _INF = float("inf")
