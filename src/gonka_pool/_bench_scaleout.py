@@ -1,6 +1,7 @@
 """``python -m gonka_pool bench-scaleout``: what sharing health across worker processes
-buys, independent pools against ``shared=`` (and Redis where it is installed and
-running), side by side in one run.
+buys, independent pools against ``shared=`` and against Redis (``RedisHealth`` through a
+``redis-server`` it starts on 127.0.0.1, where redis-server and redis-py are
+installed), side by side in one run.
 
 Four nodes on 127.0.0.1: A and B answer, D is a closed port (refused at once), S
 accepts and never answers.  W worker processes (fresh interpreters, as gunicorn or
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,7 +35,7 @@ from ._local_node import LocalNode
 
 __all__ = ["main"]
 
-MODES = ("independent", "shared")
+MODES = ("independent", "shared", "redis")
 _positive_int = _at_least(1)
 
 # One worker: its pool and transport, requests paced from a common start instant,
@@ -56,6 +58,15 @@ for name, url in config["nodes"].items():
     endpoints.append(endpoint)
 options = {"shared": config["segment"]} if config["mode"] == "shared" else {}
 pool = EndpointPool(endpoints, **options)
+health = None
+if config["mode"] == "redis":
+    import redis
+    from gonka_pool.redis import RedisHealth
+    client = redis.Redis(host="127.0.0.1", port=config["redis_port"], socket_timeout=1)
+    health = RedisHealth(pool, client, channel=config["segment"])
+    ready_by = time.time() + 10
+    while not health.stats()["connected"] and time.time() < ready_by:
+        time.sleep(0.01)
 attempts = []
 def on_request(request, endpoint):
     attempts.append((time.time() - config["start_at"], names[endpoint]))
@@ -76,6 +87,8 @@ with http.Client(transport=transport, timeout=config["timeout"], trust_env=False
         requests.append((ok, time.time() - started))
         next_at += config["interval"]
         time.sleep(max(0.0, next_at - time.time()))
+if health is not None:
+    health.close()
 print(json.dumps({"attempts": attempts, "requests": requests}))
 """
 
@@ -110,9 +123,41 @@ PARSER_OPTIONS: dict[str, Any] = {
 }
 
 
-def _run_mode(mode: str, nodes: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+def _redis_server() -> tuple[subprocess.Popen[bytes], int] | None:
+    """A redis-server on a free port of 127.0.0.1, without persistence, when both it
+    and redis-py are installed."""
+    binary = shutil.which("redis-server")
+    try:
+        import redis
+    except ImportError:
+        return None
+    if binary is None:
+        return None
+    port = _closed_port()
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    give_up = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > give_up or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.02)
+        finally:
+            client.close()
+    return server, port
+
+
+def _run_mode(mode: str, nodes: dict[str, str], args: argparse.Namespace,
+              redis_port: int = 0) -> dict[str, Any]:
     segment = f"bench-scaleout-{uuid.uuid4().hex[:12]}"
-    config = {"mode": mode, "nodes": nodes, "segment": segment, "cooldown": args.cooldown,
+    config = {"mode": mode, "nodes": nodes, "segment": segment, "redis_port": redis_port,
+              "cooldown": args.cooldown,
               "timeout": args.timeout, "seconds": args.seconds, "interval": args.interval,
               "start_at": time.time() + 2.0}  # time for every interpreter to start
     env = dict(os.environ)
@@ -179,11 +224,16 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace,
         server.start()
     nodes = {"A": servers["A"].url, "B": servers["B"].url,
              "D": f"http://127.0.0.1:{_closed_port()}/v1", "S": servers["S"].url}
+    redis = _redis_server()
     try:
-        results = {mode: _run_mode(mode, nodes, args) for mode in MODES}
+        results = {mode: _run_mode(mode, nodes, args, redis[1] if redis else 0)
+                   for mode in MODES if mode != "redis" or redis is not None}
     finally:
         for server in servers.values():
             server.stop()
+        if redis is not None:
+            redis[0].kill()
+            redis[0].wait()
     cost = _next_cost(args.next_calls)
     out(f"bench-scaleout: {args.workers} worker processes, nodes A, B healthy, D refused, "
         f"S stalls; {args.seconds:g} s per mode, one request per {args.interval:g} s per "
@@ -194,6 +244,8 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace,
     for mode, r in results.items():
         out(f"  {mode:<12} {r['requests']:>9} {r['lost']:>5} {r['dead_per_window']:>18.2f} "
             f"{r['stall_per_window']:>18.2f} {r['delayed']:>13}")
+    if "redis" not in results:
+        out("  redis        not run: needs redis-server and redis-py (pip install '.[redis]')")
     out(f"  next(): shared {cost['shared']:.1f} ns, unshared {cost['unshared']:.1f} ns, "
         f"{cost['shared'] / cost['unshared']:.2f}x (one thread, medians of 5 rounds)")
     if args.json:
