@@ -7,7 +7,8 @@ Four nodes on 127.0.0.1: A and B answer, D is a closed port (refused at once), S
 accepts and never answers.  W worker processes (fresh interpreters, as gunicorn or
 uvicorn workers are) each build a pool over the four and send requests through
 ``PoolTransport`` (attempts=None, a fixed cooldown for every failure, a client
-timeout) at a steady pace, all starting at the same instant.  Reported per mode:
+timeout) at a steady pace, spread evenly over one interval (independent clients
+are not in lockstep).  Reported per mode:
 attempts that reached D and S per cooldown window (independent pools: about W
 each; shared: about 1, plus requests already on their way when the first failure was
 seen), requests delayed by S's timeout, and requests lost.  Then ``next()``'s cost
@@ -75,9 +76,10 @@ transport = PoolTransport(pool, cooldown=config["cooldown"], timeout_cooldown=co
 requests = []
 with http.Client(transport=transport, timeout=config["timeout"], trust_env=False) as client:
     body = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}
-    time.sleep(max(0.0, config["start_at"] - time.time()))
+    # Workers spread over one interval, as independent clients are, not in lockstep.
+    next_at = config["start_at"] + config["interval"] * int(sys.argv[2]) / config["workers"]
+    time.sleep(max(0.0, next_at - time.time()))
     end = config["start_at"] + config["seconds"]
-    next_at = time.time()
     while time.time() < end:
         started = time.time()
         try:
@@ -159,13 +161,14 @@ def _run_mode(mode: str, nodes: dict[str, str], args: argparse.Namespace,
     config = {"mode": mode, "nodes": nodes, "segment": segment, "redis_port": redis_port,
               "cooldown": args.cooldown,
               "timeout": args.timeout, "seconds": args.seconds, "interval": args.interval,
+              "workers": args.workers,
               "start_at": time.time() + 2.0}  # time for every interpreter to start
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), env.get("PYTHONPATH")]))
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(config)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(args.workers)]
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(config), str(k)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for k in range(args.workers)]
     try:
         outputs = []
         for worker in workers:
