@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from gonka_pool import GonkaEndpoint, _pool_py
-from gonka_pool._policy import schedule_plan
+from gonka_pool._schedule import schedule_plan
 
 _pool_c: ModuleType | None
 try:

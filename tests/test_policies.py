@@ -15,7 +15,8 @@ import pytest
 
 from conftest import c_schedule, nodes
 from gonka_pool import GonkaEndpoint
-from gonka_pool._policy import EndpointState, smooth_schedule_py
+from gonka_pool._report import EndpointState
+from gonka_pool._schedule import smooth_schedule_py
 
 T0 = 10**12
 S = 10**9  # ns per second

@@ -206,7 +206,7 @@ def test_real_clock_is_monotonic_nanoseconds(make_pool, pool_impl):
 def test_real_deadlines_add_one_tick_of_the_pools_clock(make_pool, pool_impl):
     # Exact on the pool's own clock: a node marked just before a tick is not let
     # back a tick early, and a mark repeated within one tick writes nothing new.
-    from gonka_pool._policy import monotonic_ns
+    from gonka_pool._clock import monotonic_ns
 
     tick = pool_impl.module.CLOCK[1]
     pool = make_pool(2)
@@ -222,11 +222,11 @@ def test_both_cores_read_the_same_clock():
     import sys
 
     from conftest import IMPLS
-    from gonka_pool import _policy
+    from gonka_pool import _clock
 
-    name, tick = _policy.CLOCK
+    name, tick = _clock.CLOCK
     assert all(impl.module.CLOCK == (name, tick) for impl in IMPLS.values())
-    assert 0 <= tick <= _policy.CLOCK_MAX_TICK_NS
+    assert 0 <= tick <= _clock.CLOCK_MAX_TICK_NS
     if sys.platform.startswith("linux"):
         # Coarse wherever the kernel offers it with a tick of 10 ms or less.
         assert name == "CLOCK_MONOTONIC_COARSE" and tick > 0

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import nodes
 from gonka_pool import GonkaEndpoint
-from gonka_pool._policy import SchedulePlan, schedule_table_py
+from gonka_pool._schedule import SchedulePlan, schedule_table_py
 
 COOLDOWNS = st.one_of(
     st.none(),

@@ -12,7 +12,7 @@ from math import gcd
 import pytest
 
 from conftest import _pool_c, c_schedule, nodes
-from gonka_pool._policy import (
+from gonka_pool._schedule import (
     SMOOTH_MAX_WORK,
     TABLE_MAX_SLOTS,
     schedule_plan,
@@ -80,7 +80,7 @@ def test_the_table_stays_within_its_bound_for_any_weights():
 
 @pytest.mark.parametrize("weights", [[5, 1, 1], [3, 1, 2], [1000, 2500, 333]])
 def test_small_exact_weights_keep_nginx_smooth_schedule(weights):
-    from gonka_pool._policy import smooth_schedule_py
+    from gonka_pool._schedule import smooth_schedule_py
 
     common = gcd(*weights)
     reduced = tuple(w // common for w in weights)

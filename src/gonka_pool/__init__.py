@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Literal
 
 from ._endpoint import GonkaEndpoint
-from ._policy import EndpointState
+from ._report import EndpointState
 from ._transport import RoutingError
 
 __all__ = ["IMPLEMENTATION", "EndpointPool", "EndpointState", "GonkaEndpoint", "RoutingError"]

@@ -41,7 +41,7 @@ from itertools import count
 from typing import Any
 
 from . import IMPLEMENTATION, EndpointPool, GonkaEndpoint
-from ._policy import CLOCK
+from ._clock import CLOCK
 from ._pool_py import EndpointPool as _TwinPool
 
 UNROLL = 10  # calls per loop iteration, so the loop itself weighs little

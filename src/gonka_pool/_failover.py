@@ -28,7 +28,7 @@ the httpx2 / httpx transports, sync and async alike, and none of them imports an
 HTTP library.  Nothing here runs on the selection hot path.
 
 Each failure is logged once: the pool's WARNING when the mark starts a cooldown
-(``_policy.log_cooldown``, which reads the reason this loop hands it), else a
+(``_report.log_cooldown``, which reads the reason this loop hands it), else a
 DEBUG line here ("already cooling").
 """
 
@@ -45,7 +45,7 @@ from typing import Any, TypeVar, cast
 
 from ._convert import check_attempts, check_cooldown, check_deadline
 from ._endpoint import GonkaEndpoint
-from ._policy import FailureReport, failure_report
+from ._report import FailureReport, failure_report
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",

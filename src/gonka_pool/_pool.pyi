@@ -9,7 +9,8 @@ from typing import Any, Literal, SupportsFloat, SupportsIndex, TypeVar, overload
 from typing_extensions import Self, disjoint_base
 
 from ._endpoint import GonkaEndpoint
-from ._policy import EndpointState, SchedulePlan
+from ._report import EndpointState
+from ._schedule import SchedulePlan
 
 ATOMICS: str
 CLOCK: tuple[str, int]
@@ -23,7 +24,7 @@ MAX_SHARED_CAPACITY: int
 _Cooldown = SupportsFloat | SupportsIndex | timedelta
 _Target = SupportsIndex | GonkaEndpoint
 
-# C core only: the C schedule builder, tested against _policy's Python one.
+# C core only: the C schedule builder, tested against _schedule's Python one.
 def _schedule_table(slots: Sequence[int], smooth: bool) -> list[int]: ...
 
 _T = TypeVar("_T")

@@ -5,7 +5,7 @@
 
 Selection knows nothing of URLs: it picks an index among ``n`` opaque nodes.
 ``EndpointPool`` below is the public type itself; argument validation runs once, at
-construction, in ``_facade`` (Python shared with the twin), so ``pool.next()`` is
+construction, in ``_pool_common`` (Python shared with the twin), so ``pool.next()`` is
 this type's C method: no Python frame, no allocation, no lock.  (A Python subclass
 would lose CPython's exact-type call specialization: 1.35x slower on 3.11.)
 
@@ -42,9 +42,9 @@ A membership (``gp_members``, replaced whole by ``update()``):
     from then on no mark may land here (see "Marks and update()" below).
 ``schedule``
     For weighted pools, the node of each slot of one period (``period`` slots,
-    laid out here from ``_policy.schedule_plan``'s counts: nginx's smooth order
+    laid out here from ``_schedule.schedule_plan``'s counts: nginx's smooth order
     for small exact weights, else the O(period) spread order); NULL for equal
-    weights.  At most ``_policy.table_slots(n)`` slots (the power of two at or
+    weights.  At most ``_schedule.table_slots(n)`` slots (the power of two at or
     above 64n, within 2**12..2**22), so a weighted pick is still one atomic add
     and one table read; a table of 2**k slots (every quantized one) is indexed
     with ``period_mask``, an AND, where other periods take a modulo.
@@ -127,7 +127,7 @@ import hashlib as _hashlib
 import os as _os
 import re as _re
 import time as _time
-from ._policy import random_offset as _random_offset
+from ._schedule import random_offset as _random_offset
 import sysconfig as _sysconfig
 
 from threading import Lock as _Lock
@@ -138,11 +138,11 @@ from ._convert import endpoint_index as _endpoint_index, index_error as _index_e
 from ._convert import is_index_target as _is_index_target, sequence_index as _sequence_index
 from ._convert import integer as _integer
 from ._endpoint import GonkaEndpoint as _Endpoint
-from ._facade import from_env as _from_env, pool_repr as _pool_repr, prepare as _prepare
-from ._facade import prepare_update as _prepare_update
-from ._policy import CLOCK_MAX_TICK_NS as _CLOCK_MAX_TICK_NS
-from ._policy import EndpointState as _EndpointState, log_cooldown as _log_cooldown
-from ._facade import constructor_arguments as _constructor_arguments
+from ._pool_common import from_env as _from_env, pool_repr as _pool_repr, prepare as _prepare
+from ._pool_common import prepare_update as _prepare_update
+from ._clock import CLOCK_MAX_TICK_NS as _CLOCK_MAX_TICK_NS
+from ._report import EndpointState as _EndpointState, log_cooldown as _log_cooldown
+from ._pool_common import constructor_arguments as _constructor_arguments
 
 
 cdef extern from "_atomics.h" nogil:
@@ -211,7 +211,7 @@ cdef extern from *:
 
 ATOMICS = GP_ATOMICS_IMPL.decode("ascii")
 # The clock deadlines are read on, once per process: CLOCK_MONOTONIC_COARSE on Linux
-# when its tick is at most _policy.CLOCK_MAX_TICK_NS, else the precise clock (tick 0).
+# when its tick is at most _clock.CLOCK_MAX_TICK_NS, else the precise clock (tick 0).
 # Every real-clock deadline adds the tick, so a node is not let back a tick early.
 cdef uint64_t _CLOCK_TICK_NS = gp_clock_init(_CLOCK_MAX_TICK_NS)
 CLOCK = (gp_clock_name().decode("ascii"), _CLOCK_TICK_NS)
@@ -246,7 +246,7 @@ cdef long long _SATURATING_SECONDS = SATURATING_SECONDS
 DEF SATURATING_NS_DOUBLE = 18446744073709551616.0
 
 
-# -- the weighted table (``_policy.schedule_plan`` decides its slots) --------------
+# -- the weighted table (``_schedule.schedule_plan`` decides its slots) --------------
 
 cdef uint32_t *_plan_slots(object plan, Py_ssize_t n, uint64_t *period, bint *smooth) except NULL:
     """A ``SchedulePlan``'s slots as a C array (the caller frees it), its period and
@@ -281,7 +281,7 @@ cdef uint32_t *_plan_slots(object plan, Py_ssize_t n, uint64_t *period, bint *sm
 
 cdef int _smooth_fill(uint32_t *table, const uint32_t *slots, Py_ssize_t n,
                       uint64_t period) noexcept nogil:
-    """``_policy.smooth_schedule_py`` in C: nginx's smooth weighted round robin over
+    """``_schedule.smooth_schedule_py`` in C: nginx's smooth weighted round robin over
     exact slot counts (period x n <= SMOOTH_MAX_WORK, so int64 never overflows).
     -1 when out of memory."""
     cdef int64_t *current = <int64_t *>PyMem_RawCalloc(<size_t>n, sizeof(int64_t))
@@ -304,7 +304,7 @@ cdef int _smooth_fill(uint32_t *table, const uint32_t *slots, Py_ssize_t n,
 
 cdef int _spread_fill(uint32_t *table, const uint32_t *slots, Py_ssize_t n,
                       uint64_t period) noexcept nogil:
-    """``_policy.spread_schedule_py`` in C, in O(period + n): node i's k-th of c slots
+    """``_schedule.spread_schedule_py`` in C, in O(period + n): node i's k-th of c slots
     goes to round floor((2k + 1) R / 2c), R the most slots of any node, walked with
     additions only (the quotient and remainder of the step 2R / 2c, as Bresenham
     walks a line); a counting sort over the rounds lists them in round order, then
@@ -354,7 +354,7 @@ cdef int _fill_table(uint32_t *table, const uint32_t *slots, Py_ssize_t n, uint6
 
 def _schedule_table(slots, bint smooth):
     """The table the C core lays out for ``SchedulePlan(slots, smooth)``, as a list
-    (the tests compare it with the twin's ``_policy.schedule_table_py``)."""
+    (the tests compare it with the twin's ``_schedule.schedule_table_py``)."""
     cdef Py_ssize_t n = len(slots)
     cdef uint64_t period
     cdef bint order

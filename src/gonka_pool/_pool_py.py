@@ -14,10 +14,12 @@ import threading
 from typing import Any
 
 from . import _failover
+from ._clock import CLOCK, monotonic_ns
 from ._convert import FOREVER, cooldown_ns, count, endpoint_index, index_error, integer, is_index_target, sequence_index
 from ._endpoint import GonkaEndpoint
-from ._facade import constructor_arguments, from_env, pool_repr, prepare, prepare_update
-from ._policy import CLOCK, EndpointState, SchedulePlan, log_cooldown, monotonic_ns, random_offset, schedule_table_py
+from ._pool_common import constructor_arguments, from_env, pool_repr, prepare, prepare_update
+from ._report import EndpointState, log_cooldown
+from ._schedule import SchedulePlan, random_offset, schedule_table_py
 
 __all__ = ["EndpointPool"]
 
@@ -67,7 +69,7 @@ class _Members:
             raise ValueError("EndpointPool requires at least one node")
         self.nodes = nodes
         self.weights = weights  # None when all equal
-        # The node of each slot, laid out from the plan (``_policy.SchedulePlan``)
+        # The node of each slot, laid out from the plan (``_schedule.SchedulePlan``)
         # as the C core lays it out in C.
         self.schedule = table = None if schedule is None else _table(schedule, len(nodes))
         self.n = len(nodes)

@@ -1,41 +1,26 @@
-"""What both cores share and need no speed: weights, the schedule plan, the state
-record, the cooldown log line.  Runs at construction and on the failure path only."""
+"""Weights into the schedule weighted pools select from, and the cursors' random
+start: what both cores share at construction (``schedule_plan``; the twin lays the
+table out with ``schedule_table_py``, the C core in C)."""
 
 from __future__ import annotations
 
-import logging
-import math
 import os
-import sys
-import time
-from contextvars import ContextVar
 from math import gcd
 from typing import NamedTuple
 
-from ._endpoint import GonkaEndpoint
-
 __all__ = [
-    "CLOCK",
-    "CLOCK_MAX_TICK_NS",
-    "EndpointState",
-    "FailureReport",
     "SMOOTH_MAX_WORK",
-    "SchedulePlan",
     "TABLE_MAX_SLOTS",
     "TABLE_MIN_SLOTS",
     "TABLE_SLOTS_PER_NODE",
-    "failure_report",
-    "log_cooldown",
-    "monotonic_ns",
+    "SchedulePlan",
+    "random_offset",
     "schedule_plan",
     "schedule_table_py",
+    "smooth_schedule_py",
     "spread_schedule_py",
     "table_slots",
 ]
-
-logger = logging.getLogger("gonka_pool")
-# A library logs; the application decides where it goes (no lastResort stderr).
-logger.addHandler(logging.NullHandler())
 
 # A weighted pool selects from a table of slots, one node per slot, that the
 # stripes' cursors walk round (``schedule_plan``).  Its size, the period: the
@@ -53,50 +38,6 @@ TABLE_MAX_SLOTS = 1 << 22
 # while building it, O(period x n), takes at most this many steps; beyond, the
 # O(period) spread order (``spread_schedule_py``).
 SMOOTH_MAX_WORK = 1 << 20
-
-# Deadlines are read on CLOCK_MONOTONIC_COARSE on Linux (CLOCK_MONOTONIC as of the
-# last timer tick, a fraction of a precise read's cost: benchmarks/clock_cost.c),
-# when its tick is at most this long (HZ=100); else the precise clock.  A real-clock
-# deadline adds one tick, so no node comes back a tick early.
-CLOCK_MAX_TICK_NS = 10_000_000
-_CLOCK_MONOTONIC_COARSE = 6  # Linux's clockid_t; the time module does not name it
-
-
-def _pick_clock() -> tuple[str, int]:
-    """(clock name, tick in ns or 0 for the precise clock): the C core's choice."""
-    if sys.platform.startswith("linux"):
-        try:
-            tick = time.clock_getres(_CLOCK_MONOTONIC_COARSE)
-            time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE)
-        except OSError:
-            pass
-        else:
-            tick_ns = round(tick * 1e9)
-            if 0 < tick_ns <= CLOCK_MAX_TICK_NS:
-                return ("CLOCK_MONOTONIC_COARSE", tick_ns)
-    return ("QueryPerformanceCounter" if sys.platform == "win32" else "CLOCK_MONOTONIC", 0)
-
-
-CLOCK = _pick_clock()
-
-
-def _coarse_ns() -> int:
-    return time.clock_gettime_ns(_CLOCK_MONOTONIC_COARSE)
-
-
-# Now on ``CLOCK``, in the epoch of ``time.monotonic_ns()``.
-monotonic_ns = _coarse_ns if CLOCK[1] else time.monotonic_ns
-
-
-class EndpointState(NamedTuple):
-    """One node's state in ``pool.snapshot()``, read without blocking selection."""
-
-    endpoint: GonkaEndpoint
-    weight: int
-    available: bool  # selectable now
-    cooldown_remaining: float  # seconds; 0.0 when available, inf when "until cleared"
-    consecutive_failures: int  # cooldowns entered since the last mark_success
-    total_failures: int  # every mark_failed with a non-zero cooldown
 
 
 def table_slots(n: int) -> int:
@@ -229,47 +170,3 @@ def random_offset() -> int:
     """A random starting cursor position, from os.urandom: the global ``random``
     sequence a user may have seeded stays untouched."""
     return int.from_bytes(os.urandom(8), "little") >> 1
-
-
-class FailureReport:
-    """What the failover loop tells the pool's log line about a mark it is making
-    (the reason), and what it learns back (whether the mark started a cooldown)."""
-
-    __slots__ = ("reason", "entered")
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        self.entered = False
-
-
-# Set by the failover loop around its own mark_failed call, on the same thread (or
-# task): the core calls log_cooldown synchronously, so the reason reaches the one
-# record of that failure without passing through the C signature.
-failure_report: ContextVar[FailureReport | None] = ContextVar("gonka_pool_failure_report",
-                                                               default=None)
-
-
-def log_cooldown(endpoint: GonkaEndpoint, cooldown_ns: int, failures: int) -> None:
-    """The one log record of a failure: a node entered its cooldown.
-
-    Carries the reason (an HTTP status or exception name) when the failover loop
-    made the mark, the cooldown and the consecutive count, as text and as record
-    attributes (``gonka_endpoint``, ``gonka_reason``, ``gonka_cooldown`` in seconds,
-    ``inf`` for "until cleared", ``gonka_failures``)."""
-    report = failure_report.get()
-    reason = None
-    if report is not None:
-        report.entered = True
-        reason = report.reason
-    if logger.isEnabledFor(logging.WARNING):
-        forever = cooldown_ns >= 2**64 - 1
-        seconds = "until cleared" if forever else f"{cooldown_ns / 1e9:.3f} s"
-        logger.warning(
-            "endpoint %s (%s)%s entered cooldown for %s (%d consecutive failure%s)",
-            endpoint.base_url, endpoint.address,
-            "" if reason is None else f" failed ({reason}),",
-            seconds, failures, "" if failures == 1 else "s",
-            extra={"gonka_endpoint": endpoint, "gonka_reason": reason,
-                   "gonka_cooldown": math.inf if forever else cooldown_ns / 1e9,
-                   "gonka_failures": failures},
-        )

@@ -1,5 +1,7 @@
-"""What ``EndpointPool`` does beyond selection, shared by the C core and the twin:
-argument validation at construction and update, repr, ``from_env``.
+"""The Python half both pool implementations share (the C core and the twin):
+what ``EndpointPool`` does beyond selection, argument parsing and validation at
+construction and update (returning the prepared membership, which each core
+applies itself), repr, ``from_env``.
 
 Nothing here runs per selection.  ``EndpointPool`` is the C extension type itself
 (not a Python subclass of it), so ``pool.next()`` is a call of the C method
@@ -16,7 +18,7 @@ from typing import Any, TypeVar
 
 from ._convert import check_start, check_weights
 from ._endpoint import GonkaEndpoint
-from ._policy import SchedulePlan, schedule_plan
+from ._schedule import SchedulePlan, schedule_plan
 
 __all__ = [
     "collect_endpoints",
