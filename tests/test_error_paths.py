@@ -8,6 +8,7 @@ reach through the public API.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from datetime import datetime, timezone
@@ -94,6 +95,30 @@ def test_retry_after_dates_without_a_zone_are_utc():
 def test_settings_show_in_reprs():
     assert repr(_failover.PASS) == "PASS"
     assert repr(_failover.Cooldowns(1.0, 5.0)) == "cooldown=1.0, timeout_cooldown=5.0"
+
+
+# -- the transports -------------------------------------------------------------------
+
+@pytest.fixture(params=["httpx2", "httpx"])
+def adapter(request):
+    pytest.importorskip(request.param, reason=f"{request.param} is not installed")
+    return importlib.import_module(f"gonka_pool.{request.param}")
+
+
+@pytest.mark.parametrize("origin", ["http://pool.internal:99999", "http://pool.internal:port",
+                                    "http://[zz::1]"])
+def test_an_origin_whose_port_or_host_urllib_cannot_read_is_refused(make_pool, adapter, origin):
+    with pytest.raises(ValueError, match=r"origin must be scheme://host\[:port\]"):
+        adapter.PoolTransport(make_pool(1), origin=origin)
+
+
+def test_a_transport_shows_its_settings_in_its_repr(make_pool, adapter):
+    pool = make_pool(1)
+    transport = adapter.AsyncPoolTransport(pool, origin="https://pool.internal:8443", attempts=2,
+                                           cooldown=1.0, deadline=30.0)
+    assert repr(transport) == (
+        f"AsyncPoolTransport({pool!r}, origin='https://pool.internal:8443', attempts=2, "
+        "cooldown=1.0, timeout_cooldown=1.0, max_retry_after=300.0, deadline=30.0)")
 
 
 # -- endpoints ----------------------------------------------------------------------
