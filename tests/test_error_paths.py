@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from gonka_pool import GonkaEndpoint, _failover, _policy
+from gonka_pool._local_node import LocalNode
 from conftest import nodes
 
 
@@ -119,6 +120,29 @@ def test_a_transport_shows_its_settings_in_its_repr(make_pool, adapter):
     assert repr(transport) == (
         f"AsyncPoolTransport({pool!r}, origin='https://pool.internal:8443', attempts=2, "
         "cooldown=1.0, timeout_cooldown=1.0, max_retry_after=300.0, deadline=30.0)")
+
+
+@pytest.mark.parametrize(("location", "seen_by_the_client"), [
+    ("/v1?page=2", "http://gonka/?page=2"),  # the base path itself, with a query
+    ("/metrics", "/metrics"),                # outside the node's base path: no pool URL for it
+    ("http://[::1/v1/x", "http://[::1/v1/x"),  # unparseable: left for the client to refuse
+])
+def test_redirect_locations_are_rewritten_only_into_the_pool(
+        make_pool, adapter, location, seen_by_the_client):
+    http = importlib.import_module(adapter.__name__.rpartition(".")[2])
+    mover = LocalNode("mover", "redirect", location=location).start()
+    try:
+        pool = make_pool(1)
+        pool.update([GonkaEndpoint(mover.url, "gonka1mover")])
+        # The transport itself, not a client: httpx refuses an unparseable Location
+        # when it builds the redirect, httpx2 does not.
+        with adapter.PoolTransport(pool) as transport:
+            response = transport.handle_request(http.Request("GET", "http://gonka/models"))
+            response.read()
+        assert response.status_code == 307
+        assert response.headers["location"] == seen_by_the_client
+    finally:
+        mover.stop()
 
 
 # -- endpoints ----------------------------------------------------------------------
