@@ -229,9 +229,20 @@ def test_addresses_are_derived_only_from_compressed_public_keys(gonka):
         gonka.Signer(KEY, requester_address=7)
 
 
-def test_discovery_refuses_a_source_url_that_is_not_a_str(gonka):
+def test_discovery_refuses_a_source_url_that_is_not_a_str_and_a_timeout_that_is_no_time(gonka):
     with pytest.raises(TypeError, match="source_url must be a str, not bytes"):
         gonka.discover(b"http://x.example")
+    for timeout in (0, -1.0, float("inf"), float("nan"), True, "10"):
+        with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+            gonka.discover("http://x.example", timeout=timeout)
+
+
+@pytest.mark.parametrize("signature", ["not base64!", "", "QUJD\n"])
+def test_a_signature_that_is_not_base64_does_not_verify(gonka, signature):
+    signer = gonka.Signer(KEY, backend="ecdsa")
+    good = signer.sign(b"{}", 1, "gonka1xyz")
+    assert gonka.verify_signature(signer.public_key, b"{}", 1, "gonka1xyz", good)
+    assert not gonka.verify_signature(signer.public_key, b"{}", 1, "gonka1xyz", signature)
 
 
 def serve(gonka, monkeypatch, participants, params=None):
