@@ -203,6 +203,14 @@ def test_a_signer_asked_for_a_backend_that_is_not_installed_says_what_to_install
         gonka.Signer(KEY)
 
 
+@pytest.mark.parametrize("backend", ["coincurve", "ecdsa"])
+def test_neither_backends_key_object_shows_the_key_in_its_repr(gonka, backend):
+    # test_gonka checks the default backend's; a user may pick the other one.
+    pytest.importorskip(backend, reason=f"{backend} is not installed")
+    key_object = gonka.Signer(KEY, backend=backend)._backend
+    assert repr(key_object) == f"<{backend} key>"
+
+
 def test_signer_arguments_of_the_wrong_kind_are_refused(gonka):
     with pytest.raises(ValueError, match="backend must be one of"):
         gonka.Signer(KEY, backend="openssl")
