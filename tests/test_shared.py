@@ -99,6 +99,34 @@ def test_a_mark_in_one_process_is_seen_by_the_next_selection_in_another(name):
     assert out.strip() == "[False, True, False]"
 
 
+def _spawned_worker(name: str, marks: int, done) -> None:
+    """A worker process started by multiprocessing's spawn method (as uvicorn's are):
+    builds its own pool on the segment and marks ``marks`` nodes."""
+    p = C.EndpointPool(nodes(8), shared=name, start=0)
+    for i in range(marks):
+        p.mark_failed(i, 60.0)
+    done.put([s.available for s in p.snapshot()])
+
+
+def test_spawned_worker_processes_share_the_segment(name):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    p = pool(nodes(8), name)
+    p.mark_failed(7, 60.0)  # the parent's mark, seen by the workers
+    done = context.Queue()
+    workers = [context.Process(target=_spawned_worker, args=(name, k + 1, done)) for k in range(3)]
+    for w in workers:
+        w.start()
+    seen = [done.get(timeout=CHILD_TIMEOUT) for _ in workers]
+    for w in workers:
+        w.join(CHILD_TIMEOUT)
+        assert w.exitcode == 0
+    assert all(not view[7] for view in seen)
+    # every worker's marks (nodes 0..2) reached the parent's pool
+    assert [s.available for s in p.snapshot()] == [False] * 3 + [True] * 4 + [False]
+
+
 def test_the_segment_outlives_the_process_that_created_it(name):
     run_child(CHILD_PRELUDE + "pool.mark_failed(1, 120.0)\npool.mark_failed(1, 120.0)\n", name, "2")
     p = pool(nodes(2), name)  # the creator is gone; what it learned is not
