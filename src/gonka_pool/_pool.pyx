@@ -944,6 +944,27 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     return ns
 
 
+cdef void _raise_remote(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t remaining_ns,
+                        uint64_t failures) noexcept nogil:
+    """``_apply_remote`` on one slot: each field only ever rises, by CAS."""
+    cdef uint64_t now, tick, old, deadline
+    cdef bint done = False
+    if remaining_ns != 0:
+        now = _now_tick(core, &tick)
+        deadline = FOREVER if remaining_ns >= FOREVER - now - tick else now + tick + remaining_ns
+        while True:
+            old = gp_u64_load_relaxed(_deadline(m, idx))
+            if old >= deadline:
+                break
+            _set_deadline(m, idx, old, deadline, &done)
+            if done:
+                break
+    while True:
+        old = gp_u64_load_relaxed(_consecutive(m, idx))
+        if old >= failures or gp_u64_cas_relaxed(_consecutive(m, idx), old, failures):
+            break
+
+
 # -- marks against update() (the module docstring, "Marks and update()") ---------
 
 cdef inline gp_members *_mark_begin(gp_core *core, gp_atomic_u64 *in_flight) noexcept nogil:
@@ -1733,27 +1754,6 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         running cooldown is left to run.  No observer call.  False when ``endpoint``
         is not in the pool."""
         return self._mark_endpoint(_check_endpoint(endpoint), 0, 0, True)
-
-
-cdef void _raise_remote(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t remaining_ns,
-                        uint64_t failures) noexcept nogil:
-    """``_apply_remote`` on one slot: each field only ever rises, by CAS."""
-    cdef uint64_t now, tick, old, deadline
-    cdef bint done = False
-    if remaining_ns != 0:
-        now = _now_tick(core, &tick)
-        deadline = FOREVER if remaining_ns >= FOREVER - now - tick else now + tick + remaining_ns
-        while True:
-            old = gp_u64_load_relaxed(_deadline(m, idx))
-            if old >= deadline:
-                break
-            _set_deadline(m, idx, old, deadline, &done)
-            if done:
-                break
-    while True:
-        old = gp_u64_load_relaxed(_consecutive(m, idx))
-        if old >= failures or gp_u64_cas_relaxed(_consecutive(m, idx), old, failures):
-            break
 
 
 cdef inline bint _is_index(object target) except -1:
