@@ -39,9 +39,11 @@ def main() -> None:
             t = timeit.Timer(fn).timeit(args.calls)
             samples[name].append(t / args.calls * 1e9)
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    print(f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}, "
-          f"implementation {gonka_pool.IMPLEMENTATION}; {args.rounds} interleaved rounds "
-          f"x {args.calls} calls, medians")
+    print(
+        f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}, "
+        f"implementation {gonka_pool.IMPLEMENTATION}; {args.rounds} interleaved rounds "
+        f"x {args.calls} calls, medians"
+    )
     base = statistics.median(samples["next() (GIL held)"])
     for name, values in samples.items():
         med = statistics.median(values)
@@ -55,8 +57,10 @@ def main() -> None:
             held.append(timeit.Timer(lambda: pool._select_loop(k, False)).timeit(calls))  # noqa: B023 - timed now
             released.append(timeit.Timer(lambda: pool._select_loop(k, True)).timeit(calls))  # noqa: B023 - timed now
         h, r = statistics.median(held), statistics.median(released)
-        print(f"  k={k:6d}  GIL held {h / calls / k * 1e9:5.2f} ns/pick   released "
-              f"{r / calls / k * 1e9:5.2f} ns/pick   +{(r / h - 1) * 100:5.1f}%")
+        print(
+            f"  k={k:6d}  GIL held {h / calls / k * 1e9:5.2f} ns/pick   released "
+            f"{r / calls / k * 1e9:5.2f} ns/pick   +{(r / h - 1) * 100:5.1f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,12 @@ import time
 from gonka_pool.gonka import Signer
 
 KEY = "0x" + "11" * 32
-BODY = json.dumps({"model": "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "messages": [
-    {"role": "user", "content": "Write a haiku about distributed inference. " * 4}]}).encode()
+BODY = json.dumps(
+    {
+        "model": "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8",
+        "messages": [{"role": "user", "content": "Write a haiku about distributed inference. " * 4}],
+    }
+).encode()
 TRANSFER = "gonka1l3e9pgs3mmwuwrh95fecme0s0qtn2880el49wm"
 
 
@@ -59,8 +63,10 @@ def gonka_openai_signer():
 
         message = (hashlib.sha256(body).hexdigest() + str(timestamp) + transfer_address).encode()
         import base64
-        return base64.b64encode(key.sign_deterministic(
-            message, hashfunc=hashlib.sha256, sigencode=encode_low_s)).decode()
+
+        return base64.b64encode(
+            key.sign_deterministic(message, hashfunc=hashlib.sha256, sigencode=encode_low_s)
+        ).decode()
 
     return "gonka-openai (replica)", gonka_signature
 
@@ -103,14 +109,14 @@ def transport_costs(signer: Signer, n: int, rounds: int) -> dict[str, float] | N
     inner = httpx2.MockTransport(lambda request: httpx2.Response(200, content=b"{}"))
     clients = {
         "transport, unsigned": httpx2.Client(transport=GonkaPoolTransport(pool, transport=inner)),
-        "transport + Signer": httpx2.Client(transport=GonkaPoolTransport(
-            pool, transport=inner, on_request=signer)),
+        "transport + Signer": httpx2.Client(transport=GonkaPoolTransport(pool, transport=inner, on_request=signer)),
     }
     times: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(rounds + 1):  # the first round warms up and is dropped
         for name, client in clients.items():
-            times[name].append(time_per_call(
-                lambda i, c=client: c.post("http://gonka/chat/completions", content=BODY), n))
+            times[name].append(
+                time_per_call(lambda i, c=client: c.post("http://gonka/chat/completions", content=BODY), n)
+            )
     return {name: statistics.median(t[1:]) for name, t in times.items()}
 
 
@@ -120,8 +126,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    print(f"Python {sys.version.split()[0]}, GIL {'on' if gil else 'off'}; "
-          f"{args.rounds} interleaved rounds of {args.n} signatures, medians")
+    print(
+        f"Python {sys.version.split()[0]}, GIL {'on' if gil else 'off'}; "
+        f"{args.rounds} interleaved rounds of {args.n} signatures, medians"
+    )
 
     label, reference = gonka_openai_signer()
     contenders = {label: lambda i: reference(BODY, KEY, i, TRANSFER)}
@@ -131,8 +139,7 @@ def main() -> None:
             signers[backend] = Signer(KEY, backend=backend)
         except ImportError:
             continue
-        contenders[f"Signer ({backend})"] = (
-            lambda i, s=signers[backend]: s.sign(BODY, i, TRANSFER))
+        contenders[f"Signer ({backend})"] = lambda i, s=signers[backend]: s.sign(BODY, i, TRANSFER)
     results: dict[str, list[float]] = {name: [] for name in contenders}
     for fn in contenders.values():  # warm-up: imports, caches, the CPU's clock
         time_per_call(fn, args.n // 3 + 1)
@@ -154,8 +161,10 @@ def main() -> None:
         one.append(thread_throughput(fast, 1, per_thread))
         two.append(thread_throughput(fast, 2, per_thread))
     scaling = statistics.median(two) / statistics.median(one)
-    print(f"  threads, Signer ({fast.backend}): 1 thread {statistics.median(one):,.0f}/s, "
-          f"2 threads {statistics.median(two):,.0f}/s: {scaling:.2f}x")
+    print(
+        f"  threads, Signer ({fast.backend}): 1 thread {statistics.median(one):,.0f}/s, "
+        f"2 threads {statistics.median(two):,.0f}/s: {scaling:.2f}x"
+    )
 
     costs = transport_costs(fast, args.n, args.rounds)
     if costs is not None:

@@ -42,27 +42,27 @@ print({name: min(timeit.repeat(stmt, globals=globals(), number=calls, repeat=3))
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--baseline-src", required=True,
-                        help="the src/ folder of an older checkout, built in place")
+    parser.add_argument("--baseline-src", required=True, help="the src/ folder of an older checkout, built in place")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=200_000)
     args = parser.parse_args()
-    builds = {"baseline": os.path.abspath(args.baseline_src),
-              "this tree": os.path.join(os.path.dirname(HERE), "src")}
+    builds = {"baseline": os.path.abspath(args.baseline_src), "this tree": os.path.join(os.path.dirname(HERE), "src")}
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in builds}
     for _ in range(args.rounds):
         for name, src in builds.items():
-            out = subprocess.run([sys.executable, "-c", ROUND, src, str(args.calls)],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", ROUND, src, str(args.calls)], capture_output=True, text=True, check=True
+            ).stdout
             samples[name].append(ast.literal_eval(out))
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    print(f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}; "
-          f"{args.rounds} interleaved rounds, medians; ratio to the same build's next()")
+    print(
+        f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}; "
+        f"{args.rounds} interleaved rounds, medians; ratio to the same build's next()"
+    )
     for name, rounds in samples.items():
         medians = {case: statistics.median(r[case] for r in rounds) for case in rounds[0]}
         base = medians["next()"]
-        print(f"  {name}: " + ", ".join(f"{case} {ns:.1f} ns ({ns / base:.2f}x)"
-                                        for case, ns in medians.items()))
+        print(f"  {name}: " + ", ".join(f"{case} {ns:.1f} ns ({ns / base:.2f}x)" for case, ns in medians.items()))
 
 
 if __name__ == "__main__":

@@ -50,8 +50,10 @@ def main() -> None:
         for name, pool in cases.items():
             samples[name].append(timeit.timeit("pool.next()", globals={"pool": pool}, number=args.calls))
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    print(f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}; "
-          f"{args.rounds} interleaved rounds x {args.calls} calls of pool.next(), medians")
+    print(
+        f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}; "
+        f"{args.rounds} interleaved rounds x {args.calls} calls of pool.next(), medians"
+    )
     base = statistics.median(samples["before the policies"])
     for name, values in samples.items():
         med = statistics.median(values)

@@ -64,9 +64,11 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     context = multiprocessing.get_context("spawn")
     commands, replies = context.Queue(), context.Queue()
     process = None
@@ -116,10 +118,12 @@ def main() -> None:
     def pct(p: float) -> float:
         return ms[min(len(ms) - 1, int(p * len(ms)))]
 
-    print(f"Python {sys.version.split()[0]}, core {IMPLEMENTATION!r}, {len(ms)} marks, "
-          f"two processes through redis-server on loopback: median "
-          f"{statistics.median(ms):.2f} ms, p90 {pct(0.9):.2f} ms, p99 {pct(0.99):.2f} ms, "
-          f"max {ms[-1]:.2f} ms")
+    print(
+        f"Python {sys.version.split()[0]}, core {IMPLEMENTATION!r}, {len(ms)} marks, "
+        f"two processes through redis-server on loopback: median "
+        f"{statistics.median(ms):.2f} ms, p90 {pct(0.9):.2f} ms, p99 {pct(0.99):.2f} ms, "
+        f"max {ms[-1]:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,10 @@ def main() -> None:
             for threads in (1, 2):
                 samples[name][threads].append(rate(obj, runners[name], threads, args.reps))
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    print(f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}, "
-          f"per-stripe copies built: {_pool.FREE_THREADED}; {args.rounds} interleaved rounds, medians")
+    print(
+        f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}, "
+        f"per-stripe copies built: {_pool.FREE_THREADED}; {args.rounds} interleaved rounds, medians"
+    )
     for name in cases:
         one, two = (statistics.median(samples[name][t]) for t in (1, 2))
         print(f"  {name:28s} 1T {one / 1e6:6.1f} M/s  2T {two / 1e6:6.1f} M/s  2T/1T {two / one:4.2f}")

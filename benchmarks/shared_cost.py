@@ -32,10 +32,11 @@ def main() -> None:
     args = parser.parse_args()
     name = f"bench-{uuid.uuid4().hex[:12]}"
     endpoints = [GonkaEndpoint(f"https://n{i}.example", f"a{i}") for i in range(8)]
-    pools = {"unshared": _pool.EndpointPool(endpoints),
-             "shared": _pool.EndpointPool(endpoints, shared=name)}
-    cooling = {"unshared": _pool.EndpointPool(endpoints),
-               "shared": _pool.EndpointPool(endpoints[::-1], shared=name + "-c")}
+    pools = {"unshared": _pool.EndpointPool(endpoints), "shared": _pool.EndpointPool(endpoints, shared=name)}
+    cooling = {
+        "unshared": _pool.EndpointPool(endpoints),
+        "shared": _pool.EndpointPool(endpoints[::-1], shared=name + "-c"),
+    }
     for pool in cooling.values():
         pool.mark_failed(endpoints[3], 3600.0)
     # Statements on bound methods, as mark_cost.py times them: no Python frame of ours.
@@ -55,15 +56,21 @@ def main() -> None:
         _pool.EndpointPool.unlink_shared(name + "-c")
     medians = {case: statistics.median(values) for case, values in samples.items()}
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    print(f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}; "
-          f"{args.rounds} interleaved rounds, medians, one thread")
+    print(
+        f"Python {sys.version.split()[0]}, GIL {'enabled' if gil else 'disabled'}; "
+        f"{args.rounds} interleaved rounds, medians, one thread"
+    )
     for case, ns in medians.items():
         print(f"  {case:38s} {ns:6.1f} ns")
     print(f"  shared / unshared next():           {medians['next() shared'] / medians['next() unshared']:.2f}x")
-    print(f"  shared / unshared, 1 of 8 cooling:  "
-          f"{medians['next() 1 of 8 cooling, shared'] / medians['next() 1 of 8 cooling, unshared']:.2f}x")
-    print(f"  shared mark_failed / shared next(): "
-          f"{medians['mark_failed(i, 30.0) shared'] / medians['next() shared']:.2f}x")
+    print(
+        f"  shared / unshared, 1 of 8 cooling:  "
+        f"{medians['next() 1 of 8 cooling, shared'] / medians['next() 1 of 8 cooling, unshared']:.2f}x"
+    )
+    print(
+        f"  shared mark_failed / shared next(): "
+        f"{medians['mark_failed(i, 30.0) shared'] / medians['next() shared']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

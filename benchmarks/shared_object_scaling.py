@@ -57,9 +57,11 @@ def main() -> None:
             for name, (kind, _) in CASES.items():
                 results[name][t].append(measure(shared[kind], runs[name], t, args.reps))
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    print(f"Python {sys.version.split()[0]}, GIL {'on' if gil else 'off'}, {os.cpu_count()} cores, "
-          f"{args.rounds} interleaved rounds, medians; aggregate calls/s as a ratio to one thread "
-          "of shared pool obj.next()")
+    print(
+        f"Python {sys.version.split()[0]}, GIL {'on' if gil else 'off'}, {os.cpu_count()} cores, "
+        f"{args.rounds} interleaved rounds, medians; aggregate calls/s as a ratio to one thread "
+        "of shared pool obj.next()"
+    )
     ref = statistics.median(results["shared pool: obj.next()"][1])
     print(f"  {'':44s}" + "".join(f"{t:>7d}T" for t in counts))
     for name, by_t in results.items():

@@ -1,6 +1,6 @@
 """Per-call costs of the pool API on one thread, C core and pure twin.
 
-    make bench-pytest        # or: python -m pytest benchmarks/ --benchmark-only
+make bench-pytest        # or: python -m pytest benchmarks/ --benchmark-only
 """
 
 from __future__ import annotations

@@ -41,8 +41,7 @@ def run_cli(*args: str, prelude: str = "") -> tuple[subprocess.CompletedProcess,
     env.update(NO_COLOR="1", PYTHON_COLORS="0")
     code = f"import runpy, sys\n{prelude}\nrunpy.run_module('gonka_pool', run_name='__main__', alter_sys=True)"
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
     return proc, time.monotonic() - start
 
 
@@ -89,19 +88,32 @@ def test_a_setup_runs_once_per_thread_before_the_repeated_call():
 
 
 BAD_VALUES = [
-    ("rounds", "0"), ("rounds", "-1"), ("rounds", "x"), ("rounds", "1.5"),
-    ("threads", "0"), ("threads", "1,,2"), ("threads", "a"), ("threads", ""), ("threads", "1,-2"),
-    ("seconds", "0"), ("seconds", "-0.1"), ("seconds", "s"),
-    ("nodes", "1"), ("nodes", "0"), ("core_k", "0"), ("max_threads", "0"), ("max_threads", "y"),
+    ("rounds", "0"),
+    ("rounds", "-1"),
+    ("rounds", "x"),
+    ("rounds", "1.5"),
+    ("threads", "0"),
+    ("threads", "1,,2"),
+    ("threads", "a"),
+    ("threads", ""),
+    ("threads", "1,-2"),
+    ("seconds", "0"),
+    ("seconds", "-0.1"),
+    ("seconds", "s"),
+    ("nodes", "1"),
+    ("nodes", "0"),
+    ("core_k", "0"),
+    ("max_threads", "0"),
+    ("max_threads", "y"),
 ]
 
 
 @pytest.mark.thread_unsafe(reason="capsys captures the one process-wide sys.stdout and sys.stderr")
-@pytest.mark.parametrize("entry", [_bench.main, lambda argv: cli_main(["bench", *argv])],
-                         ids=["_bench.main", "__main__.main"])
+@pytest.mark.parametrize(
+    "entry", [_bench.main, lambda argv: cli_main(["bench", *argv])], ids=["_bench.main", "__main__.main"]
+)
 @pytest.mark.parametrize(("name", "value"), BAD_VALUES)
-def test_a_bad_numeric_option_exits_2_with_a_usage_message_naming_it_before_measuring(
-        entry, name, value, capsys):
+def test_a_bad_numeric_option_exits_2_with_a_usage_message_naming_it_before_measuring(entry, name, value, capsys):
     start = time.monotonic()
     with pytest.raises(SystemExit) as exc:
         entry(tiny_argv(**{name: value}))
@@ -139,8 +151,9 @@ def test_threads_and_max_threads_together_are_refused_rather_than_one_silently_i
 def test_plot_without_matplotlib_fails_before_measuring(tmp_path):
     # None in sys.modules makes both importlib.util.find_spec and import see no matplotlib,
     # whether or not this machine has it.
-    proc, elapsed = run_cli("bench", *tiny_argv(), "--plot", str(tmp_path / "plot.png"),
-                            prelude="sys.modules['matplotlib'] = None")
+    proc, elapsed = run_cli(
+        "bench", *tiny_argv(), "--plot", str(tmp_path / "plot.png"), prelude="sys.modules['matplotlib'] = None"
+    )
     assert proc.returncode == 2, proc.stderr
     assert "--plot needs matplotlib" in proc.stderr
     assert proc.stdout == "" and "measurements" not in proc.stderr
@@ -243,8 +256,9 @@ def test_bench_failover_answers_every_request_with_attempts_none(tmp_path):
     from gonka_pool import _bench_failover
 
     parser = _bench_failover.configure(argparse.ArgumentParser())
-    args = parser.parse_args(["--requests", "24", "--threads", "4", "--rounds", "1",
-                              "--timeout", "0.3", "--json", str(out)])
+    args = parser.parse_args(
+        ["--requests", "24", "--threads", "4", "--rounds", "1", "--timeout", "0.3", "--json", str(out)]
+    )
     assert _bench_failover.execute(parser, args, out=lines.append) == 0
     summaries = json.loads(out.read_text())["summaries"]
     assert set(summaries) == {"fixed cap: attempts=3", "attempts=None"}
@@ -272,8 +286,9 @@ def test_bench_scaleout_shared_health_spares_the_workers_a_dead_node(tmp_path):
     out = tmp_path / "scaleout.json"
     lines: list[str] = []
     parser = _bench_scaleout.configure(argparse.ArgumentParser())
-    args = parser.parse_args(["--workers", "3", "--seconds", "1.5", "--cooldown", "0.5",
-                              "--next-calls", "2000", "--json", str(out)])
+    args = parser.parse_args(
+        ["--workers", "3", "--seconds", "1.5", "--cooldown", "0.5", "--next-calls", "2000", "--json", str(out)]
+    )
     assert _bench_scaleout.execute(parser, args, out=lines.append) == 0
     results = json.loads(out.read_text())["results"]
     independent, shared = results["independent"], results["shared"]

@@ -64,8 +64,6 @@ def test_the_debug_build_aborts_when_cooling_would_go_below_zero(pool_impl):
         pool.mark_failed(0, 0)
         """
     )
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == -signal.SIGABRT, run.stderr
     assert "before >= 1" in run.stderr

@@ -13,8 +13,7 @@ import pytest
 
 pytestmark = [
     pytest.mark.thread_unsafe(reason="starts its own threads and local nodes"),
-    pytest.mark.skipif(importlib.util.find_spec("openai") is None,
-                       reason="openai is not installed"),
+    pytest.mark.skipif(importlib.util.find_spec("openai") is None, reason="openai is not installed"),
 ]
 
 
@@ -35,8 +34,9 @@ def test_the_demo_stops_quietly_when_its_reader_goes_away(unbuffered):
     # `python -m gonka_pool demo | head -1`: no traceback, whether stdout was
     # flushed line by line (the error inside main) or at exit.
     env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
-    process = subprocess.Popen([sys.executable, "-m", "gonka_pool", "demo"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gonka_pool", "demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     first = process.stdout.readline()
     process.stdout.close()
     try:

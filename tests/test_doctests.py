@@ -60,8 +60,7 @@ def collect() -> tuple[list[object], list[object]]:
             continue
         for test in find_doctests(module_name):
             uses_pool = any("EndpointPool" in example.source for example in test.examples)
-            (with_pool if uses_pool else plain).append(
-                pytest.param(module_name, test.name, id=test.name))
+            (with_pool if uses_pool else plain).append(pytest.param(module_name, test.name, id=test.name))
     return plain, with_pool
 
 

@@ -27,8 +27,10 @@ def test_http_and_https_urls_with_a_host_are_accepted(url):
     assert GonkaEndpoint(url, "gonka1abc").base_url == url
 
 
-@pytest.mark.parametrize("url", ["ftp://node.example", "ws://node.example", "file:///etc/passwd",
-                                 "mailto:someone@example.com", "localhost:8080"])
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://node.example", "ws://node.example", "file:///etc/passwd", "mailto:someone@example.com", "localhost:8080"],
+)
 def test_other_schemes_are_rejected(url):
     with pytest.raises(ValueError, match="must use http or https scheme"):
         GonkaEndpoint(url, "a")
@@ -80,9 +82,18 @@ def test_a_non_string_url_is_a_type_error(url):
         GonkaEndpoint(url, "a")
 
 
-@pytest.mark.parametrize(("address", "error"), [(None, TypeError), (b"a", TypeError), ("", ValueError),
-                                                 ("a b", ValueError), ("a;b", ValueError),
-                                                 ("a,b", ValueError), ("a\n", ValueError)])
+@pytest.mark.parametrize(
+    ("address", "error"),
+    [
+        (None, TypeError),
+        (b"a", TypeError),
+        ("", ValueError),
+        ("a b", ValueError),
+        ("a;b", ValueError),
+        ("a,b", ValueError),
+        ("a\n", ValueError),
+    ],
+)
 def test_a_bad_address_is_rejected(address, error):
     with pytest.raises(error, match="address"):
         GonkaEndpoint("https://node.example", address)
@@ -142,8 +153,8 @@ def test_parse_rejects_malformed_entries(text, error, message):
 @pytest.mark.parametrize(
     ("url", "separator"),
     [
-        ("https://n1/v1;a1;https://n2/v1", ";"),   # GONKA_ENDPOINTS with ';' between entries
-        ("https://n1/v1;a1,https://n2/v1", ";"),   # a whole list given to parse
+        ("https://n1/v1;a1;https://n2/v1", ";"),  # GONKA_ENDPOINTS with ';' between entries
+        ("https://n1/v1;a1,https://n2/v1", ";"),  # a whole list given to parse
         ("https://node.example/a;b", ";"),
         ("https://node.example/a,b", ","),
         ("https://n1,n2/v1", ","),
@@ -152,13 +163,10 @@ def test_parse_rejects_malformed_entries(text, error, message):
 def test_a_semicolon_or_comma_in_a_base_url_is_refused_as_an_entry_separator(url, separator):
     with pytest.raises(ValueError, match="invalid endpoint URL") as info:
         GonkaEndpoint(url, "a1")
-    assert f"contains {separator!r}: GONKA_ENDPOINTS entries are 'url;address' separated by ','" \
-        in str(info.value)
+    assert f"contains {separator!r}: GONKA_ENDPOINTS entries are 'url;address' separated by ','" in str(info.value)
 
 
-@pytest.mark.parametrize(
-    "text", ["https://n1/v1;a1,https://n2/v1;a2", "https://n1/v1;a1;https://n2/v1;a2"]
-)
+@pytest.mark.parametrize("text", ["https://n1/v1;a1,https://n2/v1;a2", "https://n1/v1;a1;https://n2/v1;a2"])
 def test_parse_refuses_several_entries_instead_of_building_one_endpoint_from_them(text):
     with pytest.raises(ValueError, match="separated by ','"):
         GonkaEndpoint.parse(text)
@@ -236,13 +244,11 @@ ENV_UNSAFE = pytest.mark.thread_unsafe(reason="sets GONKA_ENDPOINTS, which is pr
         ("https://n1;a1, ,https://n2;a2", "entry 2 of 3"),
     ],
 )
-def test_from_env_names_the_variable_and_the_position_of_an_empty_entry(
-        pool_impl, monkeypatch, value, entry):
+def test_from_env_names_the_variable_and_the_position_of_an_empty_entry(pool_impl, monkeypatch, value, entry):
     monkeypatch.setenv("GONKA_ENDPOINTS", value)
     with pytest.raises(ValueError) as info:
         pool_impl.EndpointPool.from_env()
-    assert str(info.value).startswith(
-        f"environment variable GONKA_ENDPOINTS, {entry} (counting from 1) is empty")
+    assert str(info.value).startswith(f"environment variable GONKA_ENDPOINTS, {entry} (counting from 1) is empty")
 
 
 @ENV_UNSAFE
@@ -255,8 +261,7 @@ def test_from_env_names_the_variable_and_the_position_of_an_empty_entry(
         ("https://n1;a 1", "entry 1 of 1", "https://n1;a 1"),
     ],
 )
-def test_from_env_names_the_variable_and_the_position_of_an_invalid_entry(
-        pool_impl, monkeypatch, value, entry, bad):
+def test_from_env_names_the_variable_and_the_position_of_an_invalid_entry(pool_impl, monkeypatch, value, entry, bad):
     monkeypatch.setenv("MY_NODES", value)
     with pytest.raises(ValueError) as parse:
         GonkaEndpoint.parse(bad)
@@ -272,8 +277,7 @@ def test_from_env_refuses_semicolons_used_between_entries(pool_impl, monkeypatch
     with pytest.raises(ValueError) as info:
         pool_impl.EndpointPool.from_env()
     message = str(info.value)
-    assert message.startswith(
-        "environment variable GONKA_ENDPOINTS, entry 1 of 1 (counting from 1): ")
+    assert message.startswith("environment variable GONKA_ENDPOINTS, entry 1 of 1 (counting from 1): ")
     assert "contains ';': GONKA_ENDPOINTS entries are 'url;address' separated by ','" in message
 
 

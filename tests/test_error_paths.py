@@ -20,6 +20,7 @@ from gonka_pool._local_node import LocalNode
 
 # -- pool.call / pool.acall ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("fn", [None, "https://node0.example", 3])
 def test_call_refuses_what_it_cannot_call_and_names_its_type(make_pool, fn):
     pool = make_pool(2)
@@ -36,8 +37,8 @@ def test_a_discard_that_raises_does_not_stop_the_failover(make_pool):
     pool = make_pool(2)
     cooldowns = _failover.Cooldowns(30.0, None)
     plan = _failover.failover_plan(
-        pool, 2, lambda exc: None,
-        lambda status: cooldowns.for_error("HTTP 503") if status == 503 else None)
+        pool, 2, lambda exc: None, lambda status: cooldowns.for_error("HTTP 503") if status == 503 else None
+    )
     discarded = []
 
     def discard(status):
@@ -54,8 +55,8 @@ def test_an_async_discard_that_raises_does_not_stop_the_failover(make_pool):
     pool = make_pool(2)
     cooldowns = _failover.Cooldowns(30.0, None)
     plan = _failover.failover_plan(
-        pool, 2, lambda exc: None,
-        lambda status: cooldowns.for_error("HTTP 503") if status == 503 else None)
+        pool, 2, lambda exc: None, lambda status: cooldowns.for_error("HTTP 503") if status == 503 else None
+    )
 
     async def send(idx, endpoint):
         return 503 if idx == 0 else 200
@@ -73,8 +74,11 @@ def test_a_failure_passed_over_without_a_cooldown_is_logged_at_debug_only(make_p
     # without blaming the node; the record says so, at DEBUG only.
     pool = make_pool(2)
     plan = _failover.failover_plan(
-        pool, 2, lambda exc: None,
-        lambda status: (_failover.PASS, 0.0, "stale timestamp", False) if status == 400 else None)
+        pool,
+        2,
+        lambda exc: None,
+        lambda status: (_failover.PASS, 0.0, "stale timestamp", False) if status == 400 else None,
+    )
     with caplog.at_level(logging.DEBUG, logger="gonka_pool"):
         assert _failover.run(plan, lambda idx, endpoint: 400 if idx == 0 else 200) == 200
     assert [state.available for state in pool.snapshot()] == [True, True]
@@ -98,14 +102,14 @@ def test_settings_show_in_reprs():
 
 # -- the transports -------------------------------------------------------------------
 
+
 @pytest.fixture(params=["httpx2", "httpx"])
 def adapter(request):
     pytest.importorskip(request.param, reason=f"{request.param} is not installed")
     return importlib.import_module(f"gonka_pool.{request.param}")
 
 
-@pytest.mark.parametrize("origin", ["http://pool.internal:99999", "http://pool.internal:port",
-                                    "http://[zz::1]"])
+@pytest.mark.parametrize("origin", ["http://pool.internal:99999", "http://pool.internal:port", "http://[zz::1]"])
 def test_an_origin_whose_port_or_host_urllib_cannot_read_is_refused(make_pool, adapter, origin):
     with pytest.raises(ValueError, match=r"origin must be scheme://host\[:port\]"):
         adapter.PoolTransport(make_pool(1), origin=origin)
@@ -113,20 +117,24 @@ def test_an_origin_whose_port_or_host_urllib_cannot_read_is_refused(make_pool, a
 
 def test_a_transport_shows_its_settings_in_its_repr(make_pool, adapter):
     pool = make_pool(1)
-    transport = adapter.AsyncPoolTransport(pool, origin="https://pool.internal:8443", attempts=2,
-                                           cooldown=1.0, deadline=30.0)
+    transport = adapter.AsyncPoolTransport(
+        pool, origin="https://pool.internal:8443", attempts=2, cooldown=1.0, deadline=30.0
+    )
     assert repr(transport) == (
         f"AsyncPoolTransport({pool!r}, origin='https://pool.internal:8443', attempts=2, "
-        "cooldown=1.0, timeout_cooldown=1.0, max_retry_after=300.0, deadline=30.0)")
+        "cooldown=1.0, timeout_cooldown=1.0, max_retry_after=300.0, deadline=30.0)"
+    )
 
 
-@pytest.mark.parametrize(("location", "seen_by_the_client"), [
-    ("/v1?page=2", "http://gonka/?page=2"),  # the base path itself, with a query
-    ("/metrics", "/metrics"),                # outside the node's base path: no pool URL for it
-    ("http://[::1/v1/x", "http://[::1/v1/x"),  # unparseable: left for the client to refuse
-])
-def test_redirect_locations_are_rewritten_only_into_the_pool(
-        make_pool, adapter, location, seen_by_the_client):
+@pytest.mark.parametrize(
+    ("location", "seen_by_the_client"),
+    [
+        ("/v1?page=2", "http://gonka/?page=2"),  # the base path itself, with a query
+        ("/metrics", "/metrics"),  # outside the node's base path: no pool URL for it
+        ("http://[::1/v1/x", "http://[::1/v1/x"),  # unparseable: left for the client to refuse
+    ],
+)
+def test_redirect_locations_are_rewritten_only_into_the_pool(make_pool, adapter, location, seen_by_the_client):
     http = importlib.import_module(adapter.__name__.rpartition(".")[2])
     mover = LocalNode("mover", "redirect", location=location).start()
     try:
@@ -144,6 +152,7 @@ def test_redirect_locations_are_rewritten_only_into_the_pool(
 
 
 # -- endpoints ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("host", ["[zz::1]", "[1.2.3.4]", "[::1::2]", "[v1.fe80]"])
 def test_a_bracketed_host_that_is_no_ipv6_address_is_refused(host):
@@ -163,6 +172,7 @@ def test_a_stripe_copy_is_an_equal_endpoint_that_is_another_object():
 
 
 # -- the clock ----------------------------------------------------------------------
+
 
 @pytest.mark.thread_unsafe(reason="patches the process-wide time.clock_getres")
 def test_the_precise_clock_is_used_where_the_coarse_one_is_unavailable(monkeypatch):
@@ -193,8 +203,7 @@ def gonka():
 
 
 @pytest.mark.thread_unsafe(reason="patches the gonka module's backend loader")
-def test_a_signer_asked_for_a_backend_that_is_not_installed_says_what_to_install(
-        gonka, monkeypatch):
+def test_a_signer_asked_for_a_backend_that_is_not_installed_says_what_to_install(gonka, monkeypatch):
     monkeypatch.setattr(gonka, "_load_coincurve", lambda: None)
     with pytest.raises(ImportError, match=r"Signer needs coincurve: pip install 'gonka-pool\[gonka\]'"):
         gonka.Signer(KEY, backend="coincurve")
@@ -253,6 +262,7 @@ def test_a_signature_that_is_not_base64_does_not_verify(gonka, signature):
 
 def serve(gonka, monkeypatch, participants, params=None):
     """Discovery against canned JSON answers, by path."""
+
     def get_json(url, timeout):
         if url.endswith("/participants"):
             return participants
@@ -262,12 +272,14 @@ def serve(gonka, monkeypatch, participants, params=None):
 
 
 @pytest.mark.thread_unsafe(reason="patches the gonka module's HTTP getter")
-@pytest.mark.parametrize(("participants", "message"), [
-    ([PARTICIPANT], "did not answer a JSON object"),
-    ({"active_participants": {"participants": [PARTICIPANT] * 3}}, "lists 3 participants, more than 2"),
-])
-def test_discovery_refuses_participant_lists_of_the_wrong_shape(
-        gonka, monkeypatch, participants, message):
+@pytest.mark.parametrize(
+    ("participants", "message"),
+    [
+        ([PARTICIPANT], "did not answer a JSON object"),
+        ({"active_participants": {"participants": [PARTICIPANT] * 3}}, "lists 3 participants, more than 2"),
+    ],
+)
+def test_discovery_refuses_participant_lists_of_the_wrong_shape(gonka, monkeypatch, participants, message):
     monkeypatch.setattr(gonka, "MAX_PARTICIPANTS", 2)
     serve(gonka, monkeypatch, participants)
     with pytest.raises(gonka.DiscoveryError, match=message):
@@ -275,19 +287,23 @@ def test_discovery_refuses_participant_lists_of_the_wrong_shape(
 
 
 @pytest.mark.thread_unsafe(reason="patches the gonka module's HTTP getter")
-@pytest.mark.parametrize(("params", "message"), [
-    ([], "has no params object"),
-    ({"params": None}, "has no params object"),
-    ({"params": {"transfer_agent_access_params": {"allowed_transfer_addresses": "gonka1node"}}},
-     "allowed_transfer_addresses is not a list"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ([], "has no params object"),
+        ({"params": None}, "has no params object"),
+        (
+            {"params": {"transfer_agent_access_params": {"allowed_transfer_addresses": "gonka1node"}}},
+            "allowed_transfer_addresses is not a list",
+        ),
+    ],
+)
 def test_discovery_refuses_an_allowlist_it_cannot_read(gonka, monkeypatch, params, message):
     serve(gonka, monkeypatch, {"active_participants": {"participants": [PARTICIPANT]}}, params)
     with pytest.raises(gonka.DiscoveryError, match=message):
         gonka.discover("http://x.example")
     # allowlist=False never reads it.
-    assert [p.endpoint.address for p in gonka.discover("http://x.example", allowlist=False)] \
-        == ["gonka1node"]
+    assert [p.endpoint.address for p in gonka.discover("http://x.example", allowlist=False)] == ["gonka1node"]
 
 
 @pytest.mark.thread_unsafe(reason="patches urllib's opener for the whole process")
@@ -319,4 +335,6 @@ def test_one_call_clients_refuse_endpoints_they_cannot_read(gonka):
     with pytest.raises(ValueError, match="endpoints is empty"):
         gonka._endpoints_from(" , ")
     assert gonka._endpoints_from("https://a.example;gonka1a, https://b.example;gonka1b") == [
-        GonkaEndpoint("https://a.example", "gonka1a"), GonkaEndpoint("https://b.example", "gonka1b")]
+        GonkaEndpoint("https://a.example", "gonka1a"),
+        GonkaEndpoint("https://b.example", "gonka1b"),
+    ]

@@ -21,8 +21,7 @@ from conftest import nodes
 from gonka_pool import GonkaEndpoint
 from gonka_pool._failover import retry_after_seconds
 
-pytestmark = pytest.mark.thread_unsafe(
-    reason="from_env tests set environment variables; caplog is per-process")
+pytestmark = pytest.mark.thread_unsafe(reason="from_env tests set environment variables; caplog is per-process")
 
 T0 = 10**12  # test clock, ns: frozen so cooldown deadlines are exact
 S = 10**9
@@ -31,7 +30,10 @@ S = 10**9
 def run_python(code: str, **env: str) -> str:
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, env={**os.environ, **env}, check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
     )
     return result.stdout.strip()
 
@@ -80,8 +82,7 @@ def failing_on(*bad: int):
 def test_call_returns_the_first_answer_and_marks_nothing(make_pool):
     pool = frozen(make_pool(3))
     fn = failing_on()
-    assert [pool.call(fn) for _ in range(4)] == [
-        "answer from 0", "answer from 1", "answer from 2", "answer from 0"]
+    assert [pool.call(fn) for _ in range(4)] == ["answer from 0", "answer from 1", "answer from 2", "answer from 0"]
     assert deadlines(pool) == [0, 0, 0]
 
 
@@ -255,8 +256,7 @@ def test_call_raises_a_callers_bug_at_once_and_cools_no_node(make_pool):
 
 
 def test_call_follows_the_pools_backoff_and_resets_it_on_success(pool_impl):
-    pool = frozen(pool_impl.EndpointPool(nodes(2), start=0, base_cooldown=1.0,
-                                         max_cooldown=8.0))
+    pool = frozen(pool_impl.EndpointPool(nodes(2), start=0, base_cooldown=1.0, max_cooldown=8.0))
     flaky = failing_on(0)
     seen = []
     for outage, expected in enumerate([1, 2, 4, 8, 8]):
@@ -420,8 +420,7 @@ def test_acall_cools_asyncio_timeouts_for_timeout_cooldown(make_pool):
 
 
 def test_acall_follows_the_pools_backoff_and_stops_at_its_deadline(pool_impl):
-    pool = frozen(pool_impl.EndpointPool(nodes(3), start=0, base_cooldown=2.0,
-                                         max_cooldown=8.0))
+    pool = frozen(pool_impl.EndpointPool(nodes(3), start=0, base_cooldown=2.0, max_cooldown=8.0))
     calls = []
 
     async def afn(endpoint):
@@ -469,8 +468,8 @@ def test_acall_rejects_a_sync_function_without_marking_nodes(make_pool):
 
 def test_from_env_reads_gonka_endpoints_in_order(pool_impl, monkeypatch):
     monkeypatch.setenv(
-        "GONKA_ENDPOINTS", " https://node0.example;addr0 , https://node1.example/v1 ;addr1,"
-        "http://127.0.0.1:8080;addr2")
+        "GONKA_ENDPOINTS", " https://node0.example;addr0 , https://node1.example/v1 ;addr1,http://127.0.0.1:8080;addr2"
+    )
     pool = pool_impl.EndpointPool.from_env()
     assert type(pool) is pool_impl.EndpointPool
     assert pool.endpoints == (
@@ -498,12 +497,12 @@ def test_from_env_names_the_variable_when_it_is_missing(pool_impl, monkeypatch, 
 @pytest.mark.parametrize(
     "entries",
     [
-        "https://node0.example",                         # no address
-        "https://node0.example;addr0,",                  # trailing comma: an empty entry
+        "https://node0.example",  # no address
+        "https://node0.example;addr0,",  # trailing comma: an empty entry
         "https://node0.example;addr0,,https://node1.example;addr1",
-        "ftp://node0.example;addr0",                      # scheme
-        "https://user:secret@node0.example;addr0",        # credentials
-        "https://node0.example;addr 0",                   # bad address
+        "ftp://node0.example;addr0",  # scheme
+        "https://user:secret@node0.example;addr0",  # credentials
+        "https://node0.example;addr 0",  # bad address
         "not a url;addr0",
     ],
 )
@@ -516,8 +515,12 @@ def test_from_env_rejects_entries_as_gonka_endpoint_parse_does(pool_impl, monkey
             GonkaEndpoint.parse(entry)
     # from_env names the variable and the entry, then says what parse says.
     assert str(from_env.value).startswith("environment variable GONKA_ENDPOINTS, entry ")
-    assert str(from_env.value).endswith(str(parse.value)) or "credentials" in str(parse.value) \
-        or not entries.split(",")[-1] or ",," in entries
+    assert (
+        str(from_env.value).endswith(str(parse.value))
+        or "credentials" in str(parse.value)
+        or not entries.split(",")[-1]
+        or ",," in entries
+    )
     assert "secret" not in str(from_env.value)
 
 
@@ -540,7 +543,7 @@ NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
         ("1.5", 1.5),
         ("Wed, 01 Jan 2025 12:02:00 GMT", 120.0),
         ("Wed, 01 Jan 2025 11:00:00 GMT", 0.0),  # already past
-        ("9" * 400, 300.0),                       # capped, not "until cleared"
+        ("9" * 400, 300.0),  # capped, not "until cleared"
         ("99999999999", 300.0),
         ("Fri, 31 Dec 9999 23:59:59 GMT", 300.0),
         (None, None),
@@ -585,8 +588,9 @@ def test_a_pass_verdict_fails_over_without_marking_the_node(make_pool):
     from gonka_pool._failover import PASS, failover_plan, run
 
     pool = frozen(make_pool(3))
-    plan = failover_plan(pool, None, lambda exc: None,
-                         lambda result: (PASS, 0.0, "refused", False) if result == "retry" else None)
+    plan = failover_plan(
+        pool, None, lambda exc: None, lambda result: (PASS, 0.0, "refused", False) if result == "retry" else None
+    )
     answers = iter(["retry", "ok"])
     assert run(plan, lambda idx, endpoint: next(answers)) == "ok"
     assert deadlines(pool) == [0, 0, 0]

@@ -140,8 +140,11 @@ def test_pickling_a_pool_raises_a_type_error_that_says_what_to_do(make_pool, pro
     pool = make_pool(2)
     pool.mark_failed(0, 60)
     before = pool._state()
-    with pytest.raises(TypeError, match="cannot pickle 'EndpointPool' object: rebuild it from "
-                       r"pool.endpoints instead \(cooldown state is per process\)"):
+    with pytest.raises(
+        TypeError,
+        match="cannot pickle 'EndpointPool' object: rebuild it from "
+        r"pool.endpoints instead \(cooldown state is per process\)",
+    ):
         pickle.dumps(pool, protocol=protocol)
     with pytest.raises(TypeError, match="cannot pickle"):
         pickle.dumps({"pool": [pool]}, protocol=protocol)

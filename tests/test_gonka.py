@@ -43,14 +43,18 @@ from gonka_pool.gonka import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.thread_unsafe(
-    reason="the local Gonka network, its allowlist and its nodes' counters are shared "
-           "by the module's tests")
+    reason="the local Gonka network, its allowlist and its nodes' counters are shared by the module's tests"
+)
 
 HAVE_COINCURVE = importlib.util.find_spec("coincurve") is not None
 HAVE_OPENAI = all(importlib.util.find_spec(m) is not None for m in ("openai", "httpx2"))
 needs_openai = pytest.mark.skipif(not HAVE_OPENAI, reason="openai / httpx2 not installed")
-BACKENDS = [pytest.param("coincurve", marks=pytest.mark.skipif(
-    not HAVE_COINCURVE, reason="coincurve has no wheel here (3.13t)")), "ecdsa"]
+BACKENDS = [
+    pytest.param(
+        "coincurve", marks=pytest.mark.skipif(not HAVE_COINCURVE, reason="coincurve has no wheel here (3.13t)")
+    ),
+    "ecdsa",
+]
 VECTORS = json.loads((Path(__file__).parent / "data" / "gonka_vectors.json").read_text())["vectors"]
 
 KEY = "0x" + "11" * 32
@@ -72,8 +76,7 @@ def test_signatures_and_addresses_match_gonka_openai_byte_for_byte(backend):
         assert signer.backend == backend
         assert signer.address == vector["address"]
         body = bytes.fromhex(vector["body_hex"])
-        assert signer.sign(body, vector["timestamp_ns"], vector["transfer_address"]) \
-            == vector["signature"]
+        assert signer.sign(body, vector["timestamp_ns"], vector["transfer_address"]) == vector["signature"]
 
 
 def test_signatures_match_gonka_openai_itself_where_it_is_installed():
@@ -81,8 +84,9 @@ def test_signatures_match_gonka_openai_itself_where_it_is_installed():
     signer = Signer(KEY)
     for i in range(20):
         body = json.dumps({"n": i, "text": "\u00e9" * i}).encode()
-        assert signer.sign(body, 10**18 + i, node_address(i % 3)) == \
-            utils.gonka_signature(body, KEY, 10**18 + i, node_address(i % 3))
+        assert signer.sign(body, 10**18 + i, node_address(i % 3)) == utils.gonka_signature(
+            body, KEY, 10**18 + i, node_address(i % 3)
+        )
     assert signer.address == utils.gonka_address(KEY)
 
 
@@ -99,8 +103,14 @@ def test_the_default_backend_is_coincurve_where_installed():
 
 
 def test_every_form_of_the_key_gives_the_same_signer():
-    forms = [KEY, KEY[2:], KEY.upper().replace("0X", "0x"), f"  {KEY}\n",
-             bytes.fromhex(KEY[2:]), bytearray.fromhex(KEY[2:])]
+    forms = [
+        KEY,
+        KEY[2:],
+        KEY.upper().replace("0X", "0x"),
+        f"  {KEY}\n",
+        bytes.fromhex(KEY[2:]),
+        bytearray.fromhex(KEY[2:]),
+    ]
     signatures = {Signer(form).sign(b"{}", 1, "gonka1xyz") for form in forms}
     assert len(signatures) == 1
     assert {Signer(form).address for form in forms} == {KEY_ADDRESS}
@@ -109,14 +119,17 @@ def test_every_form_of_the_key_gives_the_same_signer():
 SECRET_HEX = "c0ffee" * 10 + "abcd"  # 64 hex digits, each test key built around it
 
 
-@pytest.mark.parametrize("bad, kind", [
-    (SECRET_HEX[:-1], ValueError),            # 63 digits
-    (SECRET_HEX[:-1] + "z", ValueError),      # not hex
-    ("0x" + "00" * 32, ValueError),           # zero
-    ("ff" * 32, ValueError),                  # beyond the group order
-    (bytes(31), ValueError),
-    (int(SECRET_HEX, 16), TypeError),
-])
+@pytest.mark.parametrize(
+    "bad, kind",
+    [
+        (SECRET_HEX[:-1], ValueError),  # 63 digits
+        (SECRET_HEX[:-1] + "z", ValueError),  # not hex
+        ("0x" + "00" * 32, ValueError),  # zero
+        ("ff" * 32, ValueError),  # beyond the group order
+        (bytes(31), ValueError),
+        (int(SECRET_HEX, 16), TypeError),
+    ],
+)
 def test_bad_keys_are_refused_without_echoing_the_key(bad, kind):
     with pytest.raises(kind) as caught:
         Signer(bad)
@@ -137,8 +150,7 @@ def test_the_key_is_in_no_repr_pickle_copy_or_log(caplog):
     signer = Signer(SECRET_HEX)
     assert repr(signer) == f"Signer(address={signer.address!r}, backend={signer.backend!r})"
     assert str(signer) == repr(signer)
-    for attempt in (lambda: pickle.dumps(signer), lambda: copy.copy(signer),
-                    lambda: copy.deepcopy(signer)):
+    for attempt in (lambda: pickle.dumps(signer), lambda: copy.copy(signer), lambda: copy.deepcopy(signer)):
         with pytest.raises(TypeError, match="private key"):
             attempt()
     assert "c0ffee" not in repr(signer._backend)
@@ -234,13 +246,16 @@ def test_as_on_request_it_sets_the_three_headers_for_the_endpoint():
     signer(request, endpoint)
     timestamp = int(request.headers["X-Timestamp"])
     assert request.headers["X-Requester-Address"] == KEY_ADDRESS
-    assert verify_signature(signer.public_key, request.content, timestamp, endpoint.address,
-                            request.headers["Authorization"])
+    assert verify_signature(
+        signer.public_key, request.content, timestamp, endpoint.address, request.headers["Authorization"]
+    )
     # Signed for that node only, and at that time only.
-    assert not verify_signature(signer.public_key, request.content, timestamp,
-                                node_address(2), request.headers["Authorization"])
-    assert not verify_signature(signer.public_key, request.content, timestamp + 1,
-                                endpoint.address, request.headers["Authorization"])
+    assert not verify_signature(
+        signer.public_key, request.content, timestamp, node_address(2), request.headers["Authorization"]
+    )
+    assert not verify_signature(
+        signer.public_key, request.content, timestamp + 1, endpoint.address, request.headers["Authorization"]
+    )
 
 
 def test_a_high_s_twin_of_a_valid_signature_is_refused():
@@ -251,8 +266,7 @@ def test_a_high_s_twin_of_a_valid_signature_is_refused():
     n = gonka._N
     high = good[:32] + (n - int.from_bytes(good[32:], "big")).to_bytes(32, "big")
     assert verify_signature(signer.public_key, b"{}", 5, "gonka1xyz", base64.b64encode(good).decode())
-    assert not verify_signature(signer.public_key, b"{}", 5, "gonka1xyz",
-                                base64.b64encode(high).decode())
+    assert not verify_signature(signer.public_key, b"{}", 5, "gonka1xyz", base64.b64encode(high).decode())
 
 
 # -- the local network --------------------------------------------------------------------
@@ -301,8 +315,10 @@ def _closed_url() -> str:
 
 def test_discover_reads_each_participants_node_weight_and_models(net):
     found = discover(net.source_url)
-    assert found == [Participant(GonkaEndpoint(node.url, node.address), node.weight,
-                                 ("local", f"m{i}")) for i, node in enumerate(net.nodes)]
+    assert found == [
+        Participant(GonkaEndpoint(node.url, node.address), node.weight, ("local", f"m{i}"))
+        for i, node in enumerate(net.nodes)
+    ]
     # A source given as a /v1 base URL, or with a trailing slash, is the same source.
     assert discover(net.nodes[1].url) == discover(net.source_url + "/") == found
 
@@ -321,36 +337,62 @@ def test_discover_skips_excluded_and_malformed_entries_and_logs_the_bad_ones(net
     ]
     with caplog.at_level(logging.WARNING, logger="gonka_pool"):
         found = discover(net.source_url)
-    assert [p.endpoint.address for p in found] == [net.nodes[1].address, net.nodes[2].address,
-                                                   "gonka1str"]
+    assert [p.endpoint.address for p in found] == [net.nodes[1].address, net.nodes[2].address, "gonka1str"]
     assert found[-1] == Participant(GonkaEndpoint("https://ok.example/v1", "gonka1str"), 7, ())
     skipped = [r for r in caplog.records if "skipped participant" in r.getMessage()]
     assert len(skipped) == 7  # the excluded node is no error
 
 
-@pytest.mark.parametrize("host", [
-    "localhost", "LOCALHOST.", "api.localhost", "127.0.0.1", "127.1", "2130706433", "0x7f000001",
-    "0.0.0.0", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-    "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "LOCALHOST.",
+        "api.localhost",
+        "127.0.0.1",
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "0.0.0.0",
+        "10.1.2.3",
+        "172.16.0.9",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "::1",
+        "fd00::1",
+        "fe80::1",
+        "::ffff:10.0.0.1",
+        "::ffff:127.0.0.1",
+    ],
+)
 def test_hosts_on_this_machine_or_a_private_network_are_internal(host):
     assert gonka._internal_host(host)
 
 
-@pytest.mark.parametrize("host", ["node1.gonka.ai", "8.8.8.8", "2001:4860:4860::8888",
-                                  "localhost.example", "10.0.0.1.example", None, ""])
+@pytest.mark.parametrize(
+    "host", ["node1.gonka.ai", "8.8.8.8", "2001:4860:4860::8888", "localhost.example", "10.0.0.1.example", None, ""]
+)
 def test_public_hosts_and_dns_names_are_not_internal(host):
     assert not gonka._internal_host(host)
 
 
 @pytest.mark.thread_unsafe(reason="patches gonka._get_json")
-def test_a_public_source_cannot_list_nodes_on_this_machine_or_a_private_network(
-        monkeypatch, caplog):
-    entries = [{"index": f"gonka1n{i}", "inference_url": url, "weight": 1}
-               for i, url in enumerate([
-                   "http://127.0.0.1:6379", "http://169.254.169.254/latest", "http://[::1]:8080",
-                   "http://10.0.0.5", "http://2130706433", "http://localhost:9000",
-                   "https://node.gonka.example"])]
+def test_a_public_source_cannot_list_nodes_on_this_machine_or_a_private_network(monkeypatch, caplog):
+    entries = [
+        {"index": f"gonka1n{i}", "inference_url": url, "weight": 1}
+        for i, url in enumerate(
+            [
+                "http://127.0.0.1:6379",
+                "http://169.254.169.254/latest",
+                "http://[::1]:8080",
+                "http://10.0.0.5",
+                "http://2130706433",
+                "http://localhost:9000",
+                "https://node.gonka.example",
+            ]
+        )
+    ]
     asked = []
 
     def get_json(url, timeout):  # the one network boundary of discovery
@@ -380,18 +422,20 @@ def test_the_log_of_skipped_entries_is_bounded(net, caplog):
 
 def test_discover_keeps_only_the_chains_allowlist_unless_told_not_to(net):
     net.allowlist = [net.nodes[2].address, net.nodes[0].address, "gonka1elsewhere"]
-    assert [p.endpoint.address for p in discover(net.source_url)] == \
-        [net.nodes[0].address, net.nodes[2].address]
+    assert [p.endpoint.address for p in discover(net.source_url)] == [net.nodes[0].address, net.nodes[2].address]
     assert len(discover(net.source_url, allowlist=False)) == 3
 
 
-@pytest.mark.parametrize("payload", [
-    {"active_participants": {"participants": []}, "excluded_participants": []},
-    {"active_participants": {"participants": ["junk", {"index": "a"}]}},
-    {"active_participants": {}},
-    [],
-    "participants",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"active_participants": {"participants": []}, "excluded_participants": []},
+        {"active_participants": {"participants": ["junk", {"index": "a"}]}},
+        {"active_participants": {}},
+        [],
+        "participants",
+    ],
+)
 def test_nothing_usable_is_a_clear_error_never_an_empty_pool(net, payload):
     net.participants_override = payload
     with pytest.raises(DiscoveryError, match="participants"):
@@ -419,8 +463,7 @@ def test_responses_beyond_the_size_bound_are_refused(net, monkeypatch):
         discover(net.source_url)
 
 
-@pytest.mark.parametrize("source", ["ftp://x.example", "http://user@x.example",
-                                    "http://x.example/?q=1", "x.example"])
+@pytest.mark.parametrize("source", ["ftp://x.example", "http://user@x.example", "http://x.example/?q=1", "x.example"])
 def test_bad_source_urls_are_refused_before_any_request(source):
     with pytest.raises(ValueError, match="source_url"):
         discover(source)
@@ -450,8 +493,9 @@ def test_endpoint_pool_from_gonka_builds_its_own_class(pool_impl, net):
 
 def test_pool_weights_are_the_networks_as_they_are(pool_impl):
     def participants(weights):
-        return [Participant(GonkaEndpoint(f"https://n{i}.example", f"gonka1n{i}"), w, ())
-                for i, w in enumerate(weights)]
+        return [
+            Participant(GonkaEndpoint(f"https://n{i}.example", f"gonka1n{i}"), w, ()) for i, w in enumerate(weights)
+        ]
 
     assert pool_weights(participants([0, 0])) == [1, 1]
     assert pool_weights(participants([10**15, 5 * 10**14, 0])) == [10**15, 5 * 10**14, 1]
@@ -549,8 +593,7 @@ def _transport_pool(pool_impl, net, *nodes):
 def _client(pool, signer, **options):
     import httpx2
 
-    transport = gonka.GonkaPoolTransport(pool, transport=httpx2.HTTPTransport(), on_request=signer,
-                                         **options)
+    transport = gonka.GonkaPoolTransport(pool, transport=httpx2.HTTPTransport(), on_request=signer, **options)
     return httpx2.Client(transport=transport, timeout=5.0, trust_env=False)
 
 
@@ -583,8 +626,7 @@ def test_a_node_off_the_allowlist_is_kept_out_until_cleared(pool_impl, net, sign
 
 
 @needs_openai
-def test_a_timestamp_outside_the_nodes_window_fails_over_without_marking_the_node(
-        pool_impl, net, signer):
+def test_a_timestamp_outside_the_nodes_window_fails_over_without_marking_the_node(pool_impl, net, signer):
     net.nodes[0].clock_offset_ns = 60 * 10**9  # that node's chain is a minute ahead
     pool = _transport_pool(pool_impl, net)
     with _client(pool, signer) as client:
@@ -600,11 +642,13 @@ def test_a_reused_signature_fails_over_to_a_freshly_signed_attempt(pool_impl, ne
 
     body = json.dumps(CHAT).encode()
     stamp = signer.timestamp_ns()
-    used = {"Authorization": signer.sign(body, stamp, net.nodes[0].address),
-            "X-Requester-Address": signer.address, "X-Timestamp": str(stamp),
-            "Content-Type": "application/json"}
-    assert httpx2.post(net.nodes[0].url + "/chat/completions", content=body,
-                       headers=used).status_code == 200
+    used = {
+        "Authorization": signer.sign(body, stamp, net.nodes[0].address),
+        "X-Requester-Address": signer.address,
+        "X-Timestamp": str(stamp),
+        "Content-Type": "application/json",
+    }
+    assert httpx2.post(net.nodes[0].url + "/chat/completions", content=body, headers=used).status_code == 200
 
     def replay_then_sign(request, endpoint):
         if endpoint.address == net.nodes[0].address:
@@ -614,8 +658,9 @@ def test_a_reused_signature_fails_over_to_a_freshly_signed_attempt(pool_impl, ne
 
     pool = _transport_pool(pool_impl, net)
     with _client(pool, replay_then_sign) as client:
-        response = client.post("http://gonka/chat/completions", content=body,
-                               headers={"Content-Type": "application/json"})
+        response = client.post(
+            "http://gonka/chat/completions", content=body, headers={"Content-Type": "application/json"}
+        )
     assert response.json()["choices"][0]["message"]["content"] == "hello from n1"
     assert net.nodes[0].refusals == {"AuthKey has already been used for a transfer request": 1}
     assert _cooled(pool) == [False, False, False]
@@ -648,8 +693,7 @@ def test_async_transport_judges_the_same_way(pool_impl, net, signer):
     pool = _transport_pool(pool_impl, net)
 
     async def main():
-        transport = gonka.AsyncGonkaPoolTransport(pool, transport=httpx2.AsyncHTTPTransport(),
-                                                  on_request=signer)
+        transport = gonka.AsyncGonkaPoolTransport(pool, transport=httpx2.AsyncHTTPTransport(), on_request=signer)
         async with httpx2.AsyncClient(transport=transport, timeout=5.0, trust_env=False) as client:
             return await client.post("http://gonka/chat/completions", json=CHAT)
 
@@ -669,8 +713,7 @@ def _ask(client) -> str:
 
 
 @needs_openai
-def test_openai_client_discovers_signs_and_fails_over_from_the_environment(net, signer,
-                                                                          monkeypatch):
+def test_openai_client_discovers_signs_and_fails_over_from_the_environment(net, signer, monkeypatch):
     monkeypatch.setenv("GONKA_PRIVATE_KEY", KEY)
     monkeypatch.setenv("GONKA_SOURCE_URL", net.source_url)
     monkeypatch.delenv("GONKA_ENDPOINTS", raising=False)
@@ -704,16 +747,14 @@ def test_openai_client_sends_the_given_requester_address(net, monkeypatch):
     other = Signer(KEY, requester_address=node_address(9))
     net.register(other)  # the chain knows that address by this key (a grantee)
     monkeypatch.setenv("GONKA_ADDRESS", node_address(9))
-    client = gonka.openai_client(KEY, endpoints=[GonkaEndpoint(net.nodes[0].url,
-                                                               net.nodes[0].address)])
+    client = gonka.openai_client(KEY, endpoints=[GonkaEndpoint(net.nodes[0].url, net.nodes[0].address)])
     assert _ask(client) == "hello from n0"
 
 
 @needs_openai
 def test_async_openai_client_signs_and_fails_over(net, signer):
     net.nodes[0].at_capacity = True
-    client = gonka.async_openai_client(KEY, source_url=net.source_url,
-                                       pool_options={"start": 0, "weights": [1, 1, 1]})
+    client = gonka.async_openai_client(KEY, source_url=net.source_url, pool_options={"start": 0, "weights": [1, 1, 1]})
 
     async def main():
         async with client:

@@ -45,8 +45,16 @@ def picks(pool, k):
 
 @pytest.mark.parametrize(
     "url",
-    [None, 1, 1.5, b"https://node.example", bytearray(b"https://node.example"),
-     memoryview(b"https://node.example"), ["https://node.example"], object()],
+    [
+        None,
+        1,
+        1.5,
+        b"https://node.example",
+        bytearray(b"https://node.example"),
+        memoryview(b"https://node.example"),
+        ["https://node.example"],
+        object(),
+    ],
     ids=["None", "int", "float", "bytes", "bytearray", "memoryview", "list", "object"],
 )
 def test_a_url_that_is_not_a_str_is_a_type_error(url):
@@ -55,7 +63,8 @@ def test_a_url_that_is_not_a_str_is_a_type_error(url):
 
 
 @pytest.mark.parametrize(
-    "address", [None, 1, b"gonka1abc", bytearray(b"gonka1abc"), ("gonka1abc",)],
+    "address",
+    [None, 1, b"gonka1abc", bytearray(b"gonka1abc"), ("gonka1abc",)],
     ids=["None", "int", "bytes", "bytearray", "tuple"],
 )
 def test_an_address_that_is_not_a_str_is_a_type_error(address):
@@ -100,18 +109,30 @@ def test_an_endpoint_cannot_be_reinitialised_in_place():
 # -- URLs: characters ---------------------------------------------------------------
 
 CONTROL = [chr(c) for c in range(0x20)] + ["\x7f"] + [chr(c) for c in range(0x80, 0xA0)]
-UNICODE_SPACES = ["\xa0", "\u1680", "\u2000", "\u2007", "\u200a", "\u2028", "\u2029",
-                  "\u202f", "\u205f", "\u3000", " "]
+UNICODE_SPACES = ["\xa0", "\u1680", "\u2000", "\u2007", "\u200a", "\u2028", "\u2029", "\u202f", "\u205f", "\u3000", " "]
 # Format characters (zero-width, joiners, bidi controls, the BOM, soft hyphen, tags)
 # print as nothing; IDNA silently drops some, so the host used would differ from the
 # text in the config and the log.  Lone surrogates cannot be encoded to send.
-INVISIBLE = ["\u00ad", "\u200b", "\u200c", "\u200d", "\u200e", "\u202e", "\u2060",
-             "\u2066", "\ufeff", "\U000e0041", "\ud800", "\udfff"]
+INVISIBLE = [
+    "\u00ad",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u200e",
+    "\u202e",
+    "\u2060",
+    "\u2066",
+    "\ufeff",
+    "\U000e0041",
+    "\ud800",
+    "\udfff",
+]
 
 
 @pytest.mark.parametrize("char", CONTROL + UNICODE_SPACES, ids=lambda c: f"U+{ord(c):04X}")
-@pytest.mark.parametrize("where", ["https://node{}.example", "https://node.example/v1{}",
-                                   "{}https://node.example", "https://node.example{}"])
+@pytest.mark.parametrize(
+    "where", ["https://node{}.example", "https://node.example/v1{}", "{}https://node.example", "https://node.example{}"]
+)
 def test_control_characters_and_whitespace_anywhere_in_a_url_are_rejected(char, where):
     url = where.format(char)
     with pytest.raises(ValueError, match=r"invalid endpoint URL .*whitespace or control"):
@@ -141,9 +162,15 @@ def test_visible_non_ascii_hosts_and_addresses_are_accepted_unchanged():
 
 @pytest.mark.parametrize(
     "url",
-    ["http://[::1]", "http://[::1]:8080/v1", "https://[2001:db8::1]", "https://[2001:DB8::1]/",
-     "http://[2001:0db8:0000:0000:0000:0000:0000:0001]:1", "http://[::ffff:192.0.2.1]:65535",
-     "http://[::]"],
+    [
+        "http://[::1]",
+        "http://[::1]:8080/v1",
+        "https://[2001:db8::1]",
+        "https://[2001:DB8::1]/",
+        "http://[2001:0db8:0000:0000:0000:0000:0000:0001]:1",
+        "http://[::ffff:192.0.2.1]:65535",
+        "http://[::]",
+    ],
 )
 def test_ipv6_literals_are_accepted_unchanged(url):
     assert GonkaEndpoint(url, "addr").base_url == url
@@ -180,10 +207,22 @@ def test_ports_from_1_to_65535_are_accepted(port):
 
 @pytest.mark.parametrize(
     "port",
-    ["0", "00", "65536", "99999", "-1", "+80", "8o", "0x50", "\uff18\uff10", "\u0668\u0660",
-     "9" * 40, "", "80:80"],
-    ids=["0", "00", "65536", "99999", "-1", "+80", "8o", "hex", "fullwidth-80", "arabic-80",
-         "40-digits", "empty", "twice"],
+    ["0", "00", "65536", "99999", "-1", "+80", "8o", "0x50", "\uff18\uff10", "\u0668\u0660", "9" * 40, "", "80:80"],
+    ids=[
+        "0",
+        "00",
+        "65536",
+        "99999",
+        "-1",
+        "+80",
+        "8o",
+        "hex",
+        "fullwidth-80",
+        "arabic-80",
+        "40-digits",
+        "empty",
+        "twice",
+    ],
 )
 def test_ports_out_of_range_or_not_ascii_digits_are_rejected(port):
     with pytest.raises(ValueError, match=r"invalid endpoint URL .*(invalid port|forbidden character)"):
@@ -193,8 +232,9 @@ def test_ports_out_of_range_or_not_ascii_digits_are_rejected(port):
 # -- a pool of many nodes, and duplicates ------------------------------------------
 
 
-@pytest.mark.thread_unsafe(reason="reports wall-clock construction time, which other "
-                           "copies of the test running beside it would inflate")
+@pytest.mark.thread_unsafe(
+    reason="reports wall-clock construction time, which other copies of the test running beside it would inflate"
+)
 def test_a_pool_of_100000_nodes_builds_selects_and_falls_back(pool_impl, record_property):
     n = 100_000
     started = time.perf_counter()
@@ -203,8 +243,7 @@ def test_a_pool_of_100000_nodes_builds_selects_and_falls_back(pool_impl, record_
     pool = frozen(pool_impl.EndpointPool(endpoints))
     built = time.perf_counter()
     # Printed for `pytest -s -k 100000`; docs/guarantees.md quotes these numbers.
-    print(f"\n{pool_impl.name}: {n} GonkaEndpoint {validated - started:.3f} s, "
-          f"EndpointPool {built - validated:.4f} s")
+    print(f"\n{pool_impl.name}: {n} GonkaEndpoint {validated - started:.3f} s, EndpointPool {built - validated:.4f} s")
     record_property("endpoints_s", validated - started)
     record_property("pool_s", built - validated)
     assert len(pool) == n and pool[n - 1] is endpoints[n - 1]
@@ -418,8 +457,9 @@ def test_a_type_error_raised_inside_the_iterable_is_not_blamed_on_its_type(pool_
         pool_impl.EndpointPool(entries())
 
 
-@pytest.mark.thread_unsafe(reason="seeds and draws from the process-wide random module; "
-                           "copies running at once would interleave their draws")
+@pytest.mark.thread_unsafe(
+    reason="seeds and draws from the process-wide random module; copies running at once would interleave their draws"
+)
 def test_building_a_pool_leaves_the_global_random_sequence_alone(pool_impl):
     random.seed(20260101)
     expected = [random.random() for _ in range(3)]
@@ -433,8 +473,16 @@ def test_building_a_pool_leaves_the_global_random_sequence_alone(pool_impl):
 
 @pytest.mark.parametrize(
     ("key", "error"),
-    [(3, IndexError), (-4, IndexError), (2**64, IndexError), (-(10**100), IndexError),
-     (True, TypeError), (1.0, TypeError), ("0", TypeError), (None, TypeError)],
+    [
+        (3, IndexError),
+        (-4, IndexError),
+        (2**64, IndexError),
+        (-(10**100), IndexError),
+        (True, TypeError),
+        (1.0, TypeError),
+        ("0", TypeError),
+        (None, TypeError),
+    ],
     ids=repr,
 )
 def test_hostile_sequence_indexes_raise_and_leave_the_pool_unchanged(make_pool, key, error):
@@ -443,7 +491,7 @@ def test_hostile_sequence_indexes_raise_and_leave_the_pool_unchanged(make_pool, 
     with pytest.raises(error):
         pool[key]
     assert pool._state() == before
-    assert pool[-1] is pool[2] and pool[10**100:] == () and pool[::-1] == pool.endpoints[::-1]
+    assert pool[-1] is pool[2] and pool[10**100 :] == () and pool[::-1] == pool.endpoints[::-1]
 
 
 # -- URL strings from hypothesis: the C core and the twin decide alike ---------------------
@@ -452,8 +500,24 @@ URL_SCHEMES = st.sampled_from(["http", "https", "HTTP", "hTTps", "ftp", "ws", "f
 URL_SEPARATORS = st.sampled_from(["://", ":/", ":", ":///", "//", "://user:pw@", "://u@"])
 URL_HOSTS = st.one_of(
     st.from_regex(r"[a-z0-9.\-_]{0,12}", fullmatch=True),
-    st.sampled_from(["[::1]", "[::1", "::1]", "[]", "[fe80::1%25x]", "[1.2.3.4]", "127.0.0.1",
-                     "bücher.example", "a@b", "h:x", "a..", "%41", "a<b", "a\\b"]),
+    st.sampled_from(
+        [
+            "[::1]",
+            "[::1",
+            "::1]",
+            "[]",
+            "[fe80::1%25x]",
+            "[1.2.3.4]",
+            "127.0.0.1",
+            "bücher.example",
+            "a@b",
+            "h:x",
+            "a..",
+            "%41",
+            "a<b",
+            "a\\b",
+        ]
+    ),
     st.text(max_size=6),
 )
 URL_PORTS = st.one_of(
@@ -467,8 +531,7 @@ URL_PATHS = st.one_of(
     st.sampled_from(["/v1", "/v1?x=1", "/#frag", "/a;b", "/%zz", "/v1/"]),
 )
 URLS = st.one_of(
-    st.builds(lambda *parts: "".join(parts), URL_SCHEMES, URL_SEPARATORS, URL_HOSTS, URL_PORTS,
-              URL_PATHS),
+    st.builds(lambda *parts: "".join(parts), URL_SCHEMES, URL_SEPARATORS, URL_HOSTS, URL_PORTS, URL_PATHS),
     st.text(max_size=30),
 )
 MESSAGE_KINDS = {
@@ -523,8 +586,7 @@ def test_any_url_string_gets_the_same_decision_from_the_c_core_and_the_twin(both
 
 @settings(max_examples=500, deadline=None)
 @given(url=URLS, extra=st.sampled_from(["", ";", ",", "u:S3CRET@", "/S3CRET@v1", "S3CRET@"]))
-def test_a_url_with_an_at_sign_or_entry_separator_is_refused_and_its_userinfo_never_quoted(
-        url, extra):
+def test_a_url_with_an_at_sign_or_entry_separator_is_refused_and_its_userinfo_never_quoted(url, extra):
     if extra.endswith("@"):  # as userinfo: after "//", or at the start without one
         url = url.replace("//", "//" + extra, 1) if "//" in url else extra + url
     else:

@@ -50,9 +50,7 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-requires_proc = pytest.mark.skipif(
-    not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc (Linux)"
-)
+requires_proc = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc (Linux)")
 
 
 @contextlib.contextmanager

@@ -70,15 +70,21 @@ def test_the_twin_is_used_when_the_extension_cannot_load():
 
 
 @pytest.mark.skipif(not hasattr(sys, "_is_gil_enabled"), reason="needs 3.13+")
-@pytest.mark.skipif(
-    not __import__("sysconfig").get_config_var("Py_GIL_DISABLED"), reason="free-threaded build only"
-)
+@pytest.mark.skipif(not __import__("sysconfig").get_config_var("Py_GIL_DISABLED"), reason="free-threaded build only")
 def test_importing_the_package_leaves_the_gil_disabled():
     env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
     result = subprocess.run(
-        [sys.executable, "-W", "error", "-c",
-         "import sys, gonka_pool; print(gonka_pool.IMPLEMENTATION, sys._is_gil_enabled())"],
-        capture_output=True, text=True, env=env, check=True,
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-c",
+            "import sys, gonka_pool; print(gonka_pool.IMPLEMENTATION, sys._is_gil_enabled())",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     assert result.stdout.split() == ["c", "False"], result.stderr
 

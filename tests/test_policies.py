@@ -201,9 +201,17 @@ def test_weights_balance_exactly_across_threads(make_pool):
 
 @pytest.mark.parametrize(
     ("weights", "error"),
-    [([1], ValueError), ([1, 0], ValueError), ([1, -2], ValueError), ([1, True], TypeError),
-     ([1, 1.5], TypeError), ("11", TypeError), (5, TypeError), ([1, 2.0**21], TypeError),
-     ([False, 1], TypeError)],
+    [
+        ([1], ValueError),
+        ([1, 0], ValueError),
+        ([1, -2], ValueError),
+        ([1, True], TypeError),
+        ([1, 1.5], TypeError),
+        ("11", TypeError),
+        (5, TypeError),
+        ([1, 2.0**21], TypeError),
+        ([False, 1], TypeError),
+    ],
 )
 def test_bad_weights_are_rejected(pool_impl, weights, error):
     with pytest.raises(error):
@@ -242,8 +250,10 @@ def test_an_integer_start_gives_the_seed_behaviour(pool_impl):
     assert [pool.next_indexed()[0] for _ in range(3)] == [1, 2, 0]
 
 
-@pytest.mark.parametrize(("start", "error"), [("first", ValueError), (-1, ValueError), (1.0, TypeError),
-                                              (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    ("start", "error"),
+    [("first", ValueError), (-1, ValueError), (1.0, TypeError), (True, TypeError), (None, TypeError)],
+)
 def test_bad_start_is_rejected(pool_impl, start, error):
     with pytest.raises(error):
         pool_impl.EndpointPool(nodes(2), start=start)
@@ -346,8 +356,10 @@ def test_snapshot_reports_each_node_state(make_pool):
         snap[0].available = False
 
 
-@pytest.mark.thread_unsafe(reason="caplog's handler collects the log records of every "
-                           "thread, so copies of the test running at once see each other's lines")
+@pytest.mark.thread_unsafe(
+    reason="caplog's handler collects the log records of every "
+    "thread, so copies of the test running at once see each other's lines"
+)
 def test_entering_a_cooldown_logs_one_warning(make_pool, caplog):
     pool = frozen(make_pool(2))
     with caplog.at_level(logging.WARNING, logger="gonka_pool"):

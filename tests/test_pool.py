@@ -303,13 +303,25 @@ def test_bad_endpoints_are_rejected_with_a_specific_error(pool_impl, endpoints, 
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
-        (nodes(3), {}, (r"^EndpointPool\(\) takes 1 positional argument \(the endpoints\) but 3 were "
-                        r"given; pass a list: EndpointPool\(\[ep1, ep2\]\)$")),
+        (
+            nodes(3),
+            {},
+            (
+                r"^EndpointPool\(\) takes 1 positional argument \(the endpoints\) but 3 were "
+                r"given; pass a list: EndpointPool\(\[ep1, ep2\]\)$"
+            ),
+        ),
         ([nodes(2), None], {}, r"takes 1 positional argument \(the endpoints\) but 2 were given"),
         ([], {}, r"^EndpointPool\(\) missing 1 required argument: 'endpoints'"),
-        ([nodes(1)], {"wieghts": [1]}, (r"^EndpointPool\(\) got an unexpected keyword argument 'wieghts'; "
-                                        "its keywords are weights, start, base_cooldown, max_cooldown, shared "
-                                        "and shared_capacity$")),
+        (
+            [nodes(1)],
+            {"wieghts": [1]},
+            (
+                r"^EndpointPool\(\) got an unexpected keyword argument 'wieghts'; "
+                "its keywords are weights, start, base_cooldown, max_cooldown, shared "
+                "and shared_capacity$"
+            ),
+        ),
         ([nodes(1)], {"endpoints": nodes(1)}, r"^EndpointPool\(\) got multiple values for argument 'endpoints'$"),
     ],
 )
@@ -320,8 +332,7 @@ def test_a_wrong_call_of_the_constructor_is_reported_against_endpoint_pool(pool_
 
 
 def test_the_constructor_takes_endpoints_by_keyword_and_settings_only_by_keyword(pool_impl):
-    pool = frozen(pool_impl.EndpointPool(endpoints=nodes(2), weights=[2, 1], start=1,
-                                         base_cooldown=1, max_cooldown=2))
+    pool = frozen(pool_impl.EndpointPool(endpoints=nodes(2), weights=[2, 1], start=1, base_cooldown=1, max_cooldown=2))
     assert pool.weights == (2, 1) and pool.next_indexed()[0] == 1  # schedule 0 1 0
     pool.mark_failed(0)
     assert pool.snapshot()[0].cooldown_remaining == 1.0
@@ -332,10 +343,8 @@ def test_every_public_method_has_a_signature_with_the_twins_parameter_names(both
     # hot path its exact-type call): their signatures come from the docstrings.
     c_impl, py_impl = both_impls
     c_cls, py_cls = c_impl.EndpointPool, py_impl.EndpointPool
-    public = sorted(name for name in dir(py_cls) if not name.startswith("_")
-                    and callable(getattr(py_cls, name)))
-    assert public == sorted(name for name in dir(c_cls) if not name.startswith("_")
-                            and callable(getattr(c_cls, name)))
+    public = sorted(name for name in dir(py_cls) if not name.startswith("_") and callable(getattr(py_cls, name)))
+    assert public == sorted(name for name in dir(c_cls) if not name.startswith("_") and callable(getattr(c_cls, name)))
     assert {"next", "mark_failed", "mark_success", "update", "snapshot", "from_env"} <= set(public)
     for name in public:
         c_sig = inspect.signature(getattr(c_cls, name))
@@ -396,9 +405,7 @@ def test_pool_indexes_iterates_and_contains_like_a_tuple(make_pool):
 
 
 def test_repr_lists_endpoints_and_truncates_long_pools(make_pool):
-    assert repr(make_pool(1)) == (
-        "EndpointPool([GonkaEndpoint(base_url='https://node0.example', address='addr0')])"
-    )
+    assert repr(make_pool(1)) == ("EndpointPool([GonkaEndpoint(base_url='https://node0.example', address='addr0')])")
     long = repr(make_pool(20))
     assert long.endswith(", ... (12 more)])") and long.count("GonkaEndpoint(") == 8
 
@@ -463,8 +470,14 @@ def test_next_many_returns_the_pools_endpoints(make_pool):
 
 @pytest.mark.parametrize(
     ("k", "error"),
-    [(-1, ValueError), (True, TypeError), (2.0, TypeError), ("3", TypeError), (None, TypeError),
-     (2**70, OverflowError)],
+    [
+        (-1, ValueError),
+        (True, TypeError),
+        (2.0, TypeError),
+        ("3", TypeError),
+        (None, TypeError),
+        (2**70, OverflowError),
+    ],
 )
 def test_next_many_rejects_a_bad_count_and_leaves_the_pool_unchanged(make_pool, k, error):
     pool = make_pool(3)

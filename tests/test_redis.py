@@ -217,8 +217,7 @@ def test_remote_events_racing_update_land_on_the_membership_in_force(make_pool):
 
 
 def test_importing_gonka_pool_or_its_redis_module_does_not_import_redis():
-    code = ("import sys, gonka_pool, gonka_pool.redis; "
-            "assert 'redis' not in sys.modules, 'redis imported'")
+    code = "import sys, gonka_pool, gonka_pool.redis; assert 'redis' not in sys.modules, 'redis imported'"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
 
@@ -230,6 +229,7 @@ try:
     import redis.asyncio
     from redis.backoff import NoBackoff
     from redis.retry import Retry
+
     HAVE_REDIS_PY = True
 except ImportError:  # pragma: no cover - make test installs it
     HAVE_REDIS_PY = False
@@ -259,9 +259,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = self.client()
         deadline = time.monotonic() + 10
@@ -296,8 +308,7 @@ class RedisServer:
         return client
 
     def async_client(self):
-        return redis.asyncio.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
-                                   socket_connect_timeout=2)
+        return redis.asyncio.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
 
 
 def redis_binary() -> str:
@@ -358,8 +369,7 @@ def test_a_mark_in_one_pool_is_seen_by_anothers_next_within_50_ms(pool_impl, ser
     from gonka_pool.redis import RedisHealth
 
     a, b = pool_impl.make(8), pool_impl.make(8)
-    with RedisHealth(a, server.client(), channel=channel) as ha, \
-            RedisHealth(b, server.client(), channel=channel) as hb:
+    with RedisHealth(a, server.client(), channel=channel) as ha, RedisHealth(b, server.client(), channel=channel) as hb:
         connected(ha, hb)
         delays = []
         for i in range(7):
@@ -369,8 +379,10 @@ def test_a_mark_in_one_pool_is_seen_by_anothers_next_within_50_ms(pool_impl, ser
             delays.append(time.perf_counter() - start)
         picks = {b.next() for _ in range(16)}
     median = statistics.median(delays)
-    print(f"\n{pool_impl.name}: propagation median {median * 1e3:.2f} ms, "
-          f"max {max(delays) * 1e3:.2f} ms over {len(delays)} marks")
+    print(
+        f"\n{pool_impl.name}: propagation median {median * 1e3:.2f} ms, "
+        f"max {max(delays) * 1e3:.2f} ms over {len(delays)} marks"
+    )
     assert median < 0.050
     assert picks == {b.endpoints[7]}  # b's next() skips the 7 nodes a marked
 
@@ -432,8 +444,7 @@ def test_two_processes_share_their_marks_both_ways(server, channel):
     finally:
         if child.is_alive():
             child.kill()
-    print(f"\nacross processes: child->parent {to_parent * 1e3:.2f} ms, "
-          f"parent->child {to_child * 1e3:.2f} ms")
+    print(f"\nacross processes: child->parent {to_parent * 1e3:.2f} ms, parent->child {to_child * 1e3:.2f} ms")
     assert to_parent < 0.050 and to_child < 0.050
 
 
@@ -479,8 +490,7 @@ def test_a_remote_mark_never_shortens_a_local_cooldown(pool_impl, server, channe
     from gonka_pool.redis import RedisHealth
 
     a, b = pool_impl.make(2), pool_impl.make(2)
-    with RedisHealth(a, server.client(), channel=channel) as ha, \
-            RedisHealth(b, server.client(), channel=channel) as hb:
+    with RedisHealth(a, server.client(), channel=channel) as ha, RedisHealth(b, server.client(), channel=channel) as hb:
         connected(ha, hb)
         b.mark_failed(0, 200)
         wait_until(lambda: cooling(a, 0))
@@ -498,17 +508,29 @@ def test_garbage_on_the_channel_or_in_the_hash_is_ignored_and_counted(pool_impl,
 
     client = server.client()
     key = node_key(nodes(1)[0])
-    client.hset(f"{channel}:cooldowns", mapping={
-        key: "99999999999999999999999:9", "https://node1.example;addr1": "soon",
-        "https://nowhere.example;x": "9999999999999:1"})
+    client.hset(
+        f"{channel}:cooldowns",
+        mapping={
+            key: "99999999999999999999999:9",
+            "https://node1.example;addr1": "soon",
+            "https://nowhere.example;x": "9999999999999:1",
+        },
+    )
     pool = pool_impl.make(3, max_cooldown=60.0)
     with RedisHealth(pool, server.client(), channel=channel) as health:
         connected(health)
-        junk = [b"\xff\xfe", b"[]", b"{}", b'{"v":1,"event":"cooldown","node":"%s"}' % key.encode(),
-                b'{"v":1,"event":"cooldown","node":"%s","remaining_ns":-5,"failures":1}' % key.encode(),
-                b'{"v":1,"event":"cooldown","node":"%s","remaining_ns":true,"failures":1}' % key.encode(),
-                b'{"v":1,"event":"boom","node":"%s"}' % key.encode(), b"[" * 100_000, b"x" * 10_000,
-                b'{"v":1,"event":"cooldown","node":["a"],"remaining_ns":5,"failures":1}']
+        junk = [
+            b"\xff\xfe",
+            b"[]",
+            b"{}",
+            b'{"v":1,"event":"cooldown","node":"%s"}' % key.encode(),
+            b'{"v":1,"event":"cooldown","node":"%s","remaining_ns":-5,"failures":1}' % key.encode(),
+            b'{"v":1,"event":"cooldown","node":"%s","remaining_ns":true,"failures":1}' % key.encode(),
+            b'{"v":1,"event":"boom","node":"%s"}' % key.encode(),
+            b"[" * 100_000,
+            b"x" * 10_000,
+            b'{"v":1,"event":"cooldown","node":["a"],"remaining_ns":5,"failures":1}',
+        ]
         for message in junk:
             client.publish(channel, message)
         wait_until(lambda: health.stats()["received"] >= len(junk))
@@ -516,8 +538,10 @@ def test_garbage_on_the_channel_or_in_the_hash_is_ignored_and_counted(pool_impl,
         assert stats["ignored"] >= len(junk) + 2 and stats["applied"] == 0
         assert all(s.available for s in pool.snapshot())
         # A well-formed event asking for a day is capped at this pool's max_cooldown.
-        client.publish(channel, f'{{"v":1,"src":"other","event":"cooldown","node":"{key}",'
-                                f'"remaining_ns":{86_400 * NS},"failures":999}}')
+        client.publish(
+            channel,
+            f'{{"v":1,"src":"other","event":"cooldown","node":"{key}","remaining_ns":{86_400 * NS},"failures":999}}',
+        )
         wait_until(lambda: cooling(pool, 0))
         assert pool.snapshot()[0].cooldown_remaining <= 60.01
 
@@ -527,8 +551,7 @@ def test_the_queue_is_bounded_and_drops_the_oldest_while_redis_is_away(pool_impl
     from gonka_pool.redis import RedisHealth
 
     nowhere = RedisServer("redis-server")  # never started: nothing listens there
-    client = nowhere.client(socket_timeout=0.2, socket_connect_timeout=0.2,
-                            retry=Retry(NoBackoff(), 0))
+    client = nowhere.client(socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     pool = pool_impl.make(10)
     health = RedisHealth(pool, client, queue_size=3)
     try:
@@ -554,8 +577,10 @@ def test_redis_killed_and_restarted_raises_nothing_and_state_converges(pool_impl
     from gonka_pool.redis import RedisHealth
 
     a, b = pool_impl.make(4), pool_impl.make(4)
-    with RedisHealth(a, own_server.client(), channel=channel) as ha, \
-            RedisHealth(b, own_server.client(), channel=channel) as hb:
+    with (
+        RedisHealth(a, own_server.client(), channel=channel) as ha,
+        RedisHealth(b, own_server.client(), channel=channel) as hb,
+    ):
         connected(ha, hb)
         a.mark_failed(0, 60)
         wait_until(lambda: cooling(b, 0))
@@ -630,9 +655,12 @@ def test_the_asyncio_variant_shares_marks_between_two_pools(pool_impl, server, c
     async def scenario():
         a, b = pool_impl.make(3), pool_impl.make(3)
         client_a, client_b = server.async_client(), server.async_client()
-        async with client_a, client_b, \
-                AsyncRedisHealth(a, client_a, channel=channel) as ha, \
-                AsyncRedisHealth(b, client_b, channel=channel) as hb:
+        async with (
+            client_a,
+            client_b,
+            AsyncRedisHealth(a, client_a, channel=channel) as ha,
+            AsyncRedisHealth(b, client_b, channel=channel) as hb,
+        ):
             deadline = time.monotonic() + WAIT_S
             while not (ha.stats()["connected"] and hb.stats()["connected"]):
                 assert time.monotonic() < deadline
@@ -666,7 +694,6 @@ def test_a_bad_channel_or_queue_size_is_refused_before_anything_starts(pool_impl
             RedisHealth(pool, object(), **kwargs)
 
 
-
 def _shared_supported() -> bool:
     import gonka_pool
 
@@ -685,9 +712,11 @@ def test_one_subscriber_per_machine_is_enough_with_shared_pools(server, channel)
     subscriber, publisher = (EndpointPool(endpoints, shared=segment) for _ in range(2))
     remote = EndpointPool(endpoints)
     try:
-        with RedisHealth(subscriber, server.client(), channel=channel) as h1, \
-                RedisHealth(publisher, server.client(), channel=channel, subscribe=False) as h2, \
-                RedisHealth(remote, server.client(), channel=channel) as h3:
+        with (
+            RedisHealth(subscriber, server.client(), channel=channel) as h1,
+            RedisHealth(publisher, server.client(), channel=channel, subscribe=False) as h2,
+            RedisHealth(remote, server.client(), channel=channel) as h3,
+        ):
             connected(h1, h3)
             publisher.mark_failed(1, 30)  # a publish-only worker's mark reaches machine 2
             wait_until(lambda: cooling(remote, 1))

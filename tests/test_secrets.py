@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from gonka_pool import GonkaEndpoint
 
 pytestmark = pytest.mark.thread_unsafe(
-    reason="sets GONKA_ENDPOINTS, which is process-wide, and caplog collects the "
-    "records of every thread")
+    reason="sets GONKA_ENDPOINTS, which is process-wide, and caplog collects the records of every thread"
+)
 
 MARKER = "S3CRET"
 SPLITTERS = list("/?#;,@ :[]%\t\n\u3000\uff1a\uff20")
@@ -30,8 +30,7 @@ SPLITTERS = list("/?#;,@ :[]%\t\n\u3000\uff1a\uff20")
 # reaches a message therefore shows the marker.  No lone surrogate or NUL, which an
 # environment variable cannot hold.
 FILLER = st.text(
-    alphabet=st.one_of(st.sampled_from(SPLITTERS),
-                       st.characters(exclude_categories=["Cs"], exclude_characters="\x00")),
+    alphabet=st.one_of(st.sampled_from(SPLITTERS), st.characters(exclude_categories=["Cs"], exclude_characters="\x00")),
     max_size=4,
 )
 SEGMENT = st.builds(lambda a, b: f"{a}{MARKER}{b}", FILLER, FILLER)
@@ -40,20 +39,42 @@ PASSWORDS = st.builds(
     SEGMENT,
     st.lists(st.tuples(st.sampled_from([*SPLITTERS, "//"]), SEGMENT), max_size=3),
 )
-SCHEMES = st.sampled_from(["https://", "http://", "HTTPS://", "ftp://", "//", "", "https:",
-                           "https:/", "mailto:", " https://"])
+SCHEMES = st.sampled_from(
+    ["https://", "http://", "HTTPS://", "ftp://", "//", "", "https:", "https:/", "mailto:", " https://"]
+)
 USERS = st.sampled_from(["u", "user", "", "gonka.admin"])
 HOSTS = st.one_of(
-    st.sampled_from(["node.example", "127.0.0.1", "[::1]", "[::1", "::1]", "[]", "", "a b",
-                     "bücher.example", "h@x", "[fe80::1%25x]", "n1;a1", "n,1", "a..", "%41"]),
+    st.sampled_from(
+        [
+            "node.example",
+            "127.0.0.1",
+            "[::1]",
+            "[::1",
+            "::1]",
+            "[]",
+            "",
+            "a b",
+            "bücher.example",
+            "h@x",
+            "[fe80::1%25x]",
+            "n1;a1",
+            "n,1",
+            "a..",
+            "%41",
+        ]
+    ),
     st.from_regex(r"[a-z0-9.\-]{0,10}", fullmatch=True),
 )
 PORTS = st.sampled_from(["", ":8080", ":1", ":0", ":65536", ":99999", ":x", ":", "::80"])
 PATHS = st.sampled_from(["", "/", "/v1", "/v1?x=1", "#frag", "/a;b", "/a,b", "/v1/ "])
 URLS = st.builds(
-    lambda scheme, user, password, host, port, path: (
-        f"{scheme}{user}:{password}@{host}{port}{path}", password),
-    SCHEMES, USERS, PASSWORDS, HOSTS, PORTS, PATHS,
+    lambda scheme, user, password, host, port, path: (f"{scheme}{user}:{password}@{host}{port}{path}", password),
+    SCHEMES,
+    USERS,
+    PASSWORDS,
+    HOSTS,
+    PORTS,
+    PATHS,
 )
 NEIGHBOURS = "https://node0.example;addr0"
 
@@ -68,8 +89,7 @@ def texts_of(exc: BaseException) -> list[str]:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        texts += [str(current), repr(current), *map(repr, current.args),
-                  *map(str, getattr(current, "__notes__", ()))]
+        texts += [str(current), repr(current), *map(repr, current.args), *map(str, getattr(current, "__notes__", ()))]
         todo += [current.__cause__, current.__context__]
     return texts
 
@@ -94,6 +114,7 @@ def calls_for(url: str, pool_impl, monkeypatch):
         def read():
             monkeypatch.setenv("GONKA_ENDPOINTS", value)
             return pool_impl.EndpointPool.from_env()
+
         return read
 
     return [
@@ -133,8 +154,7 @@ def calls_for(url: str, pool_impl, monkeypatch):
         "https://u:S3\uff20CRET@h",
     ],
 )
-def test_no_error_or_log_line_shows_the_password_of_a_url_from_the_security_review(
-        url, pool_impl, monkeypatch, caplog):
+def test_no_error_or_log_line_shows_the_password_of_a_url_from_the_security_review(url, pool_impl, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     # The marker split in two: a message quoting either half would leak part of it.
     for call in calls_for(url, pool_impl, monkeypatch):
@@ -155,8 +175,7 @@ def test_no_error_or_log_line_shows_the_password_of_a_url_from_the_security_revi
         ("https://u:S3;CRET@h;a1,https://n0;a0", "entry 1 of 2"),
     ],
 )
-def test_from_env_names_the_entry_with_credentials_without_quoting_it(
-        pool_impl, monkeypatch, value, entry):
+def test_from_env_names_the_entry_with_credentials_without_quoting_it(pool_impl, monkeypatch, value, entry):
     monkeypatch.setenv("GONKA_ENDPOINTS", value)
     with pytest.raises(ValueError, match="credentials") as info:
         pool_impl.EndpointPool.from_env()
@@ -165,17 +184,16 @@ def test_from_env_names_the_entry_with_credentials_without_quoting_it(
     assert "S3" not in message and "CRET" not in message
 
 
-@settings(max_examples=1000, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(url_and_password=URLS)
 @example(url_and_password=("https://u:S3CRET pass@h", "S3CRET pass"))
 @example(url_and_password=("https://u:S3CRET;xS3CRET@h", "S3CRET;xS3CRET"))
 @example(url_and_password=("https://u:S3CRET,xS3CRET@h", "S3CRET,xS3CRET"))
-def test_no_error_or_log_line_shows_any_part_of_a_generated_password(
-        url_and_password, pool_impl, monkeypatch, caplog):
+def test_no_error_or_log_line_shows_any_part_of_a_generated_password(url_and_password, pool_impl, monkeypatch, caplog):
     url, password = url_and_password
     caplog.set_level(logging.DEBUG)
     with monkeypatch.context() as patched:
         for call in calls_for(url, pool_impl, patched):
             assert_secret_kept(call, caplog, password)
-

@@ -105,24 +105,18 @@ def test_doc_example_new_rejects_empty_and_accepts_one(pool_impl):
 
 
 def test_doc_example_first_two_calls_return_different_nodes(pool_impl):
-    pool = pool_impl.EndpointPool(
-        [GonkaEndpoint("https://n1", "a1"), GonkaEndpoint("https://n2", "a2")]
-    )
+    pool = pool_impl.EndpointPool([GonkaEndpoint("https://n1", "a1"), GonkaEndpoint("https://n2", "a2")])
     assert pool.next().base_url != pool.next().base_url
 
 
 def test_doc_example_mark_failed_skips_the_node(pool_impl):
-    pool = pool_impl.EndpointPool(
-        [GonkaEndpoint("https://n1", "a1"), GonkaEndpoint("https://n2", "a2")]
-    )
+    pool = pool_impl.EndpointPool([GonkaEndpoint("https://n1", "a1"), GonkaEndpoint("https://n2", "a2")])
     pool.mark_failed(0, timedelta(seconds=60))
     assert pool.next().base_url == "https://n2"
 
 
 def test_doc_example_next_indexed_returns_a_usable_index(pool_impl):
-    pool = pool_impl.EndpointPool(
-        [GonkaEndpoint("https://n1", "a1"), GonkaEndpoint("https://n2", "a2")]
-    )
+    pool = pool_impl.EndpointPool([GonkaEndpoint("https://n1", "a1"), GonkaEndpoint("https://n2", "a2")])
     idx, ep = pool.next_indexed()
     assert 0 <= idx < len(pool)
     assert ep.base_url

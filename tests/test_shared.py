@@ -21,8 +21,9 @@ from conftest import IMPLS, nodes
 
 C = IMPLS.get("c-extension-module")
 pytestmark = [
-    pytest.mark.skipif(C is None or not C.module.SHARED_SUPPORTED,
-                       reason="needs the C core on a platform with POSIX shared memory"),
+    pytest.mark.skipif(
+        C is None or not C.module.SHARED_SUPPORTED, reason="needs the C core on a platform with POSIX shared memory"
+    ),
     # The fixture's segment is one per test, which copies of the test run in other
     # threads would share; the threaded case starts its own threads.
     pytest.mark.thread_unsafe(reason="each test owns one named segment"),
@@ -102,6 +103,7 @@ def test_a_mark_in_one_process_is_seen_by_the_next_selection_in_another(name):
 def _spawned_worker(name: str, marks: int, done) -> None:
     """A worker process started by multiprocessing's spawn method (as uvicorn's are):
     builds its own pool on the segment and marks ``marks`` nodes."""
+    assert C is not None
     p = C.EndpointPool(nodes(8), shared=name, start=0)
     for i in range(marks):
         p.mark_failed(i, 60.0)
@@ -177,8 +179,9 @@ def test_workers_killed_while_marking_leave_the_segment_consistent(name):
 @pytest.mark.skipif(not os.path.isdir(DEV_SHM), reason="needs /dev/shm (Linux)")
 def test_a_record_half_written_by_a_dead_process_is_taken_over(name):
     pool(nodes(2)[1:], name, shared_capacity=1)  # a segment of one record
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                            capture_output=True, text=True, check=True)
+    exited = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     with open(os.path.join(DEV_SHM, "gonka_pool." + name), "r+b") as segment:
         segment.seek(128)  # the record's state word: claimed by a process now gone
         segment.write(((int(exited.stdout) << 2) | 1).to_bytes(8, "little"))
@@ -211,22 +214,26 @@ def test_a_segment_of_another_capacity_or_layout_is_refused_clearly(name):
             pool(nodes(1), name)
 
 
-@pytest.mark.parametrize(("options", "error", "message"), [
-    ({"shared": "a/b"}, ValueError, "letters, digits"),
-    ({"shared": ""}, ValueError, "letters, digits"),
-    ({"shared": "x" * 201}, ValueError, "letters, digits"),
-    ({"shared": b"name"}, TypeError, "shared must be a str"),
-    ({"shared": "ok", "shared_capacity": 0}, ValueError, r"shared_capacity must be 1\.\."),
-    ({"shared": "ok", "shared_capacity": True}, TypeError, "shared_capacity must be an int"),
-    ({"shared_capacity": 8}, TypeError, "pass shared= too"),
-])
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"shared": "a/b"}, ValueError, "letters, digits"),
+        ({"shared": ""}, ValueError, "letters, digits"),
+        ({"shared": "x" * 201}, ValueError, "letters, digits"),
+        ({"shared": b"name"}, TypeError, "shared must be a str"),
+        ({"shared": "ok", "shared_capacity": 0}, ValueError, r"shared_capacity must be 1\.\."),
+        ({"shared": "ok", "shared_capacity": True}, TypeError, "shared_capacity must be an int"),
+        ({"shared_capacity": 8}, TypeError, "pass shared= too"),
+    ],
+)
 def test_bad_shared_arguments_are_refused(options, error, message):
     with pytest.raises(error, match=message):
         C.EndpointPool(nodes(2), **options)
 
 
-@pytest.mark.parametrize(("bad", "error"), [("a/b", ValueError), ("", ValueError),
-                                            (None, TypeError), (b"x", TypeError)])
+@pytest.mark.parametrize(
+    ("bad", "error"), [("a/b", ValueError), ("", ValueError), (None, TypeError), (b"x", TypeError)]
+)
 def test_unlink_shared_refuses_what_no_segment_can_be_named(bad, error):
     with pytest.raises(error, match="shared must be"):
         C.EndpointPool.unlink_shared(bad)
@@ -308,9 +315,13 @@ from test_twins import ENDPOINTS, OPS, apply  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None)
-@given(n=st.integers(min_value=1, max_value=7), start=st.integers(0, 2**62),
-       base=st.sampled_from([1, 30.0, 0.25]), now=st.integers(0, 2**62),
-       ops=OPS.map(lambda ops: [op for op in ops if op[0] != "update"]))
+@given(
+    n=st.integers(min_value=1, max_value=7),
+    start=st.integers(0, 2**62),
+    base=st.sampled_from([1, 30.0, 0.25]),
+    now=st.integers(0, 2**62),
+    ops=OPS.map(lambda ops: [op for op in ops if op[0] != "update"]),
+)
 def test_a_shared_c_pool_agrees_with_the_twin_on_any_operation_sequence(n, start, base, now, ops):
     name = f"twin-{uuid.uuid4().hex[:16]}"
     settings_ = dict(start=start, base_cooldown=base, max_cooldown=base * 1000)

@@ -26,7 +26,8 @@ def imports_the_c_core(path: Path) -> bool:
         if isinstance(node, ast.ImportFrom):
             full = "gonka_pool." * (node.level > 0) + (node.module or "")
             if full.strip(".") == "gonka_pool._pool" or (
-                full.strip(".") == "gonka_pool" and any(alias.name == "_pool" for alias in node.names)):
+                full.strip(".") == "gonka_pool" and any(alias.name == "_pool" for alias in node.names)
+            ):
                 return True
         elif isinstance(node, ast.Import) and any(alias.name == "gonka_pool._pool" for alias in node.names):
             return True
@@ -55,7 +56,12 @@ def test_the_whole_public_api_on_the_twin_never_loads_the_c_core():
         "assert 'gonka_pool._pool' not in sys.modules\n"
         "print('twin only')\n"
     )
-    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "GONKA_POOL_NO_EXTENSIONS": "1"}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GONKA_POOL_NO_EXTENSIONS": "1"},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "twin only"

@@ -31,8 +31,7 @@ import pytest
 from gonka_pool import GonkaEndpoint
 from gonka_pool._local_node import LocalNode
 
-pytestmark = pytest.mark.thread_unsafe(
-    reason="the local nodes and their request logs are shared by the module's tests")
+pytestmark = pytest.mark.thread_unsafe(reason="the local nodes and their request logs are shared by the module's tests")
 
 # Optional extras: skipped where not installed (httpx2 and openai 3.x need 3.11+).
 HAVE = {name: importlib.util.find_spec(name) is not None for name in ("httpx", "httpx2", "openai")}
@@ -57,12 +56,14 @@ class Flavour:
     # from the environment would otherwise be mounted ahead of the pool transport.
     def client(self, pool, timeout: float = 5.0, **transport_options: Any):
         transport = self.adapter.PoolTransport(
-            pool, transport=self.http.HTTPTransport(verify=False), **transport_options)
+            pool, transport=self.http.HTTPTransport(verify=False), **transport_options
+        )
         return self.http.Client(transport=transport, timeout=timeout, trust_env=False)
 
     def async_client(self, pool, timeout: float = 5.0, **transport_options: Any):
         transport = self.adapter.AsyncPoolTransport(
-            pool, transport=self.http.AsyncHTTPTransport(verify=False), **transport_options)
+            pool, transport=self.http.AsyncHTTPTransport(verify=False), **transport_options
+        )
         return self.http.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
 
 
@@ -77,16 +78,15 @@ def flavour(request) -> Flavour:
 @dataclass
 class Nodes:
     healthy: LocalNode
-    unavailable: LocalNode   # 503, Retry-After: 120
+    unavailable: LocalNode  # 503, Retry-After: 120
     rate_limited: LocalNode  # 429, Retry-After: 120
     unauthorized: LocalNode  # 401
     stall: LocalNode
-    broken: LocalNode        # 200, then hangs up mid-stream
-    closed_url: str          # nothing listens there
+    broken: LocalNode  # 200, then hangs up mid-stream
+    closed_url: str  # nothing listens there
 
     def servers(self) -> list[LocalNode]:
-        return [self.healthy, self.unavailable, self.rate_limited, self.unauthorized,
-                self.stall, self.broken]
+        return [self.healthy, self.unavailable, self.rate_limited, self.unauthorized, self.stall, self.broken]
 
 
 def _closed_port() -> int:
@@ -132,8 +132,7 @@ def make_local_pool(pool_impl):
     and its next pick the first node."""
 
     def make(*members: LocalNode | str | GonkaEndpoint, **settings: Any):
-        pool = pool_impl.EndpointPool(
-            (m if isinstance(m, GonkaEndpoint) else endpoint(m) for m in members), **settings)
+        pool = pool_impl.EndpointPool((m if isinstance(m, GonkaEndpoint) else endpoint(m) for m in members), **settings)
         pool._set_clock(T0)
         # A pool may start its round robin anywhere: take picks until the last node.
         for _ in range(len(pool)):
@@ -173,8 +172,7 @@ def test_every_request_succeeds_while_one_healthy_node_remains(flavour, local, m
 def test_the_request_is_rewritten_to_the_node(flavour, local, make_local_pool):
     pool = make_local_pool(local.healthy)
     with flavour.client(pool) as client:
-        response = client.post("http://gonka/chat/completions?trace=a%20b", json=CHAT,
-                               headers={"X-Caller": "kept"})
+        response = client.post("http://gonka/chat/completions?trace=a%20b", json=CHAT, headers={"X-Caller": "kept"})
     (seen,) = local.healthy.seen
     assert response.status_code == 200
     assert seen.path == "/v1/chat/completions?trace=a%20b"  # the node's base path first
@@ -184,14 +182,12 @@ def test_the_request_is_rewritten_to_the_node(flavour, local, make_local_pool):
     assert str(response.request.url) == "http://gonka/chat/completions?trace=a%20b"
 
 
-def test_async_every_request_succeeds_while_one_healthy_node_remains(
-        flavour, local, make_local_pool):
+def test_async_every_request_succeeds_while_one_healthy_node_remains(flavour, local, make_local_pool):
     pool = make_local_pool(local.unavailable, local.closed_url, local.stall, local.healthy)
 
     async def main():
         async with flavour.async_client(pool, timeout=STALL_TIMEOUT, attempts=4) as client:
-            return [await client.post("http://gonka/chat/completions", json=CHAT)
-                    for _ in range(3)]
+            return [await client.post("http://gonka/chat/completions", json=CHAT) for _ in range(3)]
 
     responses = asyncio.run(main())
     assert [content_of(r) for r in responses] == ["hello from healthy"] * 3
@@ -230,8 +226,7 @@ def test_a_404_is_the_callers_and_keeps_the_query(flavour, local, make_local_poo
     assert cooldowns(pool) == [0, 0]
 
 
-def test_a_429_with_retry_after_cools_the_node_at_least_that_long(
-        flavour, local, make_local_pool):
+def test_a_429_with_retry_after_cools_the_node_at_least_that_long(flavour, local, make_local_pool):
     pool = make_local_pool(local.rate_limited, local.healthy)
     with flavour.client(pool) as client:
         assert client.post("http://gonka/chat/completions", json=CHAT).status_code == 200
@@ -261,10 +256,11 @@ def test_on_request_signs_each_attempt_for_its_node(flavour, local, make_local_p
     with flavour.client(pool, on_request=sign) as client:
         response = client.post("http://gonka/chat/completions", json=CHAT)
     assert response.status_code == 200
-    assert signed == [(pool[0], f"{local.unavailable.url}/chat/completions"),
-                      (pool[1], f"{local.healthy.url}/chat/completions")]
-    for node, seen in ((local.unavailable, local.unavailable.seen[0]),
-                       (local.healthy, local.healthy.seen[0])):
+    assert signed == [
+        (pool[0], f"{local.unavailable.url}/chat/completions"),
+        (pool[1], f"{local.healthy.url}/chat/completions"),
+    ]
+    for node, seen in ((local.unavailable, local.unavailable.seen[0]), (local.healthy, local.healthy.seen[0])):
         digest = hashlib.sha256(seen.body).hexdigest()
         assert seen.headers["x-gonka-signature"] == f"gonka1{node.name}:{digest}"
 
@@ -299,8 +295,7 @@ def test_an_error_in_on_request_propagates_and_marks_nothing(flavour, local, mak
 
 
 def test_when_attempts_run_out_the_last_response_is_returned(flavour, local, make_local_pool):
-    pool = make_local_pool(endpoint(local.unavailable, "a"), endpoint(local.unavailable, "b"),
-                           local.healthy)
+    pool = make_local_pool(endpoint(local.unavailable, "a"), endpoint(local.unavailable, "b"), local.healthy)
     with flavour.client(pool, attempts=2) as client:
         response = client.post("http://gonka/chat/completions", json=CHAT)
     assert response.status_code == 503
@@ -310,10 +305,8 @@ def test_when_attempts_run_out_the_last_response_is_returned(flavour, local, mak
     assert local.healthy.seen == []
 
 
-def test_when_attempts_run_out_the_last_transport_error_is_raised(
-        flavour, local, make_local_pool):
-    pool = make_local_pool(endpoint(local.closed_url, "a"), endpoint(local.closed_url, "b"),
-                           local.healthy)
+def test_when_attempts_run_out_the_last_transport_error_is_raised(flavour, local, make_local_pool):
+    pool = make_local_pool(endpoint(local.closed_url, "a"), endpoint(local.closed_url, "b"), local.healthy)
     with flavour.client(pool, attempts=2) as client:
         with pytest.raises(flavour.http.ConnectError):
             client.post("http://gonka/chat/completions", json=CHAT)
@@ -324,8 +317,7 @@ def test_when_attempts_run_out_the_last_transport_error_is_raised(
 def test_a_stream_fails_over_before_its_first_byte(flavour, local, make_local_pool):
     pool = make_local_pool(local.unavailable, local.healthy)
     with flavour.client(pool) as client:
-        with client.stream("POST", "http://gonka/chat/completions",
-                           json={**CHAT, "stream": True}) as response:
+        with client.stream("POST", "http://gonka/chat/completions", json={**CHAT, "stream": True}) as response:
             body = b"".join(response.iter_bytes())
     assert response.status_code == 200 and body.endswith(b"data: [DONE]\n\n")
     assert b"healthy" in body
@@ -336,13 +328,12 @@ def test_a_stream_never_fails_over_after_its_first_byte(flavour, local, make_loc
     pool = make_local_pool(local.broken, local.healthy)
     received = []
     with flavour.client(pool) as client:
-        with client.stream("POST", "http://gonka/chat/completions",
-                           json={**CHAT, "stream": True}) as response:
+        with client.stream("POST", "http://gonka/chat/completions", json={**CHAT, "stream": True}) as response:
             with pytest.raises(flavour.http.RemoteProtocolError):
                 for chunk in response.iter_bytes():
                     received.append(chunk)
     assert b"".join(received).startswith(b"data: ")  # the first event arrived...
-    assert local.healthy.seen == []                  # ...so nothing was resent
+    assert local.healthy.seen == []  # ...so nothing was resent
     assert cooldowns(pool) == [0, 0]
 
 
@@ -384,8 +375,11 @@ def test_the_transport_checks_its_arguments(flavour, pool_impl):
 
 def test_the_adapters_say_what_to_install_and_the_core_works_without_them():
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(IMPORT_WITHOUT_HTTPX)], capture_output=True,
-        text=True, env={**os.environ, "GONKA_POOL_NO_EXTENSIONS": "1"}, check=True,
+        [sys.executable, "-c", textwrap.dedent(IMPORT_WITHOUT_HTTPX)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GONKA_POOL_NO_EXTENSIONS": "1"},
+        check=True,
     ).stdout
     assert out.splitlines() == [
         "a",
@@ -411,18 +405,17 @@ IMPORT_WITHOUT_HTTPX = """
 
 # -- the openai SDK ---------------------------------------------------------------
 
+
 @needs_openai
 def test_openai_sdk_fails_over_through_the_transport(flavour, local, make_local_pool):
     import openai
 
     pool = make_local_pool(local.unavailable, local.closed_url, local.healthy)
-    client = openai.OpenAI(base_url="http://gonka", api_key="unused", max_retries=0,
-                           http_client=flavour.client(pool))
+    client = openai.OpenAI(base_url="http://gonka", api_key="unused", max_retries=0, http_client=flavour.client(pool))
     with client:
         reply = client.chat.completions.create(**CHAT)
         stream = client.chat.completions.create(**CHAT, stream=True)
-        words = "".join(chunk.choices[0].delta.content or "" for chunk in stream
-                        if chunk.choices)
+        words = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert reply.choices[0].message.content == "hello from healthy"
     assert words == "hello from healthy"
     assert cooldowns(pool) == [120, 30, 0]
@@ -434,8 +427,9 @@ def test_openai_sdk_reports_a_401_without_failing_over(flavour, local, make_loca
     import openai
 
     pool = make_local_pool(local.unauthorized, local.healthy)
-    with openai.OpenAI(base_url="http://gonka", api_key="unused", max_retries=0,
-                       http_client=flavour.client(pool)) as client:
+    with openai.OpenAI(
+        base_url="http://gonka", api_key="unused", max_retries=0, http_client=flavour.client(pool)
+    ) as client:
         with pytest.raises(openai.AuthenticationError, match="invalid signature"):
             client.chat.completions.create(**CHAT)
     assert cooldowns(pool) == [0, 0] and local.healthy.seen == []
@@ -448,12 +442,12 @@ def test_async_openai_sdk_fails_over_through_the_transport(flavour, local, make_
     pool = make_local_pool(local.unavailable, local.closed_url, local.healthy)
 
     async def main():
-        async with openai.AsyncOpenAI(base_url="http://gonka", api_key="unused", max_retries=0,
-                                      http_client=flavour.async_client(pool)) as client:
+        async with openai.AsyncOpenAI(
+            base_url="http://gonka", api_key="unused", max_retries=0, http_client=flavour.async_client(pool)
+        ) as client:
             reply = await client.chat.completions.create(**CHAT)
             stream = await client.chat.completions.create(**CHAT, stream=True)
-            words = "".join([chunk.choices[0].delta.content or "" async for chunk in stream
-                             if chunk.choices])
+            words = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
             return reply.choices[0].message.content, words
 
     assert asyncio.run(main()) == ("hello from healthy", "hello from healthy")
@@ -471,8 +465,7 @@ def _round_robin_from(pool, first: int) -> None:
     raise AssertionError("no round robin")
 
 
-def test_the_transport_follows_the_pools_backoff_and_resets_it_on_success(
-        flavour, local, make_local_pool):
+def test_the_transport_follows_the_pools_backoff_and_resets_it_on_success(flavour, local, make_local_pool):
     flaky = LocalNode("flaky", "unavailable", retry_after="").start()  # no usable Retry-After
     try:
         pool = make_local_pool(flaky, local.healthy, base_cooldown=1.0, max_cooldown=8.0)
@@ -512,10 +505,8 @@ def test_an_answer_that_is_the_callers_marks_its_node_a_success(flavour, local, 
 def test_attempts_follow_the_pool_through_update(flavour, local, make_local_pool):
     pool = make_local_pool(endpoint(local.unavailable, "a"))
     with flavour.client(pool) as client:
-        pool.update([endpoint(local.unavailable, "a"), endpoint(local.rate_limited, "b"),
-                     endpoint(local.healthy)])
-        statuses = [client.post("http://gonka/chat/completions", json=CHAT).status_code
-                    for _ in range(6)]
+        pool.update([endpoint(local.unavailable, "a"), endpoint(local.rate_limited, "b"), endpoint(local.healthy)])
+        statuses = [client.post("http://gonka/chat/completions", json=CHAT).status_code for _ in range(6)]
     assert statuses == [200] * 6
 
 
@@ -544,15 +535,17 @@ def test_a_node_can_ask_for_at_most_max_retry_after(flavour, local, make_local_p
         hostile.stop()
 
 
-@pytest.mark.parametrize("url", [
-    "http://other-service/billing",
-    "https://api.openai.com/v1/models",
-    "http://169.254.169.254/latest/meta-data/",
-    "https://gonka/chat/completions",         # the origin's host, another scheme
-    "http://gonka:8080/chat/completions",     # ...another port
-])
-def test_a_request_for_another_origin_is_refused_before_anything_is_sent(
-        flavour, local, make_local_pool, url):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://other-service/billing",
+        "https://api.openai.com/v1/models",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://gonka/chat/completions",  # the origin's host, another scheme
+        "http://gonka:8080/chat/completions",  # ...another port
+    ],
+)
+def test_a_request_for_another_origin_is_refused_before_anything_is_sent(flavour, local, make_local_pool, url):
     pool = make_local_pool(local.healthy)
     with flavour.client(pool) as client:
         with pytest.raises(flavour.adapter.RoutingError, match="routes only requests to http://gonka") as refused:
@@ -565,8 +558,7 @@ def test_a_transport_with_its_own_origin_routes_that_origin_only(flavour, local,
     pool = make_local_pool(local.healthy)
     transport = flavour.adapter.PoolTransport(pool, origin="https://pool.internal:8443")
     with flavour.http.Client(transport=transport, trust_env=False) as client:
-        assert client.post("https://pool.internal:8443/chat/completions",
-                           json=CHAT).status_code == 200
+        assert client.post("https://pool.internal:8443/chat/completions", json=CHAT).status_code == 200
         with pytest.raises(flavour.adapter.RoutingError):
             client.post("http://gonka/chat/completions", json=CHAT)
     assert [s.path for s in local.healthy.seen] == ["/v1/chat/completions"]
@@ -579,16 +571,14 @@ def test_a_mounted_transport_leaves_other_hosts_to_the_client(flavour, local, ma
         mounts = {"http://gonka": flavour.adapter.PoolTransport(pool)}
         with flavour.http.Client(mounts=mounts, trust_env=False) as client:
             assert client.post("http://gonka/chat/completions", json=CHAT).status_code == 200
-            client.get(f"http://127.0.0.1:{other.port}/billing",
-                       headers={"Authorization": "Bearer OTHER-TOKEN"})
+            client.get(f"http://127.0.0.1:{other.port}/billing", headers={"Authorization": "Bearer OTHER-TOKEN"})
         assert [s.path for s in other.seen] == ["/billing"]
         assert "authorization" not in local.healthy.seen[0].headers
     finally:
         other.stop()
 
 
-def test_a_client_base_url_with_the_nodes_path_is_refused_with_a_fix(
-        flavour, local, make_local_pool):
+def test_a_client_base_url_with_the_nodes_path_is_refused_with_a_fix(flavour, local, make_local_pool):
     pool = make_local_pool(local.healthy)
     with flavour.client(pool) as client:
         with pytest.raises(flavour.adapter.RoutingError, match="base URL 'http://gonka'"):
@@ -618,8 +608,7 @@ def test_cookies_set_by_one_node_never_reach_another(flavour, local, make_local_
     try:
         pool = make_local_pool(baker, local.healthy)
         with flavour.client(pool) as client:
-            statuses = [client.post("http://gonka/chat/completions", json=CHAT).status_code
-                        for _ in range(4)]
+            statuses = [client.post("http://gonka/chat/completions", json=CHAT).status_code for _ in range(4)]
             assert not client.cookies
         assert statuses == [200] * 4
         assert all("cookie" not in seen.headers for seen in baker.seen + local.healthy.seen)
@@ -629,24 +618,23 @@ def test_cookies_set_by_one_node_never_reach_another(flavour, local, make_local_
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_a_redirect_within_the_node_is_followed_through_the_pool(
-        flavour, local, make_local_pool, asynchronous):
+def test_a_redirect_within_the_node_is_followed_through_the_pool(flavour, local, make_local_pool, asynchronous):
     mover = LocalNode("mover", "redirect", location="/v1/target").start()
     try:
         pool = make_local_pool(mover, local.healthy)
         if asynchronous:
+
             async def main():
                 client = flavour.http.AsyncClient(
-                    transport=flavour.adapter.AsyncPoolTransport(pool), trust_env=False,
-                    follow_redirects=True)
+                    transport=flavour.adapter.AsyncPoolTransport(pool), trust_env=False, follow_redirects=True
+                )
                 async with client:
                     return await client.post("http://gonka/chat/completions", json=CHAT)
 
             response = asyncio.run(main())
         else:
             transport = flavour.adapter.PoolTransport(pool)
-            with flavour.http.Client(transport=transport, trust_env=False,
-                                     follow_redirects=True) as client:
+            with flavour.http.Client(transport=transport, trust_env=False, follow_redirects=True) as client:
                 response = client.post("http://gonka/chat/completions", json=CHAT)
         assert [(s.method, s.path) for s in local.healthy.seen] == [("POST", "/v1/target")]
         assert response.history[0].headers["location"] == "http://gonka/target"
@@ -655,25 +643,20 @@ def test_a_redirect_within_the_node_is_followed_through_the_pool(
         mover.stop()
 
 
-def test_a_redirect_elsewhere_is_left_alone_and_following_it_is_refused(
-        flavour, local, make_local_pool):
+def test_a_redirect_elsewhere_is_left_alone_and_following_it_is_refused(flavour, local, make_local_pool):
     bystander = LocalNode("bystander").start()
-    mover = LocalNode("mover", "redirect",
-                      location=f"http://127.0.0.1:{bystander.port}/steal").start()
+    mover = LocalNode("mover", "redirect", location=f"http://127.0.0.1:{bystander.port}/steal").start()
     try:
         pool = make_local_pool(mover, local.healthy)
         signed = []
-        transport = flavour.adapter.PoolTransport(
-            pool, on_request=lambda request, node: signed.append(node))
+        transport = flavour.adapter.PoolTransport(pool, on_request=lambda request, node: signed.append(node))
         with flavour.http.Client(transport=transport, trust_env=False) as client:
             response = client.post("http://gonka/chat/completions", json=CHAT)
             assert response.headers["location"] == f"http://127.0.0.1:{bystander.port}/steal"
         _round_robin_from(pool, 0)
-        with flavour.http.Client(transport=transport, trust_env=False,
-                                 follow_redirects=True) as client:
+        with flavour.http.Client(transport=transport, trust_env=False, follow_redirects=True) as client:
             with pytest.raises(flavour.adapter.RoutingError):
-                client.post("http://gonka/chat/completions", json=CHAT,
-                            headers={"Authorization": "Bearer SECRET"})
+                client.post("http://gonka/chat/completions", json=CHAT, headers={"Authorization": "Bearer SECRET"})
         assert bystander.seen == [] and local.healthy.seen == []
         assert signed == [pool[0], pool[0]]
     finally:
@@ -687,6 +670,7 @@ def test_the_deadline_bounds_the_whole_request(flavour, local, make_local_pool, 
     pool = make_local_pool(*stalled)
     started = time.monotonic()
     if asynchronous:
+
         async def main():
             async with flavour.async_client(pool, timeout=5.0, deadline=0.5) as client:
                 await client.post("http://gonka/chat/completions", json=CHAT)
@@ -738,13 +722,16 @@ def test_openai_client_is_built_the_right_way(local, make_local_pool, monkeypatc
 @needs_openai
 @pytest.mark.thread_unsafe(reason="sets the SDK's environment variables")
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_nothing_from_the_environment_reaches_a_node(local, make_local_pool, monkeypatch,
-                                                     asynchronous):
+def test_nothing_from_the_environment_reaches_a_node(local, make_local_pool, monkeypatch, asynchronous):
     from gonka_pool.openai import async_client, client
 
-    secrets = {"OPENAI_API_KEY": "sk-SECRET-1", "OPENAI_ORG_ID": "org-SECRET-2",
-               "OPENAI_PROJECT_ID": "proj-SECRET-3", "OPENAI_ADMIN_KEY": "sk-admin-SECRET-4",
-               "OPENAI_CUSTOM_HEADERS": "Authorization: Bearer sk-SECRET-5\nX-Team: SECRET-6"}
+    secrets = {
+        "OPENAI_API_KEY": "sk-SECRET-1",
+        "OPENAI_ORG_ID": "org-SECRET-2",
+        "OPENAI_PROJECT_ID": "proj-SECRET-3",
+        "OPENAI_ADMIN_KEY": "sk-admin-SECRET-4",
+        "OPENAI_CUSTOM_HEADERS": "Authorization: Bearer sk-SECRET-5\nX-Team: SECRET-6",
+    }
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     pool = make_local_pool(local.healthy)
@@ -777,8 +764,7 @@ def test_nothing_from_the_environment_reaches_a_node(local, make_local_pool, mon
 
 
 @needs_openai
-def test_openai_client_sends_one_request_per_attempt_against_stalled_nodes(
-        local, make_local_pool):
+def test_openai_client_sends_one_request_per_attempt_against_stalled_nodes(local, make_local_pool):
     import openai
 
     from gonka_pool.openai import client
@@ -819,10 +805,10 @@ def test_openai_follows_a_trailing_slash_redirect_to_the_same_path(local, make_l
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_a_request_reaches_the_healthy_node_past_three_bad_neighbours(
-        flavour, local, make_local_pool, asynchronous):
+def test_a_request_reaches_the_healthy_node_past_three_bad_neighbours(flavour, local, make_local_pool, asynchronous):
     pool = make_local_pool(local.closed_url, local.unavailable, local.stall, local.healthy)
     if asynchronous:
+
         async def main():
             async with flavour.async_client(pool, timeout=STALL_TIMEOUT) as client:
                 return await client.post("http://gonka/chat/completions", json=CHAT)
@@ -843,8 +829,7 @@ def test_an_explicit_attempts_still_caps_the_request(flavour, local, make_local_
     assert local.healthy.seen == []
 
 
-def test_with_every_node_stalled_a_request_ends_after_three_timeouts(
-        flavour, local, make_local_pool):
+def test_with_every_node_stalled_a_request_ends_after_three_timeouts(flavour, local, make_local_pool):
     pool = make_local_pool(*[endpoint(local.stall, f"s{i}") for i in range(5)])
     started = time.monotonic()
     with flavour.client(pool, timeout=STALL_TIMEOUT) as client:
@@ -856,8 +841,14 @@ def test_with_every_node_stalled_a_request_ends_after_three_timeouts(
 
 def test_a_weighted_pool_tries_each_node_once_per_request(flavour, local, pool_impl):
     pool = pool_impl.EndpointPool(
-        [endpoint(local.unavailable, "heavy"), endpoint(local.rate_limited, "b"),
-         endpoint(local.closed_url), endpoint(local.healthy)], weights=[6, 1, 1, 1])
+        [
+            endpoint(local.unavailable, "heavy"),
+            endpoint(local.rate_limited, "b"),
+            endpoint(local.closed_url),
+            endpoint(local.healthy),
+        ],
+        weights=[6, 1, 1, 1],
+    )
     pool._set_clock(T0)
     for i in range(4):  # all cooling, the heavy node first to recover
         pool.mark_failed(i, 1 + i)

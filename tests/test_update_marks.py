@@ -144,9 +144,7 @@ def test_no_mark_or_clear_is_lost_to_a_racing_update(make_pool, quiet, membershi
         pytest.param("extended", "endpoint", id="extended-by-endpoint"),
     ],
 )
-def test_total_failures_counts_each_non_zero_mark_once_while_updates_race(
-    make_pool, quiet, membership, by
-):
+def test_total_failures_counts_each_non_zero_mark_once_while_updates_race(make_pool, quiet, membership, by):
     # Each thread marks its own endpoint and one endpoint all threads share; a
     # mark applied to the old set and copied, then applied again to the new one,
     # would count twice.

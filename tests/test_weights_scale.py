@@ -240,14 +240,20 @@ def test_random_start_spreads_pools_over_the_big_table(pool_impl):
 def test_the_twin_lays_out_the_same_table_as_the_c_core():
     if _pool_c is None:
         pytest.skip("C extension not built")
-    for weights in (network_weights(1000), [1 + (i % 3 == 0) for i in range(2000)], [5, 1, 1],
-                    [10**18, 1, 1, 7 * 10**17]):
+    for weights in (
+        network_weights(1000),
+        [1 + (i % 3 == 0) for i in range(2000)],
+        [5, 1, 1],
+        [10**18, 1, 1, 7 * 10**17],
+    ):
         plan = schedule_plan(tuple(weights))
         assert _pool_c._schedule_table(plan.slots, plan.smooth) == schedule_table_py(plan)
 
 
-@pytest.mark.parametrize("plan", [((1, 2), True), ((1, 0), False), ((1,), False), ((1, 2**32), False),
-                                  ((True, 1), False), ((2**31, 2**31), False)])
+@pytest.mark.parametrize(
+    "plan",
+    [((1, 2), True), ((1, 0), False), ((1,), False), ((1, 2**32), False), ((True, 1), False), ((2**31, 2**31), False)],
+)
 def test_a_bad_plan_is_refused_before_any_table_is_built(pool_impl, plan):
     members = pool_impl.module._Members
     if plan[0] == (1, 2):

@@ -27,9 +27,7 @@ from ._transport import RoutingError
 __all__ = ["IMPLEMENTATION", "EndpointPool", "EndpointState", "GonkaEndpoint", "RoutingError"]
 __version__ = "0.1.0"
 
-_NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (
-    sys.implementation.name != "cpython"
-)
+_NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (sys.implementation.name != "cpython")
 
 # The one place that picks the implementation: no other module imports _pool.
 if TYPE_CHECKING:

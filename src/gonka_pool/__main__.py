@@ -15,12 +15,12 @@ def _names(pool: EndpointPool, k: int) -> str:
 
 
 def demo() -> None:
-    pool = EndpointPool(
-        GonkaEndpoint(f"https://node{i}.gonka.example", f"gonka1node{i}") for i in (1, 2, 3)
-    )
+    pool = EndpointPool(GonkaEndpoint(f"https://node{i}.gonka.example", f"gonka1node{i}") for i in (1, 2, 3))
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    print(f"gonka_pool demo: implementation={IMPLEMENTATION}, Python {sys.version.split()[0]}, "
-          f"GIL {'enabled' if gil else 'disabled'}")
+    print(
+        f"gonka_pool demo: implementation={IMPLEMENTATION}, Python {sys.version.split()[0]}, "
+        f"GIL {'enabled' if gil else 'disabled'}"
+    )
     print(f"round robin:         {_names(pool, 6)}")
 
     cooldown = 0.3
@@ -53,27 +53,39 @@ def main(argv: list[str] | None = None) -> int:
     from . import _bench
 
     parser = argparse.ArgumentParser(
-        prog="python -m gonka_pool",
-        description="gonka_pool from the command line: a demo of the pool, and benchmarks.")
+        prog="python -m gonka_pool", description="gonka_pool from the command line: a demo of the pool, and benchmarks."
+    )
     commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
-    commands.add_parser("demo", help="show round robin, a cooldown and the all-cooling fallback",
-                        description="Show round robin, a cooldown, the all-cooling fallback, "
-                                    "and failover over HTTP to local nodes.")
+    commands.add_parser(
+        "demo",
+        help="show round robin, a cooldown and the all-cooling fallback",
+        description="Show round robin, a cooldown, the all-cooling fallback, and failover over HTTP to local nodes.",
+    )
     # bench's own parser, not a pass-through: "bench --help" and a bad bench option then
     # come from argparse with bench's usage, and only one place defines the options.
-    bench = _bench.configure(commands.add_parser(
-        "bench", help="measure gonka_pool against hand-written pools, on this interpreter",
-        **_bench.PARSER_OPTIONS))
+    bench = _bench.configure(
+        commands.add_parser(
+            "bench", help="measure gonka_pool against hand-written pools, on this interpreter", **_bench.PARSER_OPTIONS
+        )
+    )
     from . import _bench_failover
 
-    bench_failover = _bench_failover.configure(commands.add_parser(
-        "bench-failover", help="requests lost to bad nodes: fixed attempts against attempts=None",
-        **_bench_failover.PARSER_OPTIONS))
+    bench_failover = _bench_failover.configure(
+        commands.add_parser(
+            "bench-failover",
+            help="requests lost to bad nodes: fixed attempts against attempts=None",
+            **_bench_failover.PARSER_OPTIONS,
+        )
+    )
     from . import _bench_scaleout
 
-    bench_scaleout = _bench_scaleout.configure(commands.add_parser(
-        "bench-scaleout", help="bad-node attempts across worker processes: independent or shared=",
-        **_bench_scaleout.PARSER_OPTIONS))
+    bench_scaleout = _bench_scaleout.configure(
+        commands.add_parser(
+            "bench-scaleout",
+            help="bad-node attempts across worker processes: independent or shared=",
+            **_bench_scaleout.PARSER_OPTIONS,
+        )
+    )
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench.execute(bench, args)

@@ -183,7 +183,10 @@ def single_thread_cases(n_nodes: int) -> dict[str, tuple[Any, str, int]]:
         many = bench_endpoints(size)
         cases[f"next(), {size} nodes"] = (EndpointPool(many), "obj.next()", 1)
         cases[f"next(), {size} nodes, weights 1..10^6"] = (
-            EndpointPool(many, weights=network_weights(size)), "obj.next()", 1)
+            EndpointPool(many, weights=network_weights(size)),
+            "obj.next()",
+            1,
+        )
     lock_pool = LockPool(endpoints)
     cases["lock pool next()"] = (lock_pool, "obj.next()", 1)
     cases["lock pool mark_failed(i, 30.0)"] = (lock_pool, "obj.mark_failed(1, 30.0)", 1)
@@ -227,8 +230,13 @@ def weighted_share(size: int = WEIGHTED_SIZES[0], picks: int = SHARE_PICKS) -> d
     total = sum(weights)
     error = sum(abs(c - picks * w / total) for c, w in zip(counts, weights, strict=True))
     owed = [c for c, w in zip(counts, weights, strict=True) if picks * w >= total]
-    return {"nodes": size, "picks": picks, "error": error / picks,
-            "every_node_picked": all(c >= 1 for c in owed), "least_picks": min(counts)}
+    return {
+        "nodes": size,
+        "picks": picks,
+        "error": error / picks,
+        "every_node_picked": all(c >= 1 for c in owed),
+        "least_picks": min(counts),
+    }
 
 
 def make_runner(expression: str) -> Callable[[Any, int], None]:
@@ -324,8 +332,11 @@ class Progress:
 
     def end_round(self, round_: int) -> None:
         if self.stream is not None and not self.live:
-            print(f"  round {round_}/{self.rounds} done ({self.done}/{self.total} measurements)",
-                  file=self.stream, flush=True)
+            print(
+                f"  round {round_}/{self.rounds} done ({self.done}/{self.total} measurements)",
+                file=self.stream,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.live:
@@ -344,9 +355,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     singles = single_thread_cases(args.nodes)
     single_runners = {name: make_runner(expr) for name, (_, expr, _) in singles.items()}
-    single_reps = {
-        name: calibrate(obj, single_runners[name], args.seconds) for name, (obj, _, _) in singles.items()
-    }
+    single_reps = {name: calibrate(obj, single_runners[name], args.seconds) for name, (obj, _, _) in singles.items()}
 
     builds = build_cases()
     built: dict[str, list[float]] = {name: [] for name in builds}
@@ -354,8 +363,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     threaded: dict[str, dict[int, list[float]]] = {n: {t: [] for t in thread_counts} for n in impls}
     single: dict[str, list[float]] = {name: [] for name in singles}
     core: dict[int, list[float]] = {t: [] for t in thread_counts}
-    total = args.rounds * (len(thread_counts) * (len(impls) + (IMPLEMENTATION == "c")) + len(singles)
-                           + len(builds))
+    total = args.rounds * (len(thread_counts) * (len(impls) + (IMPLEMENTATION == "c")) + len(singles) + len(builds))
     progress = Progress(None if args.quiet else sys.stderr, total, args.rounds)
 
     for round_ in range(args.rounds):
@@ -406,8 +414,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Median over rounds of each round's weighted / unweighted next() at a size.
         "weighted_next_ratio": {
             f"next(), {size} nodes": statistics.median(
-                a / b for a, b in zip(single[f"next(), {size} nodes, weights 1..10^6"],
-                                      single[f"next(), {size} nodes"], strict=True))
+                a / b
+                for a, b in zip(
+                    single[f"next(), {size} nodes, weights 1..10^6"], single[f"next(), {size} nodes"], strict=True
+                )
+            )
             for size in WEIGHTED_SIZES
         },
         "build_ms": {k: statistics.median(v) * 1e3 for k, v in built.items()},
@@ -426,10 +437,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     info = result["interpreter"]
     lines = [
-        (f"gonka_pool bench: Python {info['python']} "
-         f"({'free-threaded' if info['free_threaded_build'] else 'GIL'} build), "
-         f"GIL {'enabled' if info['gil_enabled'] else 'disabled'}, {info['cores']} cores, "
-         f"{info['machine']}, implementation {info['gonka_pool']}, clock {info['clock']}"),
+        (
+            f"gonka_pool bench: Python {info['python']} "
+            f"({'free-threaded' if info['free_threaded_build'] else 'GIL'} build), "
+            f"GIL {'enabled' if info['gil_enabled'] else 'disabled'}, {info['cores']} cores, "
+            f"{info['machine']}, implementation {info['gonka_pool']}, clock {info['clock']}"
+        ),
         f"{result['nodes']} nodes, {result['rounds']} interleaved rounds, medians",
         "",
         "Single thread, all cases of a round on one thread: ns per call (median), and the",
@@ -441,15 +454,19 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"  {name:38s} {ns:8.1f} ns  {ratios[name]:6.2f}x")
     for name, ratio in result["weighted_next_ratio"].items():
         lines.append(f"  {name}, weighted / unweighted: {ratio:.2f}x")
-    lines += ["", "Building a pool, one thread, the garbage collector paused: ms (median), and the",
-              "median over rounds of the ratio to that round's unweighted build of the same size:"]
+    lines += [
+        "",
+        "Building a pool, one thread, the garbage collector paused: ms (median), and the",
+        "median over rounds of the ratio to that round's unweighted build of the same size:",
+    ]
     for name, ms in result["build_ms"].items():
         lines.append(f"  {name:44s} {ms:8.2f} ms  {result['build_ratio'][name]:6.2f}x")
     share = result["weighted_share"]
     lines.append(
         f"  share error, {share['nodes']} nodes, weights 1..10^6, {share['picks']:,} picks: "
         f"{share['error']:.2%} of picks (goal <= 1%); every node owed a pick got one: "
-        f"{'yes' if share['every_node_picked'] else 'NO'} (fewest picks: {share['least_picks']})")
+        f"{'yes' if share['every_node_picked'] else 'NO'} (fewest picks: {share['least_picks']})"
+    )
     throughput = result["throughput"]
     ref_name = "gonka_pool (c)" if "gonka_pool (c)" in throughput else "gonka_pool (python)"
     ref = throughput[ref_name][1]
@@ -461,8 +478,10 @@ def report(result: dict[str, Any]) -> str:
         ratios = "".join(f"{by_threads[t] / ref:9.2f}x" for t in threads)
         scale = by_threads.get(2, float("nan")) / by_threads[1]
         lines.append(f"  {name:44s}{ratios}{scale:9.2f}")
-    lines.append("  " + "(absolute, M calls/s) " + ", ".join(
-        f"{name}: {by_threads[1] / 1e6:.1f}" for name, by_threads in throughput.items()))
+    lines.append(
+        "  (absolute, M calls/s) "
+        + ", ".join(f"{name}: {by_threads[1] / 1e6:.1f}" for name, by_threads in throughput.items())
+    )
     if result["core_loop"]:
         core = result["core_loop"]
         lines += ["", "C core alone (nogil loop, selections/s; ratio to 1 thread):"]
@@ -485,8 +504,7 @@ def plot(result: dict[str, Any], path: str) -> None:
         ax.plot(ts, [by_threads[t] / 1e6 for t in ts], marker="o", label=name)
     ax.set_xlabel("threads")
     ax.set_ylabel("M calls/s (aggregate)")
-    ax.set_title(f"Python {info['python']}, GIL {'on' if info['gil_enabled'] else 'off'}, "
-                 f"{info['cores']} cores")
+    ax.set_title(f"Python {info['python']}, GIL {'on' if info['gil_enabled'] else 'off'}, {info['cores']} cores")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -500,6 +518,7 @@ def _default_max_threads() -> int:
 # The type= functions below reject a value while the arguments are parsed, so that a
 # bad one ends in a usage message and exit status 2 before minutes of measuring, not
 # in a traceback after them.
+
 
 def _at_least(minimum: int) -> Callable[[str], int]:
     def integer(text: str) -> int:
@@ -530,13 +549,15 @@ def _thread_counts(text: str) -> list[int]:
     # isascii() because str.isdigit() is true of digits int() refuses, such as "²".
     if not all(part.isascii() and part.isdigit() for part in parts):
         raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of positive integers such as 1,2,4, got {text!r}")
+            f"expected a comma-separated list of positive integers such as 1,2,4, got {text!r}"
+        )
     counts = sorted({int(part) for part in parts})
     if counts[0] < 1:
         raise argparse.ArgumentTypeError(f"thread counts must be at least 1, got {text!r}")
     if counts[0] != 1:
         raise argparse.ArgumentTypeError(
-            f"the thread counts must include 1 (every ratio is to one thread), got {text!r}")
+            f"the thread counts must include 1 (every ratio is to one thread), got {text!r}"
+        )
     return counts
 
 
@@ -563,30 +584,56 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add bench's options to ``parser``: the standalone one or __main__'s subcommand."""
     # Each help names its default by hand: ArgumentDefaultsHelpFormatter would print
     # "default: None" where None stands for "2x the core count" or "not written".
-    parser.add_argument("--rounds", type=_at_least(1), default=9,
-                        help="interleaved rounds; medians are over these (default: %(default)s)")
-    parser.add_argument("--seconds", type=_positive_seconds, default=0.05,
-                        help="target time of one measurement, in seconds (default: %(default)s)")
+    parser.add_argument(
+        "--rounds",
+        type=_at_least(1),
+        default=9,
+        help="interleaved rounds; medians are over these (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        default=0.05,
+        help="target time of one measurement, in seconds (default: %(default)s)",
+    )
     # The single-thread cases call mark_failed(1, ...), so a pool needs a node 1.
-    parser.add_argument("--nodes", type=_at_least(2), default=8,
-                        help="endpoints in each pool, at least 2 (default: %(default)s)")
+    parser.add_argument(
+        "--nodes", type=_at_least(2), default=8, help="endpoints in each pool, at least 2 (default: %(default)s)"
+    )
     threads = parser.add_mutually_exclusive_group()
-    threads.add_argument("--max-threads", type=_at_least(1), default=None, metavar="N",
-                         help="measure 1, 2, ... N threads "
-                              f"(default: twice the core count, {_default_max_threads()} here)")
-    threads.add_argument("--threads", type=_thread_counts, default=None, metavar="1,2,4,...",
-                         help="the thread counts to measure, which must include 1 "
-                              "(default: 1 to --max-threads)")
-    parser.add_argument("--core-k", type=_at_least(1), default=2_000_000, metavar="K",
-                        help="selections per thread in the C core's own loop (default: %(default)s)")
-    parser.add_argument("--json", metavar="FILE",
-                        help="write the raw data as JSON to FILE (default: not written)")
-    parser.add_argument("--plot", metavar="FILE.png",
-                        help="draw throughput against threads to FILE.png; needs matplotlib "
-                             "(default: not drawn)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no progress on stderr (default: progress as a line rewritten in "
-                             "place on a terminal, one line per round otherwise)")
+    threads.add_argument(
+        "--max-threads",
+        type=_at_least(1),
+        default=None,
+        metavar="N",
+        help=f"measure 1, 2, ... N threads (default: twice the core count, {_default_max_threads()} here)",
+    )
+    threads.add_argument(
+        "--threads",
+        type=_thread_counts,
+        default=None,
+        metavar="1,2,4,...",
+        help="the thread counts to measure, which must include 1 (default: 1 to --max-threads)",
+    )
+    parser.add_argument(
+        "--core-k",
+        type=_at_least(1),
+        default=2_000_000,
+        metavar="K",
+        help="selections per thread in the C core's own loop (default: %(default)s)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the raw data as JSON to FILE (default: not written)")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw throughput against threads to FILE.png; needs matplotlib (default: not drawn)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (default: progress as a line rewritten in "
+        "place on a terminal, one line per round otherwise)",
+    )
     return parser
 
 
@@ -599,8 +646,7 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     Checked before measuring, so that a run does not end in an error it could have
     reported at once."""
     if args.plot and importlib.util.find_spec("matplotlib") is None:
-        parser.error("--plot needs matplotlib, which is not installed "
-                     "(pip install matplotlib, or leave out --plot)")
+        parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib, or leave out --plot)")
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             folder = os.path.dirname(os.path.abspath(path))

@@ -45,21 +45,29 @@ def _client_timeout(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--requests", type=_positive_int, default=240,
-                        help="chat completions per configuration and round (default: 240)")
-    parser.add_argument("--threads", type=_positive_int, default=8,
-                        help="threads sharing one client (default: 8)")
-    parser.add_argument("--timeout", type=_client_timeout, default=1.0,
-                        help="the client timeout in seconds; node D stalls past it (default: 1.0)")
-    parser.add_argument("--rounds", type=_positive_int, default=3,
-                        help="rounds; each runs every configuration once (default: 3)")
+    parser.add_argument(
+        "--requests",
+        type=_positive_int,
+        default=240,
+        help="chat completions per configuration and round (default: 240)",
+    )
+    parser.add_argument("--threads", type=_positive_int, default=8, help="threads sharing one client (default: 8)")
+    parser.add_argument(
+        "--timeout",
+        type=_client_timeout,
+        default=1.0,
+        help="the client timeout in seconds; node D stalls past it (default: 1.0)",
+    )
+    parser.add_argument(
+        "--rounds", type=_positive_int, default=3, help="rounds; each runs every configuration once (default: 3)"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     return parser
 
 
 PARSER_OPTIONS: dict[str, Any] = {
     "description": "Requests lost to bad nodes: the fixed cap of 3 attempts against "
-                   "attempts=None (every node, at most 3 timeouts), one run, local nodes.",
+    "attempts=None (every node, at most 3 timeouts), one run, local nodes.",
 }
 
 
@@ -69,12 +77,15 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _run_config(nodes: dict[str, LocalNode | str], attempts: int | None, requests: int,
-                threads: int, timeout: float) -> dict[str, Any]:
+def _run_config(
+    nodes: dict[str, LocalNode | str], attempts: int | None, requests: int, threads: int, timeout: float
+) -> dict[str, Any]:
     from .openai import client as openai_client
 
-    endpoints = {name: GonkaEndpoint(node if isinstance(node, str) else node.url, f"gonka1{name}")
-                 for name, node in nodes.items()}
+    endpoints = {
+        name: GonkaEndpoint(node if isinstance(node, str) else node.url, f"gonka1{name}")
+        for name, node in nodes.items()
+    }
     healthy = endpoints["A"]
     pool = EndpointPool(endpoints.values())
     local = threading.local()
@@ -88,8 +99,7 @@ def _run_config(nodes: dict[str, LocalNode | str], attempts: int | None, request
     results: list[tuple[bool, float, int, int]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
-    per_thread = [requests // threads + (1 if k < requests % threads else 0)
-                  for k in range(threads)]
+    per_thread = [requests // threads + (1 if k < requests % threads else 0) for k in range(threads)]
     barrier = threading.Barrier(threads)
 
     def worker(count: int) -> None:
@@ -99,8 +109,7 @@ def _run_config(nodes: dict[str, LocalNode | str], attempts: int | None, request
             local.attempts = local.bad = 0
             started = time.perf_counter()
             try:
-                client.chat.completions.create(
-                    model="local", messages=[{"role": "user", "content": "hi"}])
+                client.chat.completions.create(model="local", messages=[{"role": "user", "content": "hi"}])
                 ok = True
             except Exception as exc:  # noqa: BLE001 - a lost request is what is counted
                 ok = False
@@ -143,8 +152,7 @@ def _summary(results: list[tuple[bool, float, int, int]]) -> dict[str, float]:
     }
 
 
-def execute(parser: argparse.ArgumentParser, args: argparse.Namespace,
-            out: Callable[[str], object] = print) -> int:
+def execute(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Callable[[str], object] = print) -> int:
     try:
         import openai  # noqa: F401 - only checked for
     except ImportError:
@@ -176,16 +184,22 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace,
         for server in servers:
             server.stop()
     summaries = {name: _summary(results) for name, results in collected.items()}
-    out(f"bench-failover: nodes A healthy, B refused, C 503 (Retry-After: 2), D stalls; "
+    out(
+        f"bench-failover: nodes A healthy, B refused, C 503 (Retry-After: 2), D stalls; "
         f"{args.threads} threads, {args.requests} requests per configuration and round, "
         f"{args.rounds} rounds, client timeout {args.timeout:g} s, Python "
-        f"{sys.version.split()[0]}")
-    out(f"  {'configuration':<24} {'answered':>12} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'attempts/req':>13} {'bad attempts':>13}")
+        f"{sys.version.split()[0]}"
+    )
+    out(
+        f"  {'configuration':<24} {'answered':>12} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'attempts/req':>13} {'bad attempts':>13}"
+    )
     for name, s in summaries.items():
-        out(f"  {name:<24} {s['answered']:>5}/{s['requests']:<4} {s['answered_pct']:>5.1f}%"
+        out(
+            f"  {name:<24} {s['answered']:>5}/{s['requests']:<4} {s['answered_pct']:>5.1f}%"
             f"{s['p50_ms']:>7.1f} {s['p99_ms']:>8.1f} {s['attempts_per_request']:>13.3f} "
-            f"{s['bad_attempts']:>13}")
+            f"{s['bad_attempts']:>13}"
+        )
     for name, errors in lost.items():
         kinds = sorted({f"{type(e).__name__}: {e.__cause__!r}" for e in errors})
         if kinds:
@@ -197,6 +211,5 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = configure(argparse.ArgumentParser(prog="python -m gonka_pool bench-failover",
-                                               **PARSER_OPTIONS))
+    parser = configure(argparse.ArgumentParser(prog="python -m gonka_pool bench-failover", **PARSER_OPTIONS))
     return execute(parser, parser.parse_args(argv))

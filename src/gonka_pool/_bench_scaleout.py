@@ -103,25 +103,35 @@ def _closed_port() -> int:
 
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--workers", type=_positive_int, default=4,
-                        help="worker processes (default: 4)")
-    parser.add_argument("--seconds", type=_positive_seconds, default=4.0,
-                        help="how long the workers send requests, per mode (default: 4)")
-    parser.add_argument("--cooldown", type=_positive_seconds, default=1.0,
-                        help="seconds a failed node is skipped (default: 1)")
-    parser.add_argument("--timeout", type=_positive_seconds, default=0.2,
-                        help="the client timeout; S stalls past it (default: 0.2)")
-    parser.add_argument("--interval", type=_positive_seconds, default=0.02,
-                        help="seconds between one worker's requests (default: 0.02)")
-    parser.add_argument("--next-calls", type=_positive_int, default=200_000,
-                        help="next() calls per timing of its cost (default: 200000)")
+    parser.add_argument("--workers", type=_positive_int, default=4, help="worker processes (default: 4)")
+    parser.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        default=4.0,
+        help="how long the workers send requests, per mode (default: 4)",
+    )
+    parser.add_argument(
+        "--cooldown", type=_positive_seconds, default=1.0, help="seconds a failed node is skipped (default: 1)"
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_seconds, default=0.2, help="the client timeout; S stalls past it (default: 0.2)"
+    )
+    parser.add_argument(
+        "--interval", type=_positive_seconds, default=0.02, help="seconds between one worker's requests (default: 0.02)"
+    )
+    parser.add_argument(
+        "--next-calls",
+        type=_positive_int,
+        default=200_000,
+        help="next() calls per timing of its cost (default: 200000)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     return parser
 
 
 PARSER_OPTIONS: dict[str, Any] = {
     "description": "Attempts that reach bad nodes across worker processes: independent "
-                   "pools against shared= health, one run, local nodes.",
+    "pools against shared= health, one run, local nodes.",
 }
 
 
@@ -136,9 +146,11 @@ def _redis_server() -> tuple[subprocess.Popen[bytes], int] | None:
     if binary is None:
         return None
     port = _closed_port()
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
     give_up = time.monotonic() + 10
     while True:
@@ -155,20 +167,34 @@ def _redis_server() -> tuple[subprocess.Popen[bytes], int] | None:
     return server, port
 
 
-def _run_mode(mode: str, nodes: dict[str, str], args: argparse.Namespace,
-              redis_port: int = 0) -> dict[str, Any]:
+def _run_mode(mode: str, nodes: dict[str, str], args: argparse.Namespace, redis_port: int = 0) -> dict[str, Any]:
     segment = f"bench-scaleout-{uuid.uuid4().hex[:12]}"
-    config = {"mode": mode, "nodes": nodes, "segment": segment, "redis_port": redis_port,
-              "cooldown": args.cooldown,
-              "timeout": args.timeout, "seconds": args.seconds, "interval": args.interval,
-              "workers": args.workers,
-              "start_at": time.time() + 2.0}  # time for every interpreter to start
+    config = {
+        "mode": mode,
+        "nodes": nodes,
+        "segment": segment,
+        "redis_port": redis_port,
+        "cooldown": args.cooldown,
+        "timeout": args.timeout,
+        "seconds": args.seconds,
+        "interval": args.interval,
+        "workers": args.workers,
+        "start_at": time.time() + 2.0,
+    }  # time for every interpreter to start
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), env.get("PYTHONPATH")]))
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(config), str(k)],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for k in range(args.workers)]
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env.get("PYTHONPATH")])
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, json.dumps(config), str(k)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(args.workers)
+    ]
     try:
         outputs = []
         for worker in workers:
@@ -202,16 +228,14 @@ def _next_cost(calls: int = 200_000, rounds: int = 5) -> dict[str, float]:
     try:
         for _ in range(rounds):
             for name, pool in pools.items():
-                best = min(timeit.repeat("nxt()", globals={"nxt": pool.next}, number=calls,
-                                         repeat=3))
+                best = min(timeit.repeat("nxt()", globals={"nxt": pool.next}, number=calls, repeat=3))
                 samples[name].append(best / calls * 1e9)
     finally:
         EndpointPool.unlink_shared(segment)
     return {name: sorted(values)[len(values) // 2] for name, values in samples.items()}
 
 
-def execute(parser: argparse.ArgumentParser, args: argparse.Namespace,
-            out: Callable[[str], object] = print) -> int:
+def execute(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Callable[[str], object] = print) -> int:
     if IMPLEMENTATION != "c":
         parser.error("bench-scaleout compares shared= health, which needs the C core")
     try:
@@ -221,16 +245,22 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace,
             import httpx  # noqa: F401
         except ImportError:
             parser.error("bench-scaleout needs httpx2 or httpx: pip install 'gonka-pool[httpx2]'")
-    servers = {"A": LocalNode("A"), "B": LocalNode("B"),
-               "S": LocalNode("S", "stall", stall_seconds=args.timeout + 5)}
+    servers = {"A": LocalNode("A"), "B": LocalNode("B"), "S": LocalNode("S", "stall", stall_seconds=args.timeout + 5)}
     for server in servers.values():
         server.start()
-    nodes = {"A": servers["A"].url, "B": servers["B"].url,
-             "D": f"http://127.0.0.1:{_closed_port()}/v1", "S": servers["S"].url}
+    nodes = {
+        "A": servers["A"].url,
+        "B": servers["B"].url,
+        "D": f"http://127.0.0.1:{_closed_port()}/v1",
+        "S": servers["S"].url,
+    }
     redis = _redis_server()
     try:
-        results = {mode: _run_mode(mode, nodes, args, redis[1] if redis else 0)
-                   for mode in MODES if mode != "redis" or redis is not None}
+        results = {
+            mode: _run_mode(mode, nodes, args, redis[1] if redis else 0)
+            for mode in MODES
+            if mode != "redis" or redis is not None
+        }
     finally:
         for server in servers.values():
             server.stop()
@@ -238,19 +268,27 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace,
             redis[0].kill()
             redis[0].wait()
     cost = _next_cost(args.next_calls)
-    out(f"bench-scaleout: {args.workers} worker processes, nodes A, B healthy, D refused, "
+    out(
+        f"bench-scaleout: {args.workers} worker processes, nodes A, B healthy, D refused, "
         f"S stalls; {args.seconds:g} s per mode, one request per {args.interval:g} s per "
         f"worker, cooldown {args.cooldown:g} s, client timeout {args.timeout:g} s, Python "
-        f"{sys.version.split()[0]}")
-    out(f"  {'mode':<12} {'requests':>9} {'lost':>5} {'D attempts/window':>18} "
-        f"{'S attempts/window':>18} {'delayed by S':>13}")
+        f"{sys.version.split()[0]}"
+    )
+    out(
+        f"  {'mode':<12} {'requests':>9} {'lost':>5} {'D attempts/window':>18} "
+        f"{'S attempts/window':>18} {'delayed by S':>13}"
+    )
     for mode, r in results.items():
-        out(f"  {mode:<12} {r['requests']:>9} {r['lost']:>5} {r['dead_per_window']:>18.2f} "
-            f"{r['stall_per_window']:>18.2f} {r['delayed']:>13}")
+        out(
+            f"  {mode:<12} {r['requests']:>9} {r['lost']:>5} {r['dead_per_window']:>18.2f} "
+            f"{r['stall_per_window']:>18.2f} {r['delayed']:>13}"
+        )
     if "redis" not in results:
         out("  redis        not run: needs redis-server and redis-py (pip install '.[redis]')")
-    out(f"  next(): shared {cost['shared']:.1f} ns, unshared {cost['unshared']:.1f} ns, "
-        f"{cost['shared'] / cost['unshared']:.2f}x (one thread, medians of 5 rounds)")
+    out(
+        f"  next(): shared {cost['shared']:.1f} ns, unshared {cost['unshared']:.1f} ns, "
+        f"{cost['shared'] / cost['unshared']:.2f}x (one thread, medians of 5 rounds)"
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump({"args": vars(args), "results": results, "next_ns": cost}, file, indent=2)
@@ -258,6 +296,5 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = configure(argparse.ArgumentParser(prog="python -m gonka_pool bench-scaleout",
-                                               **PARSER_OPTIONS))
+    parser = configure(argparse.ArgumentParser(prog="python -m gonka_pool bench-scaleout", **PARSER_OPTIONS))
     return execute(parser, parser.parse_args(argv))

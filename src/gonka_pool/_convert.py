@@ -67,9 +67,7 @@ def integer(value: object, what: str, expected: str = "an int") -> int:
 def is_index_target(target: object) -> bool:
     """Whether ``mark_failed`` / ``mark_success`` read ``target`` as an index rather
     than an endpoint.  A bool counts, so that ``endpoint_index`` refuses it by name."""
-    return type(target) is int or (
-        not isinstance(target, GonkaEndpoint) and hasattr(type(target), "__index__")
-    )
+    return type(target) is int or (not isinstance(target, GonkaEndpoint) and hasattr(type(target), "__index__"))
 
 
 def endpoint_index(key: object) -> int:
@@ -162,10 +160,7 @@ def _seconds(cooldown: object, name: str) -> int | float | timedelta:
         except OverflowError:  # a real number beyond any float, e.g. Fraction(10**400)
             seconds = math.inf if cooldown > 0 else -math.inf  # type: ignore[operator]
     else:
-        raise TypeError(
-            f"{name} must be a number of seconds or a datetime.timedelta, "
-            f"not {type(cooldown).__name__}"
-        )
+        raise TypeError(f"{name} must be a number of seconds or a datetime.timedelta, not {type(cooldown).__name__}")
     if math.isnan(seconds):
         raise ValueError(f"{name} must not be NaN")
     return seconds

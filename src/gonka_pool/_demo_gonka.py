@@ -49,12 +49,20 @@ def demo_gonka(out: Callable[[str], object] = print) -> int:
     failed = 0
     with network:
         found = discover(network.source_url)
-        out(f"gonka: discovered {len(found)} nodes from {network.source_url}"
+        out(
+            f"gonka: discovered {len(found)} nodes from {network.source_url}"
             f"{'/v1/epochs/current/participants'}: "
-            + ", ".join(f"{p.endpoint.address[:12]}... weight {p.weight}" for p in found))
+            + ", ".join(f"{p.endpoint.address[:12]}... weight {p.weight}" for p in found)
+        )
         out(f"gonka: signing as {signer.address} with {signer.backend}")
-        client = openai_client(DEMO_KEY, source_url=network.source_url, refresh_interval=None,
-                               cooldown=COOLDOWN, deadline=10.0, timeout=5.0)
+        client = openai_client(
+            DEMO_KEY,
+            source_url=network.source_url,
+            refresh_interval=None,
+            cooldown=COOLDOWN,
+            deadline=10.0,
+            timeout=5.0,
+        )
 
         def phase(title: str) -> None:
             nonlocal failed
@@ -63,15 +71,16 @@ def demo_gonka(out: Callable[[str], object] = print) -> int:
                 node.reset()
             for _ in range(REQUESTS_PER_PHASE):
                 try:
-                    reply = client.chat.completions.create(
-                        model="local", messages=[{"role": "user", "content": "hi"}])
+                    reply = client.chat.completions.create(model="local", messages=[{"role": "user", "content": "hi"}])
                     answered[reply.choices[0].message.content.rpartition(" ")[2]] += 1
                 except openai.APIError as exc:
                     failed += 1
                     answered[f"failed ({type(exc).__name__})"] += 1
             refused = {node.name: dict(node.refusals) for node in network.nodes if node.refusals}
-            out(f"gonka: {title}: answered by {dict(sorted(answered.items()))}"
-                + (f"; refused: {refused}" if refused else ""))
+            out(
+                f"gonka: {title}: answered by {dict(sorted(answered.items()))}"
+                + (f"; refused: {refused}" if refused else "")
+            )
 
         phase("all nodes serve")
         network.nodes[1].at_capacity = True
@@ -80,8 +89,7 @@ def demo_gonka(out: Callable[[str], object] = print) -> int:
         network.nodes[1].at_capacity = False
         refresh(client.gonka_pool, network.source_url)
         time.sleep(COOLDOWN + 0.1)
-        out(f"gonka: after a refresh the pool has {len(client.gonka_pool)} nodes "
-            "(node3 dropped by the allowlist)")
+        out(f"gonka: after a refresh the pool has {len(client.gonka_pool)} nodes (node3 dropped by the allowlist)")
         phase("node2 recovered")
         client.close()
     return failed

@@ -39,8 +39,14 @@ class _Cooldowns(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if hasattr(record, "gonka_cooldown"):
             fields = vars(record)  # log_cooldown's extra= fields, unknown to LogRecord's type
-            self.taken.append((record.created - self.start, fields["gonka_endpoint"],
-                               fields["gonka_reason"] or "marked", fields["gonka_cooldown"]))
+            self.taken.append(
+                (
+                    record.created - self.start,
+                    fields["gonka_endpoint"],
+                    fields["gonka_reason"] or "marked",
+                    fields["gonka_cooldown"],
+                )
+            )
 
 
 def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) -> int:
@@ -81,8 +87,7 @@ def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) 
     done = threading.Event()
 
     def ask() -> str:
-        reply = client.chat.completions.create(
-            model="local", messages=[{"role": "user", "content": "hi"}])
+        reply = client.chat.completions.create(model="local", messages=[{"role": "user", "content": "hi"}])
         return (reply.choices[0].message.content or "").removeprefix("hello from ")
 
     def worker() -> None:
@@ -130,9 +135,11 @@ def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) 
     elapsed = time.monotonic() - start
 
     out("")
-    out(f"failover over HTTP: {len(nodes)} OpenAI-compatible nodes on 127.0.0.1, "
+    out(
+        f"failover over HTTP: {len(nodes)} OpenAI-compatible nodes on 127.0.0.1, "
         f"{THREADS} threads sharing one openai {openai.__version__} client over "
-        f"httpx2 + PoolTransport (cooldown {COOLDOWN} s)")
+        f"httpx2 + PoolTransport (cooldown {COOLDOWN} s)"
+    )
     width = max(len(label) for label, _ in phases)
     out(f"  {'answered by':<{width}}  " + "  ".join(f"{n.name:>5}" for n in nodes) + "  failed")
     for phase, (label, _) in enumerate(phases):
@@ -141,8 +148,7 @@ def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) 
     out("  cooldowns taken:")
     names = {endpoint: node.name for endpoint, node in zip(pool.endpoints, nodes, strict=True)}
     for at, endpoint, reason, seconds in cooldowns.taken:
-        out(f"    +{at:.2f} s  {names.get(endpoint, endpoint.base_url)}  {reason:<22} "
-            f"skipped for {seconds:g} s")
+        out(f"    +{at:.2f} s  {names.get(endpoint, endpoint.base_url)}  {reason:<22} skipped for {seconds:g} s")
     total = sum(answered.values()) + sum(failed.values())
     if errors:
         out(f"  {len(errors)} of {total} requests FAILED, first: {errors[0]!r}")

@@ -23,9 +23,7 @@ _INVISIBLE_CATEGORIES: Final = frozenset({"Cf", "Cs"})
 
 
 def _has_invisible(text: str) -> bool:
-    return not text.isascii() and any(
-        unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text
-    )
+    return not text.isascii() and any(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)
 
 
 def _plain_str(text: str) -> str:
@@ -164,8 +162,7 @@ def validate_address(address: object) -> str:
         raise ValueError(AT_IN_ADDRESS_MESSAGE)
     if _FORBIDDEN_CHARS.search(address) or ";" in address or "," in address:
         raise ValueError(
-            f"invalid endpoint address {redact(address)!r}: whitespace, control characters, "
-            "';' and ',' are not allowed"
+            f"invalid endpoint address {redact(address)!r}: whitespace, control characters, ';' and ',' are not allowed"
         )
     if _has_invisible(address):
         raise ValueError(

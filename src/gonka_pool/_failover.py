@@ -130,8 +130,9 @@ _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _RETRY_AFTER_MAX_LEN = 64
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None,
-                        limit: float = DEFAULT_MAX_RETRY_AFTER) -> float | None:
+def retry_after_seconds(
+    value: str | None, now: datetime | None = None, limit: float = DEFAULT_MAX_RETRY_AFTER
+) -> float | None:
     """The delay a ``Retry-After`` header asks for, in seconds, at most ``limit``;
     None if unusable.
 
@@ -243,8 +244,7 @@ def _untried(pool: Any, tried: set[GonkaEndpoint]) -> Step | None:
     return None
 
 
-def _may_go_on(pool: Any, limit: int | None, tried: set[GonkaEndpoint], slow: int,
-               expires: float | None) -> bool:
+def _may_go_on(pool: Any, limit: int | None, tried: set[GonkaEndpoint], slow: int, expires: float | None) -> bool:
     if limit is not None:
         if len(tried) >= limit:
             return False
@@ -275,9 +275,13 @@ def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[An
     cooldown, at_least, reason, _ = verdict
     if cooldown is PASS:
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("endpoint %s (%s) failed (%s); failing over without a cooldown",
-                      endpoint.base_url, endpoint.address, reason,
-                      extra={"gonka_endpoint": endpoint, "gonka_reason": reason})
+            log.debug(
+                "endpoint %s (%s) failed (%s); failing over without a cooldown",
+                endpoint.base_url,
+                endpoint.address,
+                reason,
+                extra={"gonka_endpoint": endpoint, "gonka_reason": reason},
+            )
         return
     # By endpoint, not index: an update() between the pick and the failure may have
     # moved the node, and the endpoint resolves against the set in force now.
@@ -294,7 +298,9 @@ def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[An
     if not report.entered and log.isEnabledFor(logging.DEBUG):
         log.debug(
             "endpoint %s (%s) failed (%s) while already cooling; failing over",
-            endpoint.base_url, endpoint.address, reason,
+            endpoint.base_url,
+            endpoint.address,
+            reason,
             extra={"gonka_endpoint": endpoint, "gonka_reason": reason},
         )
 
@@ -381,9 +387,15 @@ def _check_exceptions(name: str, kinds: object) -> tuple[type[BaseException], ..
     return kinds
 
 
-def _call_plan(pool: Any, attempts: object, cooldown: object, timeout_cooldown: object,
-               retry_on: object, timeout_on: object, deadline: object
-               ) -> Generator[Step, Any, Any]:
+def _call_plan(
+    pool: Any,
+    attempts: object,
+    cooldown: object,
+    timeout_cooldown: object,
+    retry_on: object,
+    timeout_on: object,
+    deadline: object,
+) -> Generator[Step, Any, Any]:
     checked_attempts = check_attempts(attempts)
     cooldowns = Cooldowns(cooldown, timeout_cooldown)
     slow_kinds: tuple[type[BaseException], ...] = (TimeoutError, *_check_exceptions("timeout_on", timeout_on))
@@ -401,15 +413,22 @@ def _call_plan(pool: Any, attempts: object, cooldown: object, timeout_cooldown: 
     return failover_plan(pool, checked_attempts, judge_error, lambda result: None, expires)
 
 
-def call(pool: Any, fn: Callable[[GonkaEndpoint], T], *, attempts: int | None = None,
-         cooldown: object = None, timeout_cooldown: object = None,
-         retry_on: object = (), timeout_on: object = (), deadline: object = None) -> T:
+def call(
+    pool: Any,
+    fn: Callable[[GonkaEndpoint], T],
+    *,
+    attempts: int | None = None,
+    cooldown: object = None,
+    timeout_cooldown: object = None,
+    retry_on: object = (),
+    timeout_on: object = (),
+    deadline: object = None,
+) -> T:
     """``pool.call``: see ``EndpointPool.call``."""
     if not callable(fn):
         raise TypeError(f"pool.call needs a callable, not {type(fn).__name__}")
     if inspect.iscoroutinefunction(fn):
-        raise TypeError(f"pool.call needs a sync function, got the async {fn!r}; "
-                        "use await pool.acall(...)")
+        raise TypeError(f"pool.call needs a sync function, got the async {fn!r}; use await pool.acall(...)")
     plan = _call_plan(pool, attempts, cooldown, timeout_cooldown, retry_on, timeout_on, deadline)
 
     def send(idx: int, endpoint: GonkaEndpoint) -> Any:
@@ -419,16 +438,24 @@ def call(pool: Any, fn: Callable[[GonkaEndpoint], T], *, attempts: int | None = 
                 result.close()  # never awaited: no "was never awaited" warning
             raise _CallerMistake(
                 f"pool.call needs a sync function; {fn!r} returned an awaitable "
-                f"({type(result).__name__}): use await pool.acall(...)")
+                f"({type(result).__name__}): use await pool.acall(...)"
+            )
         return result
 
     return cast(T, run(plan, send))  # fn's result, from the untyped plan
 
 
-async def acall(pool: Any, afn: Callable[[GonkaEndpoint], Awaitable[T]], *,
-                attempts: int | None = None, cooldown: object = None,
-                timeout_cooldown: object = None, retry_on: object = (),
-                timeout_on: object = (), deadline: object = None) -> T:
+async def acall(
+    pool: Any,
+    afn: Callable[[GonkaEndpoint], Awaitable[T]],
+    *,
+    attempts: int | None = None,
+    cooldown: object = None,
+    timeout_cooldown: object = None,
+    retry_on: object = (),
+    timeout_on: object = (),
+    deadline: object = None,
+) -> T:
     """``pool.acall``: see ``EndpointPool.acall``."""
     if not callable(afn):
         raise TypeError(f"pool.acall needs a callable, not {type(afn).__name__}")

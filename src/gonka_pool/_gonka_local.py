@@ -50,11 +50,11 @@ class LocalGonkaNetwork:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.public_keys: dict[str, bytes] = {}  # requester address -> compressed key
-        self.allowlist: list[str] = []           # empty: every transfer agent allowed
+        self.allowlist: list[str] = []  # empty: every transfer agent allowed
         self.nodes: list[LocalGonkaNode] = []
-        self.excluded: list[str] = []            # addresses in excluded_participants
-        self.extra_entries: list[Any] = []       # raw entries appended (malformed ones)
-        self.participants_override: Any = None   # a whole payload to serve instead
+        self.excluded: list[str] = []  # addresses in excluded_participants
+        self.extra_entries: list[Any] = []  # raw entries appended (malformed ones)
+        self.participants_override: Any = None  # a whole payload to serve instead
         self.epoch_id = 1
 
     def register(self, signer: Any) -> None:
@@ -62,8 +62,9 @@ class LocalGonkaNetwork:
         with self._lock:
             self.public_keys[signer.address] = signer.public_key
 
-    def add_node(self, name: str, address: str, *, weight: int = 10,
-                 models: tuple[str, ...] = ("local",)) -> LocalGonkaNode:
+    def add_node(
+        self, name: str, address: str, *, weight: int = 10, models: tuple[str, ...] = ("local",)
+    ) -> LocalGonkaNode:
         node = LocalGonkaNode(self, name, address, weight=weight, models=models)
         self.nodes.append(node)
         return node
@@ -91,14 +92,17 @@ class LocalGonkaNetwork:
     def participants_payload(self) -> Any:
         if self.participants_override is not None:
             return self.participants_override
-        entries: list[Any] = [{
-            "index": node.address,
-            "validator_key": base64.b64encode(bytes(32)).decode(),
-            "weight": node.weight,
-            "inference_url": node.root_url,  # no /v1, as the chain stores it
-            "models": list(node.models),
-            "seed": None,
-        } for node in self.nodes]
+        entries: list[Any] = [
+            {
+                "index": node.address,
+                "validator_key": base64.b64encode(bytes(32)).decode(),
+                "weight": node.weight,
+                "inference_url": node.root_url,  # no /v1, as the chain stores it
+                "models": list(node.models),
+                "seed": None,
+            }
+            for node in self.nodes
+        ]
         entries.extend(self.extra_entries)
         return {
             "active_participants": {"participants": entries, "epoch_id": self.epoch_id},
@@ -108,23 +112,29 @@ class LocalGonkaNetwork:
         }
 
     def params_payload(self) -> Any:
-        return {"params": {"transfer_agent_access_params": {
-            "allowed_transfer_addresses": list(self.allowlist)}}}
+        return {"params": {"transfer_agent_access_params": {"allowed_transfer_addresses": list(self.allowlist)}}}
 
 
 class LocalGonkaNode:
     """One transfer agent of a ``LocalGonkaNetwork``."""
 
-    def __init__(self, network: LocalGonkaNetwork, name: str, address: str, *,
-                 weight: int = 10, models: tuple[str, ...] = ("local",),
-                 window_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        network: LocalGonkaNetwork,
+        name: str,
+        address: str,
+        *,
+        weight: int = 10,
+        models: tuple[str, ...] = ("local",),
+        window_s: float = 10.0,
+    ) -> None:
         self.network = network
         self.name = name
         self.address = address
         self.weight = weight
         self.models = models
         self.window_s = window_s
-        self.clock_offset_ns = 0   # the node's (chain's) clock minus the wall clock
+        self.clock_offset_ns = 0  # the node's (chain's) clock minus the wall clock
         self.at_capacity = False
         self.port = 0
         self._lock = threading.Lock()
@@ -157,8 +167,9 @@ class LocalGonkaNode:
         server.node = self
         self.port = server.server_address[1]
         self._server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                         name=f"LocalGonkaNode {self.name}", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name=f"LocalGonkaNode {self.name}", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -201,8 +212,7 @@ class LocalGonkaNode:
                 return 400, "AuthKey has already been used for a transfer request"
             self._used.add(signature)
         if self.at_capacity:
-            return 429, ("Transfer Agent capacity reached. Try another TA from "
-                         f"{self.root_url}{PARTICIPANTS_PATH}")
+            return 429, (f"Transfer Agent capacity reached. Try another TA from {self.root_url}{PARTICIPANTS_PATH}")
         return None
 
     def _record(self, status: int, refusal: str | None = None) -> None:
@@ -254,13 +264,23 @@ class _Handler(BaseHTTPRequestHandler):
             model = str(json.loads(body or b"{}").get("model", model))
         except (ValueError, AttributeError):
             pass
-        self._json(200, {
-            "id": "chatcmpl-gonka-local", "object": "chat.completion", "created": 0,
-            "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                "role": "assistant", "content": f"hello from {node.name}"}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
-        })
+        self._json(
+            200,
+            {
+                "id": "chatcmpl-gonka-local",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"hello from {node.name}"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
+            },
+        )
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)

@@ -19,13 +19,13 @@ from typing import Any
 __all__ = ["BEHAVIOURS", "LocalNode", "SeenRequest"]
 
 BEHAVIOURS = (
-    "ok",             # 200 with a chat completion
-    "unavailable",    # 503 with Retry-After: <retry_after>
-    "rate-limited",   # 429 with Retry-After: <retry_after>
-    "unauthorized",   # 401, as a node does for a bad signature
-    "stall",          # reads the request, then answers nothing for stall_seconds
+    "ok",  # 200 with a chat completion
+    "unavailable",  # 503 with Retry-After: <retry_after>
+    "rate-limited",  # 429 with Retry-After: <retry_after>
+    "unauthorized",  # 401, as a node does for a bad signature
+    "stall",  # reads the request, then answers nothing for stall_seconds
     "broken-stream",  # 200 and the first event of a stream, then hangs up mid-body
-    "redirect",       # <redirect_status> with Location: <location>
+    "redirect",  # <redirect_status> with Location: <location>
 )
 
 
@@ -40,9 +40,17 @@ class SeenRequest:
 class LocalNode:
     """One fake inference node; ``behaviour`` may be changed while it runs."""
 
-    def __init__(self, name: str, behaviour: str = "ok", *, retry_after: int | str = 120,
-                 stall_seconds: float = 5.0, location: str = "/", redirect_status: int = 307,
-                 headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        behaviour: str = "ok",
+        *,
+        retry_after: int | str = 120,
+        stall_seconds: float = 5.0,
+        location: str = "/",
+        redirect_status: int = 307,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.name = name
         self.behaviour = behaviour
         self.retry_after = retry_after  # sent as is: a hostile node may send anything
@@ -97,8 +105,9 @@ class LocalNode:
         self.port = server.server_address[1]
         self._stopping.clear()
         self._server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                         name=f"LocalNode {self.name}", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name=f"LocalNode {self.name}", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -154,31 +163,29 @@ class _Handler(BaseHTTPRequestHandler):
         node = self.server.node
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        node._record(SeenRequest(self.command, self.path,
-                                 {k.lower(): v for k, v in self.headers.items()}, body))
+        node._record(SeenRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         behaviour = node.behaviour
         if behaviour == "stall":
             node._stopping.wait(node.stall_seconds)
             self.close_connection = True
             return
         if behaviour == "unavailable":
-            self._json(503, _error("node is overloaded", "server_error"),
-                       {"Retry-After": str(node.retry_after)})
+            self._json(503, _error("node is overloaded", "server_error"), {"Retry-After": str(node.retry_after)})
             return
         if behaviour == "rate-limited":
-            self._json(429, _error("rate limit reached", "rate_limit_error"),
-                       {"Retry-After": str(node.retry_after)})
+            self._json(429, _error("rate limit reached", "rate_limit_error"), {"Retry-After": str(node.retry_after)})
             return
         if behaviour == "redirect":
-            self._json(node.redirect_status, _error("moved", "redirect"),
-                       {"Location": node.location})
+            self._json(node.redirect_status, _error("moved", "redirect"), {"Location": node.location})
             return
         if behaviour == "unauthorized":
             self._json(401, _error("invalid signature", "invalid_request_error"))
             return
         if self.command == "GET" and self.path.partition("?")[0].rstrip("/").endswith("/models"):
-            self._json(200, {"object": "list", "data": [
-                {"id": "local", "object": "model", "created": 0, "owned_by": node.name}]})
+            self._json(
+                200,
+                {"object": "list", "data": [{"id": "local", "object": "model", "created": 0, "owned_by": node.name}]},
+            )
             return
         if self.command != "POST" or not self.path.partition("?")[0].endswith("/chat/completions"):
             self._json(404, _error(f"no route for {self.command} {self.path}", "not_found"))
@@ -237,11 +244,13 @@ def _completion(name: str, model: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": 0,
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": f"hello from {name}"},
-            "finish_reason": "stop",
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": f"hello from {name}"},
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
     }
 

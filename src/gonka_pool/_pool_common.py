@@ -34,8 +34,14 @@ T = TypeVar("T")
 
 
 # EndpointPool's keywords and their defaults, as both cores take them.
-_KEYWORD_DEFAULTS = {"weights": None, "start": "random", "base_cooldown": 30.0, "max_cooldown": 300.0,
-                     "shared": None, "shared_capacity": None}
+_KEYWORD_DEFAULTS = {
+    "weights": None,
+    "start": "random",
+    "base_cooldown": 30.0,
+    "max_cooldown": 300.0,
+    "shared": None,
+    "shared_capacity": None,
+}
 
 
 def constructor_arguments(
@@ -65,25 +71,18 @@ def constructor_arguments(
     elif "endpoints" in kwargs:
         endpoints = kwargs["endpoints"]
     else:
-        raise TypeError(
-            f"{name}() missing 1 required argument: 'endpoints' (an iterable of GonkaEndpoint)"
-        )
+        raise TypeError(f"{name}() missing 1 required argument: 'endpoints' (an iterable of GonkaEndpoint)")
     return (endpoints, *(kwargs.get(key, default) for key, default in _KEYWORD_DEFAULTS.items()))
 
 
 def collect_endpoints(endpoints: Iterable[GonkaEndpoint]) -> tuple[GonkaEndpoint, ...]:
     """The endpoints as a non-empty tuple of ``GonkaEndpoint``, or a clear error."""
     if isinstance(endpoints, (str, bytes, bytearray, GonkaEndpoint)):
-        raise TypeError(
-            "EndpointPool takes an iterable of GonkaEndpoint, "
-            f"not a single {type(endpoints).__name__}"
-        )
+        raise TypeError(f"EndpointPool takes an iterable of GonkaEndpoint, not a single {type(endpoints).__name__}")
     try:
         iterator = iter(endpoints)
     except TypeError:
-        raise TypeError(
-            f"EndpointPool takes an iterable of GonkaEndpoint, not {type(endpoints).__name__}"
-        ) from None
+        raise TypeError(f"EndpointPool takes an iterable of GonkaEndpoint, not {type(endpoints).__name__}") from None
     nodes = tuple(iterator)  # an error raised while iterating is the caller's to see
     if not nodes:
         raise ValueError("EndpointPool requires at least one node")
@@ -130,10 +129,7 @@ def from_env(cls: type[T], var: str, options: dict[str, Any]) -> T:
     text = os.environ.get(var)
     if text is None or not text.strip():
         state = "not set" if text is None else "empty"
-        raise ValueError(
-            f"environment variable {var} is {state}; expected comma-separated "
-            "'url;address' entries"
-        )
+        raise ValueError(f"environment variable {var} is {state}; expected comma-separated 'url;address' entries")
     entries = text.split(",")
 
     def entry_at(number: int) -> str:

@@ -42,8 +42,7 @@ class FailureReport:
 # Set by the failover loop around its own mark_failed call, on the same thread (or
 # task): the core calls log_cooldown synchronously, so the reason reaches the one
 # record of that failure without passing through the C signature.
-failure_report: ContextVar[FailureReport | None] = ContextVar("gonka_pool_failure_report",
-                                                               default=None)
+failure_report: ContextVar[FailureReport | None] = ContextVar("gonka_pool_failure_report", default=None)
 
 
 def log_cooldown(endpoint: GonkaEndpoint, cooldown_ns: int, failures: int) -> None:
@@ -63,10 +62,16 @@ def log_cooldown(endpoint: GonkaEndpoint, cooldown_ns: int, failures: int) -> No
         seconds = "until cleared" if forever else f"{cooldown_ns / 1e9:.3f} s"
         logger.warning(
             "endpoint %s (%s)%s entered cooldown for %s (%d consecutive failure%s)",
-            endpoint.base_url, endpoint.address,
+            endpoint.base_url,
+            endpoint.address,
             "" if reason is None else f" failed ({reason}),",
-            seconds, failures, "" if failures == 1 else "s",
-            extra={"gonka_endpoint": endpoint, "gonka_reason": reason,
-                   "gonka_cooldown": math.inf if forever else cooldown_ns / 1e9,
-                   "gonka_failures": failures},
+            seconds,
+            failures,
+            "" if failures == 1 else "s",
+            extra={
+                "gonka_endpoint": endpoint,
+                "gonka_reason": reason,
+                "gonka_cooldown": math.inf if forever else cooldown_ns / 1e9,
+                "gonka_failures": failures,
+            },
         )

@@ -91,7 +91,7 @@ def schedule_plan(weights: tuple[int, ...] | None) -> SchedulePlan | None:
     raised: list[int] = []
     slots_left, weight_left = most, total
     while True:
-        for i in order[len(raised):]:
+        for i in order[len(raised) :]:
             if weights[i] * slots_left >= weight_left:
                 break  # this node's share is a slot or more, and so is every heavier one's
             raised.append(i)
@@ -160,8 +160,7 @@ def spread_schedule_py(slots: tuple[int, ...]) -> list[int]:
     bench``)."""
     rounds = max(slots)
     n = len(slots)
-    keys = [((2 * k + 1) * rounds // (2 * c)) * n + node
-            for node, c in enumerate(slots) for k in range(c)]
+    keys = [((2 * k + 1) * rounds // (2 * c)) * n + node for node, c in enumerate(slots) for k in range(c)]
     keys.sort()
     return [key % n for key in keys]
 

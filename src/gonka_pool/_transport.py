@@ -98,8 +98,7 @@ def _check_origin(origin: object) -> tuple[str, tuple[str, str, int]]:
     except ValueError:
         raise ValueError(f"origin must be scheme://host[:port] such as {DEFAULT_ORIGIN!r}") from None
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
-        raise ValueError(f"origin must be http(s)://host[:port] such as {DEFAULT_ORIGIN!r}, "
-                         "without credentials")
+        raise ValueError(f"origin must be http(s)://host[:port] such as {DEFAULT_ORIGIN!r}, without credentials")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(
             f"origin {origin!r} has a path, query or fragment; each request already gets "
@@ -150,8 +149,7 @@ class _PoolTransportCommon:
         self._origin, self._origin_key = _check_origin(origin)
         max_after = check_cooldown("max_retry_after", max_retry_after, allow_none=False)
         if max_after == math.inf:
-            raise ValueError("max_retry_after must be finite: a node may not take itself "
-                             "out until cleared")
+            raise ValueError("max_retry_after must be finite: a node may not take itself out until cleared")
         self._max_retry_after = float(max_after)
         self._deadline = check_deadline(deadline)
         self._check_inner(transport)
@@ -161,8 +159,7 @@ class _PoolTransportCommon:
         # Not: a full local connection pool (PoolTimeout; no node was contacted),
         # a request that httpx itself refuses to send, or any non-transport error.
         self._node_errors = (http.TransportError,)
-        self._not_node_errors = (http.PoolTimeout, http.LocalProtocolError,
-                                 http.UnsupportedProtocol)
+        self._not_node_errors = (http.PoolTimeout, http.LocalProtocolError, http.UnsupportedProtocol)
         # Each node's base path, percent-encoded as request paths are.
         self._base_paths: dict[GonkaEndpoint, str] = {}
 
@@ -178,8 +175,7 @@ class _PoolTransportCommon:
                 f"{type(self).__name__} with {library} clients and transports"
             )
         expected = getattr(self._http, self._inner_base)
-        other = getattr(self._http, "BaseTransport" if self._inner_base != "BaseTransport"
-                        else "AsyncBaseTransport")
+        other = getattr(self._http, "BaseTransport" if self._inner_base != "BaseTransport" else "AsyncBaseTransport")
         if isinstance(transport, other) and not isinstance(transport, expected):
             raise TypeError(
                 f"{type(self).__name__} needs a {mine}.{self._inner_base} as its inner "
@@ -219,13 +215,14 @@ class _PoolTransportCommon:
         return self._origin
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self._pool!r}, origin={self._origin!r}, "
-                f"attempts={self._attempts}, {self._cooldowns!r}, "
-                f"max_retry_after={self._max_retry_after!r}, deadline={self._deadline!r})")
+        return (
+            f"{type(self).__name__}({self._pool!r}, origin={self._origin!r}, "
+            f"attempts={self._attempts}, {self._cooldowns!r}, "
+            f"max_retry_after={self._max_retry_after!r}, deadline={self._deadline!r})"
+        )
 
     def _plan(self, expires: float | None) -> Generator[Step, Any, Any]:
-        return failover_plan(self._pool, self._attempts, self._judge_error,
-                             self._judge_response, expires)
+        return failover_plan(self._pool, self._attempts, self._judge_error, self._judge_response, expires)
 
     def _judge_error(self, exc: Exception) -> Verdict:
         if not isinstance(exc, self._node_errors) or isinstance(exc, self._not_node_errors):
@@ -240,8 +237,7 @@ class _PoolTransportCommon:
             return None
         asked = 0.0
         if status in RETRY_AFTER_STATUSES:
-            asked = retry_after_seconds(response.headers.get("Retry-After"),
-                                        limit=self._max_retry_after) or 0.0
+            asked = retry_after_seconds(response.headers.get("Retry-After"), limit=self._max_retry_after) or 0.0
         return self._cooldowns.for_error(f"HTTP {status}", asked)
 
     def _body_to_judge(self, response: Any) -> bool:
@@ -280,11 +276,13 @@ class _PoolTransportCommon:
         left = remaining(expires)
         if left is not None and isinstance(extensions.get("timeout"), dict):
             # Each phase's timeout cut to what the whole request has left.
-            extensions = {**extensions, "timeout": {
-                phase: left if value is None else min(value, left)
-                for phase, value in extensions["timeout"].items()}}
-        attempt = http.Request(request.method, url, headers=headers, stream=request.stream,
-                               extensions=extensions)
+            extensions = {
+                **extensions,
+                "timeout": {
+                    phase: left if value is None else min(value, left) for phase, value in extensions["timeout"].items()
+                },
+            }
+        attempt = http.Request(request.method, url, headers=headers, stream=request.stream, extensions=extensions)
         attempt.read()  # a replayable ByteStream: makes attempt.content readable
         return attempt
 
@@ -308,15 +306,14 @@ class _PoolTransportCommon:
         except Exception:  # noqa: BLE001 - an unparseable Location is left for the client to refuse
             return None
         node = attempt.url
-        if _origin_key(target.scheme, target.host, target.port) != \
-                _origin_key(node.scheme, node.host, node.port):
+        if _origin_key(target.scheme, target.host, target.port) != _origin_key(node.scheme, node.host, node.port):
             return None
         base_path = self._base_path(endpoint)
         raw = target.raw_path.decode("ascii")
         path = raw.partition("?")[0]
         if base_path and not (path == base_path or path.startswith(base_path + "/")):
             return None
-        rest = raw[len(base_path):]
+        rest = raw[len(base_path) :]
         if not rest.startswith("/"):
             rest = "/" + rest
         fragment = f"#{target.fragment}" if target.fragment else ""

@@ -53,8 +53,9 @@ from urllib.parse import quote, urlsplit
 try:
     import bech32 as _bech32
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("gonka_pool.gonka needs bech32 and ecdsa (or coincurve): "
-                      "pip install 'gonka-pool[gonka]'") from exc
+    raise ImportError(
+        "gonka_pool.gonka needs bech32 and ecdsa (or coincurve): pip install 'gonka-pool[gonka]'"
+    ) from exc
 
 from ._endpoint import GonkaEndpoint, redact
 from ._failover import PASS, Verdict
@@ -91,6 +92,7 @@ ENV_SOURCE_URL = "GONKA_SOURCE_URL"
 
 
 # -- signing ------------------------------------------------------------------------
+
 
 def _load_coincurve() -> Any:
     try:
@@ -145,8 +147,7 @@ def _check_address(address: object, name: str) -> str:
         raise TypeError(f"{name} must be a str, not {type(address).__name__}")
     prefix, words = _bech32.bech32_decode(address)
     if prefix != ADDRESS_PREFIX or words is None:
-        raise ValueError(f"{name} must be a bech32 {ADDRESS_PREFIX}1... address, "
-                         f"got {redact(address)!r}")
+        raise ValueError(f"{name} must be a bech32 {ADDRESS_PREFIX}1... address, got {redact(address)!r}")
     return address
 
 
@@ -159,13 +160,15 @@ def _private_key_bytes(private_key: object) -> bytes:
         if text[:2] in ("0x", "0X"):
             text = text[2:]
         if len(text) != 64:
-            raise ValueError("private_key must be 64 hex digits (32 bytes), with or "
-                             f"without 0x; got {len(text)} characters")
+            raise ValueError(
+                f"private_key must be 64 hex digits (32 bytes), with or without 0x; got {len(text)} characters"
+            )
         try:
             secret = bytes.fromhex(text)
         except ValueError:
-            raise ValueError("private_key must be 64 hex digits (32 bytes), with or "
-                             "without 0x; it has a character that is not hex") from None
+            raise ValueError(
+                "private_key must be 64 hex digits (32 bytes), with or without 0x; it has a character that is not hex"
+            ) from None
     else:
         raise TypeError(f"private_key must be a hex str or 32 bytes, not {type(private_key).__name__}")
     if len(secret) != 32:
@@ -205,8 +208,7 @@ class _EcdsaBackend:
     name = "ecdsa"
 
     def __init__(self, module: Any, secret: bytes) -> None:
-        self._key = module.SigningKey.from_string(secret, curve=module.SECP256k1,
-                                                  hashfunc=hashlib.sha256)
+        self._key = module.SigningKey.from_string(secret, curve=module.SECP256k1, hashfunc=hashlib.sha256)
         self._encode = module.util.sigencode_string_canonize
         self._sha256 = hashlib.sha256
 
@@ -214,8 +216,7 @@ class _EcdsaBackend:
         return self._key.get_verifying_key().to_string("compressed")
 
     def sign_digest(self, digest: bytes) -> bytes:
-        return self._key.sign_digest_deterministic(digest, hashfunc=self._sha256,
-                                                   sigencode=self._encode)
+        return self._key.sign_digest_deterministic(digest, hashfunc=self._sha256, sigencode=self._encode)
 
     def __repr__(self) -> str:
         return "<ecdsa key>"
@@ -243,8 +244,14 @@ class Signer:
 
     __slots__ = ("_backend", "_address", "_public_key", "_lock", "_last_ns", "clock_offset_ns")
 
-    def __init__(self, private_key: str | bytes, *, requester_address: str | None = None,
-                 backend: str | None = None, clock_offset_ns: int = 0) -> None:
+    def __init__(
+        self,
+        private_key: str | bytes,
+        *,
+        requester_address: str | None = None,
+        backend: str | None = None,
+        clock_offset_ns: int = 0,
+    ) -> None:
         try:
             secret = _private_key_bytes(private_key)
             refused = None
@@ -261,16 +268,18 @@ class Signer:
         for name in (backend,) if backend else BACKENDS:
             module = _load_coincurve() if name == "coincurve" else _load_ecdsa()
             if module is not None:
-                self._backend = (_CoincurveBackend if name == "coincurve" else _EcdsaBackend)(
-                    module, secret)
+                self._backend = (_CoincurveBackend if name == "coincurve" else _EcdsaBackend)(module, secret)
                 break
         del secret
         if self._backend is None:
             wanted = backend or "coincurve or ecdsa"
             raise ImportError(f"Signer needs {wanted}: pip install 'gonka-pool[gonka]'")
         self._public_key = self._backend.public_key()
-        self._address = (address_from_public_key(self._public_key) if requester_address is None
-                         else _check_address(requester_address, "requester_address"))
+        self._address = (
+            address_from_public_key(self._public_key)
+            if requester_address is None
+            else _check_address(requester_address, "requester_address")
+        )
         if isinstance(clock_offset_ns, bool) or not isinstance(clock_offset_ns, int):
             raise TypeError("clock_offset_ns must be an int")
         self.clock_offset_ns = clock_offset_ns
@@ -301,8 +310,7 @@ class Signer:
             raise TypeError(f"timestamp_ns must be an int, not {type(timestamp_ns).__name__}")
         if not isinstance(transfer_address, str) or not transfer_address:
             raise ValueError("transfer_address must be a non-empty str (the node's address)")
-        message = (hashlib.sha256(body).hexdigest() + str(timestamp_ns)
-                   + transfer_address).encode("utf-8")
+        message = (hashlib.sha256(body).hexdigest() + str(timestamp_ns) + transfer_address).encode("utf-8")
         signature = self._backend.sign_digest(hashlib.sha256(message).digest())
         return base64.b64encode(signature).decode("ascii")
 
@@ -330,12 +338,12 @@ class Signer:
         return f"Signer(address={getattr(self, '_address', None)!r}, backend={backend!r})"
 
     def __reduce_ex__(self, protocol: object) -> Any:
-        raise TypeError("a Signer holds a private key and is not pickled or copied; "
-                        "build one from the key in each process")
+        raise TypeError(
+            "a Signer holds a private key and is not pickled or copied; build one from the key in each process"
+        )
 
 
-def verify_signature(public_key: bytes, body: bytes, timestamp_ns: int, transfer_address: str,
-                     signature: str) -> bool:
+def verify_signature(public_key: bytes, body: bytes, timestamp_ns: int, transfer_address: str, signature: str) -> bool:
     """Whether ``signature`` (base64 ``r || s``) is the low-S signature of the
     message for ``body``, ``timestamp_ns`` and ``transfer_address`` by the key
     ``public_key`` (33 bytes, compressed), as a node checks it.  Uses ``ecdsa``."""
@@ -350,15 +358,14 @@ def verify_signature(public_key: bytes, body: bytes, timestamp_ns: int, transfer
         return False  # the Cosmos SDK refuses high-S (malleable) signatures
     message = (hashlib.sha256(body).hexdigest() + str(timestamp_ns) + transfer_address).encode()
     try:
-        key = ecdsa.VerifyingKey.from_string(public_key, curve=ecdsa.SECP256k1,
-                                             hashfunc=hashlib.sha256)
-        return bool(key.verify(raw, message, hashfunc=hashlib.sha256,
-                               sigdecode=ecdsa.util.sigdecode_string))
+        key = ecdsa.VerifyingKey.from_string(public_key, curve=ecdsa.SECP256k1, hashfunc=hashlib.sha256)
+        return bool(key.verify(raw, message, hashfunc=hashlib.sha256, sigdecode=ecdsa.util.sigdecode_string))
     except (ecdsa.BadSignatureError, ecdsa.MalformedPointError, ValueError, AssertionError):
         return False
 
 
 # -- discovery ------------------------------------------------------------------------
+
 
 class DiscoveryError(RuntimeError):
     """Discovery found no usable node, or could not read the network's answer."""
@@ -388,10 +395,17 @@ def _source_root(source_url: object) -> str:
     if not isinstance(source_url, str):
         raise TypeError(f"source_url must be a str, not {type(source_url).__name__}")
     parts = urlsplit(source_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
-            or parts.query or parts.fragment:
-        raise ValueError(f"source_url must be an http(s) URL of a Gonka node, without "
-                         f"credentials or query, got {redact(source_url)!r}")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(
+            f"source_url must be an http(s) URL of a Gonka node, without "
+            f"credentials or query, got {redact(source_url)!r}"
+        )
     root = parts.scheme + "://" + parts.netloc + parts.path.rstrip("/")
     # gonka-openai takes the node's root; a /v1 base URL is accepted too.
     return root[:-3] if root.endswith("/v1") else root
@@ -402,8 +416,7 @@ def _get_json(url: str, timeout: float) -> Any:
     client installed; bounded in time and size; no proxy from the environment
     (as the transports use trust_env=False)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, headers={"Accept": "application/json",
-                                                   "User-Agent": "gonka-pool"})
+    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "gonka-pool"})
     try:
         with opener.open(request, timeout=timeout) as response:
             data = response.read(MAX_RESPONSE_BYTES + 1)
@@ -427,13 +440,11 @@ class _Skips:
     def skip(self, position: int, reason: str) -> None:
         self.count += 1
         if self.count <= MAX_LOGGED_SKIPS:
-            log.warning("gonka discovery: skipped participant %d from %s: %s",
-                        position, self.source, reason)
+            log.warning("gonka discovery: skipped participant %d from %s: %s", position, self.source, reason)
 
     def summary(self) -> None:
         if self.count > MAX_LOGGED_SKIPS:
-            log.warning("gonka discovery: skipped %d participants from %s in all",
-                        self.count, self.source)
+            log.warning("gonka discovery: skipped %d participants from %s in all", self.count, self.source)
 
 
 def _text(value: object) -> str | None:
@@ -463,8 +474,9 @@ def _internal_host(host: str | None) -> bool:
     return not address.is_global
 
 
-def _participant(entry: object, excluded: set[str], skips: _Skips, position: int,
-                 internal_allowed: bool = True) -> Participant | None:
+def _participant(
+    entry: object, excluded: set[str], skips: _Skips, position: int, internal_allowed: bool = True
+) -> Participant | None:
     if not isinstance(entry, dict):
         skips.skip(position, f"not an object ({type(entry).__name__})")
         return None
@@ -486,8 +498,9 @@ def _participant(entry: object, excluded: set[str], skips: _Skips, position: int
         # A participant is a third party: from a public source it must not steer
         # this server's requests (and signatures) to its own machine, its private
         # network or a cloud metadata address.
-        skips.skip(position, f"inference_url {redact(url)!r} is on a private network or "
-                             "this machine, and the source is not")
+        skips.skip(
+            position, f"inference_url {redact(url)!r} is on a private network or this machine, and the source is not"
+        )
         return None
     weight = entry.get("weight", 0)
     if isinstance(weight, str) and weight.isdigit() and len(weight) <= 30:
@@ -519,8 +532,9 @@ def _allowed_addresses(root: str, timeout: float) -> frozenset[str] | None:
     return frozenset(a for a in allowed if _text(a) is not None)
 
 
-def discover(source_url: str, *, epoch: str | int = "current", allowlist: bool = True,
-             timeout: float = 10.0) -> list[Participant]:
+def discover(
+    source_url: str, *, epoch: str | int = "current", allowlist: bool = True, timeout: float = 10.0
+) -> list[Participant]:
     """The active participants of ``epoch`` as ``source_url`` (any Gonka node)
     reports them: ``GET {source_url}/v1/epochs/{epoch}/participants``, less the
     excluded ones and, with ``allowlist``, less those the chain's
@@ -535,11 +549,11 @@ def discover(source_url: str, *, epoch: str | int = "current", allowlist: bool =
     gonka-openai by default).
     """
     root = _source_root(source_url)
-    if isinstance(epoch, bool) or not (epoch == "current" or (type(epoch) is int and epoch >= 0)
-                                       or (isinstance(epoch, str) and epoch.isdigit())):
+    if isinstance(epoch, bool) or not (
+        epoch == "current" or (type(epoch) is int and epoch >= 0) or (isinstance(epoch, str) and epoch.isdigit())
+    ):
         raise ValueError(f"epoch must be 'current' or an epoch number, not {epoch!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-            or not 0 < timeout < math.inf:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     url = root + PARTICIPANTS_PATH.format(epoch=quote(str(epoch), safe=""))
     payload = _get_json(url, timeout)
@@ -550,12 +564,17 @@ def discover(source_url: str, *, epoch: str | int = "current", allowlist: bool =
     if not isinstance(entries, list):
         raise DiscoveryError(f"{url} has no active_participants.participants list")
     if len(entries) > MAX_PARTICIPANTS:
-        raise DiscoveryError(f"{url} lists {len(entries)} participants, more than "
-                             f"{MAX_PARTICIPANTS}")
+        raise DiscoveryError(f"{url} lists {len(entries)} participants, more than {MAX_PARTICIPANTS}")
     excluded_entries = payload.get("excluded_participants") or []
-    excluded = {e["address"] for e in excluded_entries[:MAX_PARTICIPANTS]
-                if isinstance(e, dict) and _text(e.get("address")) is not None} \
-        if isinstance(excluded_entries, list) else set()
+    excluded = (
+        {
+            e["address"]
+            for e in excluded_entries[:MAX_PARTICIPANTS]
+            if isinstance(e, dict) and _text(e.get("address")) is not None
+        }
+        if isinstance(excluded_entries, list)
+        else set()
+    )
     skips = _Skips(root)
     found: list[Participant] = []
     seen: set[str] = set()
@@ -577,12 +596,13 @@ def discover(source_url: str, *, epoch: str | int = "current", allowlist: bool =
         if allowed is not None:
             found = [p for p in found if p.endpoint.address in allowed]
             if not found:
-                raise DiscoveryError(f"none of the participants {url} lists is on the "
-                                     "chain's transfer-agent allowlist")
+                raise DiscoveryError(f"none of the participants {url} lists is on the chain's transfer-agent allowlist")
     if not found:
-        raise DiscoveryError(f"{url} lists no usable participant "
-                             f"({len(entries)} entries, {skips.count} skipped, "
-                             f"{len(excluded)} excluded)")
+        raise DiscoveryError(
+            f"{url} lists no usable participant "
+            f"({len(entries)} entries, {skips.count} skipped, "
+            f"{len(excluded)} excluded)"
+        )
     return found
 
 
@@ -593,8 +613,15 @@ def pool_weights(participants: Iterable[Participant]) -> list[int]:
     return [max(1, p.weight) for p in participants]
 
 
-def pool_from_gonka(source_url: str, *, epoch: str | int = "current", allowlist: bool = True,
-                    timeout: float = 10.0, pool_class: Any = None, **pool_options: Any) -> Any:
+def pool_from_gonka(
+    source_url: str,
+    *,
+    epoch: str | int = "current",
+    allowlist: bool = True,
+    timeout: float = 10.0,
+    pool_class: Any = None,
+    **pool_options: Any,
+) -> Any:
     """An ``EndpointPool`` of the participants ``discover`` finds, weighted by
     their weights (``pool_weights``); ``pool_options`` go to ``EndpointPool``
     (``weights=`` there replaces the discovered ones).  ``pool_class`` builds it
@@ -615,8 +642,9 @@ def pool_from_gonka(source_url: str, *, epoch: str | int = "current", allowlist:
 DEFAULT_REFRESH_INTERVAL = 600.0
 
 
-def refresh(pool: Any, source_url: str, *, epoch: str | int = "current", allowlist: bool = True,
-            timeout: float = 10.0) -> list[Participant]:
+def refresh(
+    pool: Any, source_url: str, *, epoch: str | int = "current", allowlist: bool = True, timeout: float = 10.0
+) -> list[Participant]:
     """Re-discover and ``pool.update()`` to the participants found, weighted.
 
     Nodes that stay keep their state, except those cooling "until cleared" (a 403
@@ -628,8 +656,9 @@ def refresh(pool: Any, source_url: str, *, epoch: str | int = "current", allowli
     endpoints = [p.endpoint for p in participants]
     weights = pool_weights(participants)
     listed = set(endpoints)
-    shut_out = {state.endpoint for state in pool.snapshot()
-                if state.cooldown_remaining == math.inf and state.endpoint in listed}
+    shut_out = {
+        state.endpoint for state in pool.snapshot() if state.cooldown_remaining == math.inf and state.endpoint in listed
+    }
     if shut_out and len(shut_out) < len(endpoints):
         keep = [i for i, e in enumerate(endpoints) if e not in shut_out]
         pool.update([endpoints[i] for i in keep], [weights[i] for i in keep])
@@ -638,11 +667,11 @@ def refresh(pool: Any, source_url: str, *, epoch: str | int = "current", allowli
 
 
 class _RefresherBase:
-    def __init__(self, pool: Any, source_url: str, interval: float, epoch: str | int,
-                 allowlist: bool, timeout: float) -> None:
+    def __init__(
+        self, pool: Any, source_url: str, interval: float, epoch: str | int, allowlist: bool, timeout: float
+    ) -> None:
         _source_root(source_url)  # a bad URL fails here, not in the background
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
-                or not 0 < interval < math.inf:
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < math.inf:
             raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
         self.pool = pool
         self.source_url = source_url
@@ -661,15 +690,18 @@ class _RefresherBase:
             self.failures += 1
             if not self._failing:
                 self._failing = True
-                log.warning("gonka refresh from %s failed (%s: %s); keeping the current "
-                            "%d nodes until it succeeds", redact(self.source_url),
-                            type(exc).__name__, exc, len(self.pool))
+                log.warning(
+                    "gonka refresh from %s failed (%s: %s); keeping the current %d nodes until it succeeds",
+                    redact(self.source_url),
+                    type(exc).__name__,
+                    exc,
+                    len(self.pool),
+                )
             return False
         self.refreshes += 1
         if self._failing:
             self._failing = False
-            log.warning("gonka refresh from %s succeeded again: %d nodes",
-                        redact(self.source_url), len(self.pool))
+            log.warning("gonka refresh from %s succeeded again: %d nodes", redact(self.source_url), len(self.pool))
         return True
 
 
@@ -696,13 +728,19 @@ class Refresher(_RefresherBase):
     for it; a refresher still running at interpreter exit is closed then.
     """
 
-    def __init__(self, pool: Any, source_url: str, *, interval: float = DEFAULT_REFRESH_INTERVAL,
-                 epoch: str | int = "current", allowlist: bool = True,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        source_url: str,
+        *,
+        interval: float = DEFAULT_REFRESH_INTERVAL,
+        epoch: str | int = "current",
+        allowlist: bool = True,
+        timeout: float = 10.0,
+    ) -> None:
         super().__init__(pool, source_url, interval, epoch, allowlist, timeout)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gonka_pool Refresher",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="gonka_pool Refresher", daemon=True)
         _live_refreshers.add(self)
         self._thread.start()
 
@@ -729,8 +767,7 @@ class Refresher(_RefresherBase):
         self.close()
 
     def __repr__(self) -> str:
-        return (f"Refresher({redact(self.source_url)!r}, interval={self.interval}, "
-                f"running={self.running})")
+        return f"Refresher({redact(self.source_url)!r}, interval={self.interval}, running={self.running})"
 
 
 class AsyncRefresher(_RefresherBase):
@@ -741,9 +778,16 @@ class AsyncRefresher(_RefresherBase):
             ...
     """
 
-    def __init__(self, pool: Any, source_url: str, *, interval: float = DEFAULT_REFRESH_INTERVAL,
-                 epoch: str | int = "current", allowlist: bool = True,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        source_url: str,
+        *,
+        interval: float = DEFAULT_REFRESH_INTERVAL,
+        epoch: str | int = "current",
+        allowlist: bool = True,
+        timeout: float = 10.0,
+    ) -> None:
         super().__init__(pool, source_url, interval, epoch, allowlist, timeout)
         self._task: Any = None
 
@@ -816,8 +860,7 @@ class _GonkaJudge:
             return math.inf, 0.0, "HTTP 403 Transfer Agent not allowed", False
         if status == 400:
             message = _message(response)
-            if REUSED in message or (TIMESTAMP in message and any(
-                    word in message for word in TIMESTAMP_AGE_WORDS)):
+            if REUSED in message or (TIMESTAMP in message and any(word in message for word in TIMESTAMP_AGE_WORDS)):
                 # Not the node's fault: the next attempt is signed afresh.
                 reason = "signature reused" if REUSED in message else "timestamp outside the window"
                 return PASS, 0.0, f"HTTP 400 {reason}", False
@@ -830,6 +873,7 @@ try:  # the transports need httpx2; signing and discovery do not
 except ImportError:  # pragma: no cover - depends on the environment
     pass
 else:
+
     class GonkaPoolTransport(_GonkaJudge, _PoolTransport):
         """``gonka_pool.httpx2.PoolTransport`` that judges Gonka nodes' refusals
         (see ``_GonkaJudge``); give it ``on_request=Signer(...)``."""
@@ -842,29 +886,32 @@ else:
 
 # -- one-call clients -------------------------------------------------------------------
 
+
 def _endpoints_from(endpoints: object) -> list[GonkaEndpoint]:
     if isinstance(endpoints, str):
         entries: Iterable[object] = [e for e in endpoints.split(",") if e.strip()]
     elif isinstance(endpoints, Iterable) and not isinstance(endpoints, Mapping):
         entries = endpoints
     else:
-        raise TypeError("endpoints must be GonkaEndpoints, 'url;address' strings, "
-                        "or one comma-separated string of them")
-    result = [e if isinstance(e, GonkaEndpoint) else GonkaEndpoint.parse(e)  # type: ignore[arg-type]
-              for e in entries]
+        raise TypeError(
+            "endpoints must be GonkaEndpoints, 'url;address' strings, or one comma-separated string of them"
+        )
+    result = [
+        e if isinstance(e, GonkaEndpoint) else GonkaEndpoint.parse(e)  # type: ignore[arg-type]
+        for e in entries
+    ]
     if not result:
         raise ValueError("endpoints is empty")
     return result
 
 
-def _pool_and_signer(private_key: str | bytes | None, source_url: str | None,
-                     endpoints: object, options: dict[str, Any], builder: str
-                     ) -> tuple[Any, Signer, Refresher | None]:
+def _pool_and_signer(
+    private_key: str | bytes | None, source_url: str | None, endpoints: object, options: dict[str, Any], builder: str
+) -> tuple[Any, Signer, Refresher | None]:
     from . import EndpointPool
 
     if "on_request" in options:
-        raise TypeError(f"gonka_pool.gonka.{builder}() signs every attempt itself; "
-                        "on_request is taken")
+        raise TypeError(f"gonka_pool.gonka.{builder}() signs every attempt itself; on_request is taken")
     if private_key is None:
         private_key = os.environ.get(ENV_PRIVATE_KEY) or None
         if private_key is None:
@@ -877,15 +924,18 @@ def _pool_and_signer(private_key: str | bytes | None, source_url: str | None,
     if endpoints is not None:
         return EndpointPool(_endpoints_from(endpoints), **pool_options), signer, None
     if source_url is None and os.environ.get(ENV_ENDPOINTS):
-        return (EndpointPool(_endpoints_from(os.environ[ENV_ENDPOINTS]), **pool_options),
-                signer, None)
+        return (EndpointPool(_endpoints_from(os.environ[ENV_ENDPOINTS]), **pool_options), signer, None)
     source_url = source_url or os.environ.get(ENV_SOURCE_URL) or None
     if source_url is None:
-        raise ValueError(f"{builder}() needs endpoints=, source_url=, or {ENV_ENDPOINTS} / "
-                         f"{ENV_SOURCE_URL} in the environment")
+        raise ValueError(
+            f"{builder}() needs endpoints=, source_url=, or {ENV_ENDPOINTS} / {ENV_SOURCE_URL} in the environment"
+        )
     pool = pool_from_gonka(source_url, timeout=discovery_timeout, **pool_options)
-    refresher = None if refresh_interval is None else Refresher(
-        pool, source_url, interval=refresh_interval, timeout=discovery_timeout)
+    refresher = (
+        None
+        if refresh_interval is None
+        else Refresher(pool, source_url, interval=refresh_interval, timeout=discovery_timeout)
+    )
     return pool, signer, refresher
 
 
@@ -899,8 +949,13 @@ def _attach(client: Any, pool: Any, refresher: Refresher | None) -> Any:
     return client
 
 
-def openai_client(private_key: str | bytes | None = None, *, source_url: str | None = None,
-                  endpoints: object = None, **openai_kwargs: Any) -> Any:
+def openai_client(
+    private_key: str | bytes | None = None,
+    *,
+    source_url: str | None = None,
+    endpoints: object = None,
+    **openai_kwargs: Any,
+) -> Any:
     """An ``openai.OpenAI`` for the Gonka network: gonka-openai's ``GonkaOpenAI``
     with failover, per-attempt signing and the network's refusals judged.
 
@@ -918,20 +973,30 @@ def openai_client(private_key: str | bytes | None = None, *, source_url: str | N
     """
     from .openai import _build
 
-    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints,
-                                               openai_kwargs, "openai_client")
-    return _attach(_build(pool, {**openai_kwargs, "on_request": signer}, "client",
-                         GonkaPoolTransport, asynchronous=False), pool, refresher)
+    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "openai_client")
+    return _attach(
+        _build(pool, {**openai_kwargs, "on_request": signer}, "client", GonkaPoolTransport, asynchronous=False),
+        pool,
+        refresher,
+    )
 
 
-def async_openai_client(private_key: str | bytes | None = None, *, source_url: str | None = None,
-                        endpoints: object = None, **openai_kwargs: Any) -> Any:
+def async_openai_client(
+    private_key: str | bytes | None = None,
+    *,
+    source_url: str | None = None,
+    endpoints: object = None,
+    **openai_kwargs: Any,
+) -> Any:
     """The ``openai.AsyncOpenAI`` ``openai_client`` builds (discovery, when asked
     for, runs here, before the client exists)."""
     from .openai import _build
 
-    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints,
-                                               openai_kwargs, "async_openai_client")
-    return _attach(_build(pool, {**openai_kwargs, "on_request": signer}, "async_client",
-                         AsyncGonkaPoolTransport, asynchronous=True), pool, refresher)
-
+    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "async_openai_client")
+    return _attach(
+        _build(
+            pool, {**openai_kwargs, "on_request": signer}, "async_client", AsyncGonkaPoolTransport, asynchronous=True
+        ),
+        pool,
+        refresher,
+    )

@@ -17,9 +17,7 @@ from __future__ import annotations
 try:
     import httpx as _http  # the top-level httpx package, not this module
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "gonka_pool.httpx needs httpx: pip install 'gonka-pool[httpx]'"
-    ) from exc
+    raise ImportError("gonka_pool.httpx needs httpx: pip install 'gonka-pool[httpx]'") from exc
 
 from ._transport import (
     DEFAULT_ORIGIN,

@@ -53,9 +53,7 @@ from __future__ import annotations
 try:
     import httpx2 as _http
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "gonka_pool.httpx2 needs httpx2: pip install 'gonka-pool[httpx2]'"
-    ) from exc
+    raise ImportError("gonka_pool.httpx2 needs httpx2: pip install 'gonka-pool[httpx2]'") from exc
 
 from ._transport import (
     DEFAULT_ORIGIN,

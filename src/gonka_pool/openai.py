@@ -36,9 +36,7 @@ try:
     import httpx2 as _httpx2
     import openai as _openai  # the SDK, not this module
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "gonka_pool.openai needs the openai SDK: pip install 'gonka-pool[openai]'"
-    ) from exc
+    raise ImportError("gonka_pool.openai needs the openai SDK: pip install 'gonka-pool[openai]'") from exc
 
 from .httpx2 import AsyncPoolTransport, PoolTransport
 
@@ -46,10 +44,19 @@ __all__ = ["API_KEY_PLACEHOLDER", "TRANSPORT_OPTIONS", "async_client", "client"]
 
 # What the SDK sends as its bearer token unless the caller gives one.
 API_KEY_PLACEHOLDER = "gonka-pool"
-TRANSPORT_OPTIONS = frozenset({
-    "attempts", "cooldown", "timeout_cooldown", "retry_statuses", "on_request",
-    "origin", "max_retry_after", "deadline", "transport",
-})
+TRANSPORT_OPTIONS = frozenset(
+    {
+        "attempts",
+        "cooldown",
+        "timeout_cooldown",
+        "retry_statuses",
+        "on_request",
+        "origin",
+        "max_retry_after",
+        "deadline",
+        "transport",
+    }
+)
 
 
 def _split(kwargs: dict[str, Any], builder: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -76,8 +83,7 @@ def async_client(pool: Any, **kwargs: Any) -> _openai.AsyncOpenAI:
     return built
 
 
-def _build(pool: Any, kwargs: dict[str, Any], builder: str, transport_class: type,
-          *, asynchronous: bool) -> Any:
+def _build(pool: Any, kwargs: dict[str, Any], builder: str, transport_class: type, *, asynchronous: bool) -> Any:
     """The SDK client over ``transport_class(pool, ...)`` (a ``PoolTransport`` or a
     subclass, such as ``gonka_pool.gonka``'s), with ``kwargs`` split as the module
     says; ``builder`` names the public function in error messages."""
@@ -88,8 +94,8 @@ def _build(pool: Any, kwargs: dict[str, Any], builder: str, transport_class: typ
     transport = transport_class(pool, **options)
     # Any: the SDK's client class and this one are paired by `asynchronous`, which mypy cannot follow.
     http_client: Any = (_httpx2.AsyncClient if asynchronous else _httpx2.Client)(
-        transport=transport, trust_env=False, follow_redirects=True,
-        timeout=_openai.DEFAULT_TIMEOUT)
+        transport=transport, trust_env=False, follow_redirects=True, timeout=_openai.DEFAULT_TIMEOUT
+    )
     sdk_client = _AsyncOpenAI if asynchronous else _OpenAI
     return sdk_client(base_url=transport.origin, http_client=http_client, **sdk)
 

@@ -177,8 +177,7 @@ class _Shared:
     """What the thread and the asyncio variants share: the queue the pool's
     observer fills, the codec, and the rules for applying remote events."""
 
-    def __init__(self, pool: Any, client: Any, channel: str, queue_size: int,
-                 subscribe: bool) -> None:
+    def __init__(self, pool: Any, client: Any, channel: str, queue_size: int, subscribe: bool) -> None:
         if not isinstance(channel, str) or not channel:
             raise ValueError("channel must be a non-empty str")
         if not isinstance(subscribe, bool):
@@ -231,8 +230,7 @@ class _Shared:
                 self._queue.popleft()
                 self._counts["dropped"] += 1
             self._sequence += 1
-            self._queue.append((self._sequence, event, endpoint, remaining_ns, failures,
-                                time.monotonic_ns()))
+            self._queue.append((self._sequence, event, endpoint, remaining_ns, failures, time.monotonic_ns()))
             self._counts["queued"] += 1
         self._wake()
 
@@ -267,8 +265,7 @@ class _Shared:
                 failures = min(failures, MAX_FAILURES)
                 message = self._message("cooldown", key, remaining_ns, failures)
                 remaining_ms = -(-remaining_ns // _NS_PER_MS)
-                calls.append((cooldown, [self.hash_key],
-                              [self.channel, key, remaining_ms, failures, message]))
+                calls.append((cooldown, [self.hash_key], [self.channel, key, remaining_ms, failures, message]))
             else:
                 message = self._message("success", key, 0, 0)
                 calls.append((success, [self.hash_key], [self.channel, key, message]))
@@ -284,8 +281,14 @@ class _Shared:
 
     def _message(self, event: str, key: str, remaining_ns: int, failures: int) -> str:
         return json.dumps(
-            {"v": 1, "src": self._source, "event": event, "node": key,
-             "remaining_ns": remaining_ns, "failures": failures},
+            {
+                "v": 1,
+                "src": self._source,
+                "event": event,
+                "node": key,
+                "remaining_ns": remaining_ns,
+                "failures": failures,
+            },
             separators=(",", ":"),
         )
 
@@ -312,8 +315,7 @@ class _Shared:
                 raise ValueError
             if message.get("src") == self._source:
                 return
-            self._apply(message.get("event"), message.get("node"),
-                        message.get("remaining_ns"), message.get("failures"))
+            self._apply(message.get("event"), message.get("node"), message.get("remaining_ns"), message.get("failures"))
         except (ValueError, UnicodeError, RecursionError):
             self._counts["ignored"] += 1
 
@@ -325,8 +327,12 @@ class _Shared:
         if event == "success":
             self.pool._apply_remote_success(endpoint)
         elif event == "cooldown":
-            if (type(remaining_ns) is not int or type(failures) is not int
-                    or not 0 < remaining_ns <= _MAX_REMAINING_NS or failures < 0):
+            if (
+                type(remaining_ns) is not int
+                or type(failures) is not int
+                or not 0 < remaining_ns <= _MAX_REMAINING_NS
+                or failures < 0
+            ):
                 raise ValueError
             self.pool._apply_remote(endpoint, remaining_ns, min(failures, MAX_FAILURES))
         else:
@@ -344,8 +350,7 @@ class _Shared:
                 remaining_ms, failures = int(rows[i + 1]), int(rows[i + 2])
                 if remaining_ms <= 0:
                     raise ValueError
-                self._apply("cooldown", key, min(remaining_ms * _NS_PER_MS, _MAX_REMAINING_NS),
-                            failures)
+                self._apply("cooldown", key, min(remaining_ms * _NS_PER_MS, _MAX_REMAINING_NS), failures)
             except (ValueError, TypeError, UnicodeError):
                 self._counts["ignored"] += 1
 
@@ -356,15 +361,13 @@ class _Shared:
                 remaining = state.cooldown_remaining
                 remaining_ns = _MAX_REMAINING_NS if remaining == float("inf") else int(remaining * 1e9)
                 if remaining_ns > 0:
-                    self._enqueue("cooldown", state.endpoint, remaining_ns,
-                                  state.consecutive_failures)
+                    self._enqueue("cooldown", state.endpoint, remaining_ns, state.consecutive_failures)
 
     def _lost(self, exc: BaseException) -> None:
         self._counts["errors"] += 1
         if self._connected is not False:
             # The class and text of a client error name the server, never a password.
-            logger.warning("gonka_pool.redis: lost Redis (%s: %s); retrying with backoff",
-                           type(exc).__name__, exc)
+            logger.warning("gonka_pool.redis: lost Redis (%s: %s); retrying with backoff", type(exc).__name__, exc)
         self._connected = False
 
     def stats(self) -> dict[str, Any]:
@@ -398,18 +401,26 @@ class RedisHealth(_Shared):
     ``with RedisHealth(pool, redis.Redis(socket_timeout=1)):`` ... or call ``close()``.
     """
 
-    def __init__(self, pool: Any, client: Any, *, channel: str = "gonka_pool",
-                 queue_size: int = QUEUE_SIZE, subscribe: bool = True) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        client: Any,
+        *,
+        channel: str = "gonka_pool",
+        queue_size: int = QUEUE_SIZE,
+        subscribe: bool = True,
+    ) -> None:
         super().__init__(pool, client, channel, queue_size, subscribe)
         self._stop = threading.Event()
         self._flush_until = float("inf")
         self._queue_ready = threading.Condition(threading.Lock())
         self._reconnect = threading.Event()
-        self._sender = threading.Thread(target=self._send_loop, name="gonka_pool.redis sender",
-                                        daemon=True)
-        self._listener = threading.Thread(target=self._listen_loop,
-                                          name="gonka_pool.redis listener", daemon=True
-                                          ) if subscribe else None
+        self._sender = threading.Thread(target=self._send_loop, name="gonka_pool.redis sender", daemon=True)
+        self._listener = (
+            threading.Thread(target=self._listen_loop, name="gonka_pool.redis listener", daemon=True)
+            if subscribe
+            else None
+        )
         # First, so that a pool without the hook fails before a thread starts.
         pool._set_observer(self._observe)
         self._sender.start()
@@ -532,8 +543,15 @@ class AsyncRedisHealth(_Shared):
     loop instead of threads: ``async with AsyncRedisHealth(pool, client):`` or
     ``await health.aclose()``.  The pool may still be marked from any thread."""
 
-    def __init__(self, pool: Any, client: Any, *, channel: str = "gonka_pool",
-                 queue_size: int = QUEUE_SIZE, subscribe: bool = True) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        client: Any,
+        *,
+        channel: str = "gonka_pool",
+        queue_size: int = QUEUE_SIZE,
+        subscribe: bool = True,
+    ) -> None:
         super().__init__(pool, client, channel, queue_size, subscribe)
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
@@ -601,8 +619,7 @@ class AsyncRedisHealth(_Shared):
                     if self._reconnect:
                         self._reconnect = False
                         await self._resync()
-                    message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=POLL_S)
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message.get("data"))
             except asyncio.CancelledError:

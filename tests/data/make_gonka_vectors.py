@@ -28,25 +28,38 @@ def main() -> None:
     rng = random.Random(12)
     keys = ["11" * 32, "0" * 63 + "1", format(N - 1, "064x")]
     keys += [format(rng.randrange(1, N), "064x") for _ in range(5)]
-    bodies = [b"", b"{}", '{"model":"m","messages":[{"role":"user","content":"\u00e9\u4e2d"}]}'.encode(),
-              bytes(rng.randrange(256) for _ in range(3000))]
+    bodies = [
+        b"",
+        b"{}",
+        '{"model":"m","messages":[{"role":"user","content":"\u00e9\u4e2d"}]}'.encode(),
+        bytes(rng.randrange(256) for _ in range(3000)),
+    ]
     vectors = []
     for i in range(32):
         key = keys[i % len(keys)]
         body = bodies[i % len(bodies)]
         timestamp = rng.choice([1, 1_700_000_000_000_000_000 + rng.randrange(10**15)])
         transfer = rng.choice(["gonka1xyz", gonka_address(format(rng.randrange(1, N), "064x"))])
-        vectors.append({
-            "private_key": ("0x" + key) if i % 2 else key,
-            "address": gonka_address(key),
-            "body_hex": body.hex(),
-            "body_sha256": hashlib.sha256(body).hexdigest(),
-            "timestamp_ns": timestamp,
-            "transfer_address": transfer,
-            "signature": gonka_signature(body, key, timestamp, transfer),
-        })
-    print(json.dumps({"generator": f"gonka-openai {version('gonka-openai')} gonka_signature / gonka_address",
-                      "vectors": vectors}, indent=1))
+        vectors.append(
+            {
+                "private_key": ("0x" + key) if i % 2 else key,
+                "address": gonka_address(key),
+                "body_hex": body.hex(),
+                "body_sha256": hashlib.sha256(body).hexdigest(),
+                "timestamp_ns": timestamp,
+                "transfer_address": transfer,
+                "signature": gonka_signature(body, key, timestamp, transfer),
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "generator": f"gonka-openai {version('gonka-openai')} gonka_signature / gonka_address",
+                "vectors": vectors,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

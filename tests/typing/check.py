@@ -15,8 +15,13 @@ from mypy import api
 
 HERE = Path(__file__).resolve().parent
 # A cache of its own: the project's mypy run, with other flags, would invalidate it.
-FLAGS = ["--strict", "--follow-imports=silent", "--show-error-codes", "--no-error-summary",
-         "--cache-dir=.mypy_cache/typing-check"]
+FLAGS = [
+    "--strict",
+    "--follow-imports=silent",
+    "--show-error-codes",
+    "--no-error-summary",
+    "--cache-dir=.mypy_cache/typing-check",
+]
 FILES = [HERE / "ok.py", HERE / "mistakes.py"]
 EXPECTED = re.compile(r"#\s*E:\s*([\w-]+)")
 REPORTED = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): error: .*\[(?P<code>[\w-]+)\]$")

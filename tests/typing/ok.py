@@ -66,20 +66,31 @@ def failover(pool: EndpointPool) -> None:
     assert_type(pool.call(host), str)
     assert_type(pool.call(lambda endpoint: len(endpoint.address), attempts=2, cooldown=1.5), int)
     assert_type(
-        pool.call(host, attempts=None, cooldown=timedelta(seconds=1), timeout_cooldown=60, retry_on=OSError,
-                  timeout_on=(TimeoutError,), deadline=10.0),
+        pool.call(
+            host,
+            attempts=None,
+            cooldown=timedelta(seconds=1),
+            timeout_cooldown=60,
+            retry_on=OSError,
+            timeout_on=(TimeoutError,),
+            deadline=10.0,
+        ),
         str,
     )
     assert_type(asyncio.run(pool.acall(ahost, deadline=5)), str)
 
 
 def transports(pool: EndpointPool) -> None:
-    with httpx2.Client(transport=gonka_pool.httpx2.PoolTransport(pool, transport=httpx2.MockTransport(answer),
-                                                                   attempts=2, deadline=10.0),
-                       trust_env=False) as client:
+    with httpx2.Client(
+        transport=gonka_pool.httpx2.PoolTransport(
+            pool, transport=httpx2.MockTransport(answer), attempts=2, deadline=10.0
+        ),
+        trust_env=False,
+    ) as client:
         assert client.get("http://gonka/models").json()["host"] in {"n1.example", "n2.example"}
-    with httpx.Client(transport=gonka_pool.httpx.PoolTransport(pool, transport=httpx.MockTransport(answer_legacy)),
-                      trust_env=False) as legacy:
+    with httpx.Client(
+        transport=gonka_pool.httpx.PoolTransport(pool, transport=httpx.MockTransport(answer_legacy)), trust_env=False
+    ) as legacy:
         assert legacy.get("http://gonka/models").status_code == 200
     async_transport = gonka_pool.httpx2.AsyncPoolTransport(pool, cooldown=5.0)
     assert isinstance(async_transport, httpx2.AsyncBaseTransport)
