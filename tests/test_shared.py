@@ -245,6 +245,8 @@ def test_the_twin_refuses_shared_clearly():
         twin(nodes(2), shared="x")
     with pytest.raises(NotImplementedError):
         twin.unlink_shared("x")
+    with pytest.raises(TypeError, match="pass shared= too"):
+        twin(nodes(2), shared_capacity=8)
     assert twin(nodes(2)).shared is None
     assert C.EndpointPool(nodes(2)).shared is None
 
