@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 
@@ -56,33 +54,19 @@ def main() -> None:
     import redis
 
     from gonka_pool import IMPLEMENTATION, EndpointPool
+    from gonka_pool._local_redis import LocalRedis
     from gonka_pool.redis import RedisHealth
 
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         sys.exit("needs redis-server (Debian: apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = LocalRedis()
+    server.start()
+    port = server.port
     context = multiprocessing.get_context("spawn")
     commands, replies = context.Queue(), context.Queue()
     process = None
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    sys.exit("redis-server did not start")
-                time.sleep(0.02)
         n = args.marks + 1
         process = context.Process(target=child, args=(port, n, commands, replies))
         process.start()
@@ -111,7 +95,6 @@ def main() -> None:
             process.kill()
         client.close()
         server.kill()
-        server.wait(10)
     delays.sort()
     ms = [d * 1e3 for d in delays]
 

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import pickle
-import socket
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ import pytest
 gonka = pytest.importorskip("gonka_pool.gonka", reason="the [gonka] extra is not installed")
 from gonka_pool import GonkaEndpoint  # noqa: E402
 from gonka_pool._gonka_local import LocalGonkaNetwork  # noqa: E402
+from gonka_pool._local_node import free_port  # noqa: E402
 from gonka_pool.gonka import (  # noqa: E402
     AsyncRefresher,
     DiscoveryError,
@@ -304,12 +304,6 @@ def signer(net) -> Signer:
     return signer
 
 
-def _closed_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 # -- discovery ----------------------------------------------------------------------------
 
 
@@ -452,7 +446,7 @@ def test_an_allowlist_that_admits_no_participant_is_a_clear_error(net):
 
 def test_an_unreachable_or_wrong_source_is_a_discovery_error(net):
     with pytest.raises(DiscoveryError, match="failed"):
-        discover(_closed_url(), timeout=2.0)
+        discover(f"http://127.0.0.1:{free_port()}", timeout=2.0)
     with pytest.raises(DiscoveryError, match="HTTP 404"):
         discover(net.source_url, epoch=7)  # the local network has only "current"
 
@@ -733,7 +727,7 @@ def test_openai_client_discovers_signs_and_fails_over_from_the_environment(net, 
 
 @needs_openai
 def test_openai_client_takes_endpoints_before_the_environment(net, signer, monkeypatch):
-    monkeypatch.setenv("GONKA_SOURCE_URL", _closed_url())  # never read
+    monkeypatch.setenv("GONKA_SOURCE_URL", f"http://127.0.0.1:{free_port()}")  # never read
     entries = ",".join(f"{n.url};{n.address}" for n in net.nodes[1:])
     client = gonka.openai_client(KEY, endpoints=entries, pool_options={"start": 0})
     assert _ask(client) == "hello from n1"

@@ -13,7 +13,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 
 from conftest import nodes
 from gonka_pool import GonkaEndpoint
+from gonka_pool._local_redis import LocalRedis
 from gonka_pool.redis import node_key
 
 NS = 1_000_000_000
@@ -240,57 +240,14 @@ shares_a_server = pytest.mark.thread_unsafe(
 WAIT_S = 5.0  # the bound on every wait for something to arrive through Redis
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """``redis-server`` on 127.0.0.1 at a free port, without persistence."""
+class RedisServer(LocalRedis):
+    """A ``LocalRedis`` that hands out clients and closes them with the server."""
 
     def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
+        super().__init__(binary)
         # Closed by close(): a client collected with its sockets open warns (an
         # error here) in whichever test is running then.
         self.clients: list = []
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = self.client()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
 
     def close(self) -> None:
         self.kill()

@@ -17,7 +17,6 @@ import importlib.util
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,7 @@ from typing import Any
 import pytest
 
 from gonka_pool import GonkaEndpoint
-from gonka_pool._local_node import LocalNode
+from gonka_pool._local_node import LocalNode, free_port
 
 pytestmark = pytest.mark.thread_unsafe(reason="the local nodes and their request logs are shared by the module's tests")
 
@@ -89,12 +88,6 @@ class Nodes:
         return [self.healthy, self.unavailable, self.rate_limited, self.unauthorized, self.stall, self.broken]
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def running_nodes():
     started = Nodes(
@@ -104,7 +97,7 @@ def running_nodes():
         unauthorized=LocalNode("unauthorized", "unauthorized"),
         stall=LocalNode("stall", "stall", stall_seconds=3.0),
         broken=LocalNode("broken", "broken-stream"),
-        closed_url=f"http://127.0.0.1:{_closed_port()}/v1",
+        closed_url=f"http://127.0.0.1:{free_port()}/v1",
     )
     for node in started.servers():
         node.start()

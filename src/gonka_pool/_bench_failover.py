@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import sys
 import threading
@@ -24,7 +23,7 @@ from typing import Any
 
 from . import EndpointPool, GonkaEndpoint
 from ._bench import _at_least, _positive_seconds
-from ._local_node import LocalNode
+from ._local_node import LocalNode, free_port
 
 __all__ = ["main"]
 
@@ -69,12 +68,6 @@ PARSER_OPTIONS: dict[str, Any] = {
     "description": "Requests lost to bad nodes: the fixed cap of 3 attempts against "
     "attempts=None (every node, at most 3 timeouts), one run, local nodes.",
 }
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run_config(
@@ -159,7 +152,7 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Call
         parser.error("bench-failover needs the openai SDK: pip install 'gonka-pool[openai]'")
     nodes: dict[str, LocalNode | str] = {
         "A": LocalNode("A"),
-        "B": f"http://127.0.0.1:{_closed_port()}/v1",
+        "B": f"http://127.0.0.1:{free_port()}/v1",
         "C": LocalNode("C", "unavailable", retry_after=2),
         "D": LocalNode("D", "stall", stall_seconds=args.timeout + 5),
     }

@@ -18,10 +18,10 @@ on a shared pool against an unshared one, single thread, same process.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +32,8 @@ from typing import Any
 
 from . import IMPLEMENTATION, EndpointPool, GonkaEndpoint
 from ._bench import _at_least, _positive_seconds
-from ._local_node import LocalNode
+from ._local_node import LocalNode, free_port
+from ._local_redis import LocalRedis
 
 __all__ = ["main"]
 
@@ -95,13 +96,6 @@ print(json.dumps({"attempts": attempts, "requests": requests}))
 """
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=_positive_int, default=4, help="worker processes (default: 4)")
     parser.add_argument(
@@ -135,36 +129,13 @@ PARSER_OPTIONS: dict[str, Any] = {
 }
 
 
-def _redis_server() -> tuple[subprocess.Popen[bytes], int] | None:
-    """A redis-server on a free port of 127.0.0.1, without persistence, when both it
-    and redis-py are installed."""
-    binary = shutil.which("redis-server")
-    try:
-        import redis
-    except ImportError:
+def _redis_server() -> LocalRedis | None:
+    """A redis-server of the benchmark's own, when both it and redis-py are installed."""
+    if shutil.which("redis-server") is None or importlib.util.find_spec("redis") is None:
         return None
-    if binary is None:
-        return None
-    port = _closed_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-    give_up = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.RedisError:
-            if time.monotonic() > give_up or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.02)
-        finally:
-            client.close()
-    return server, port
+    server = LocalRedis()
+    server.start()
+    return server
 
 
 def _run_mode(mode: str, nodes: dict[str, str], args: argparse.Namespace, redis_port: int = 0) -> dict[str, Any]:
@@ -251,13 +222,13 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Call
     nodes = {
         "A": servers["A"].url,
         "B": servers["B"].url,
-        "D": f"http://127.0.0.1:{_closed_port()}/v1",
+        "D": f"http://127.0.0.1:{free_port()}/v1",
         "S": servers["S"].url,
     }
     redis = _redis_server()
     try:
         results = {
-            mode: _run_mode(mode, nodes, args, redis[1] if redis else 0)
+            mode: _run_mode(mode, nodes, args, redis.port if redis else 0)
             for mode in MODES
             if mode != "redis" or redis is not None
         }
@@ -265,8 +236,7 @@ def execute(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Call
         for server in servers.values():
             server.stop()
         if redis is not None:
-            redis[0].kill()
-            redis[0].wait()
+            redis.kill()
     cost = _next_cost(args.next_calls)
     out(
         f"bench-scaleout: {args.workers} worker processes, nodes A, B healthy, D refused, "

@@ -10,13 +10,14 @@ each connection carries one request and stopping a node really takes it away.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["BEHAVIOURS", "LocalNode", "SeenRequest"]
+__all__ = ["BEHAVIOURS", "LocalNode", "SeenRequest", "free_port"]
 
 BEHAVIOURS = (
     "ok",  # 200 with a chat completion
@@ -27,6 +28,14 @@ BEHAVIOURS = (
     "broken-stream",  # 200 and the first event of a stream, then hangs up mid-body
     "redirect",  # <redirect_status> with Location: <location>
 )
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on now (a node that refuses at once,
+    or where a local server is about to start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
