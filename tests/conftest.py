@@ -63,6 +63,33 @@ if _pool_c is not None:
     IMPLS["c-extension-module"] = PoolImpl("c", _pool_c.EndpointPool, _pool_c)
 
 
+# Numbers of other types, as users pass them (numpy ints, Decimal), and broken ones.
+class Index:
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+class BrokenIndex:
+    def __index__(self):
+        raise RuntimeError("__index__ failed")
+
+
+class Real:
+    def __init__(self, value):
+        self.value = value
+
+    def __float__(self):
+        return self.value
+
+
+class BrokenReal:
+    def __float__(self):
+        raise RuntimeError("__float__ failed")
+
+
 def nodes(n: int) -> list[GonkaEndpoint]:
     """The seed's test nodes: https://node{i}.example / addr{i}."""
     return [GonkaEndpoint(f"https://node{i}.example", f"addr{i}") for i in range(n)]

@@ -13,34 +13,8 @@ from fractions import Fraction
 
 import pytest
 
-from conftest import nodes
+from conftest import BrokenIndex, BrokenReal, Index, Real, nodes
 from gonka_pool import GonkaEndpoint, _convert
-
-
-class Index:
-    def __init__(self, value):
-        self.value = value
-
-    def __index__(self):
-        return self.value
-
-
-class BrokenIndex:
-    def __index__(self):
-        raise RuntimeError("__index__ failed")
-
-
-class Real:
-    def __init__(self, value):
-        self.value = value
-
-    def __float__(self):
-        return self.value
-
-
-class BrokenReal:
-    def __float__(self):
-        raise RuntimeError("__float__ failed")
 
 
 class IndexAndReal:

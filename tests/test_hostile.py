@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import nodes
+from conftest import BrokenIndex, BrokenReal, Index, nodes
 from gonka_pool import GonkaEndpoint
 
 T0 = 10**12  # test clock start, in ns
@@ -311,19 +311,6 @@ def test_a_hostile_index_raises_and_leaves_the_pool_unchanged(make_pool, idx, er
     assert picks(pool, 3) == [1, 0, 1]
 
 
-class Index:
-    def __init__(self, value):
-        self.value = value
-
-    def __index__(self):
-        return self.value
-
-
-class BrokenIndex:
-    def __index__(self):
-        raise RuntimeError("__index__ failed")
-
-
 @pytest.mark.parametrize(
     ("idx", "error", "message"),
     [
@@ -380,11 +367,6 @@ def test_extreme_cooldowns_clear_round_up_or_saturate(make_pool, cooldown, store
     assert picks(pool, 2) == ([1, 1] if stored else [0, 1])
 
 
-class BrokenFloat:
-    def __float__(self):
-        raise RuntimeError("__float__ failed")
-
-
 class NotAFloat:
     def __float__(self):
         return "30"
@@ -410,7 +392,7 @@ class NotAFloat:
         (b"30", TypeError, "not bytes"),
         (1j, TypeError, "not complex"),
         ([30], TypeError, "not list"),
-        (BrokenFloat(), RuntimeError, "__float__ failed"),
+        (BrokenReal(), RuntimeError, "__float__ failed"),
         (BrokenIndex(), RuntimeError, "__index__ failed"),
         (NotAFloat(), TypeError, "__float__ returned non-float"),
     ],

@@ -313,7 +313,7 @@ def test_an_endpoint_listed_twice_is_one_record(name):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from test_twins import ENDPOINTS, OPS, apply  # noqa: E402
+from test_twins import ENDPOINTS, OPS, assert_agree  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None)
@@ -330,15 +330,7 @@ def test_a_shared_c_pool_agrees_with_the_twin_on_any_operation_sequence(n, start
     try:
         c_pool = C.EndpointPool(ENDPOINTS[:n], shared=name, **settings_)
         py_pool = IMPLS["pure-python-module"].EndpointPool(ENDPOINTS[:n], **settings_)
-        c_clock, py_clock = [now], [now]
-        c_pool._set_clock(now)
-        py_pool._set_clock(now)
-        for op in ops:
-            assert apply(c_pool, op, c_clock) == apply(py_pool, op, py_clock), op
-            assert c_pool._state() == py_pool._state(), op
-            c_pool._check_consistency()
-            py_pool._check_consistency()
-        assert c_pool.snapshot() == py_pool.snapshot()
+        assert_agree(c_pool, py_pool, ops, now)
     finally:
         C.EndpointPool.unlink_shared(name)
 

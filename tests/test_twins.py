@@ -99,7 +99,12 @@ def test_c_core_and_pure_twin_agree_on_any_operation_sequence(both_impls, n, wei
     eps = ENDPOINTS[:n]
     weights = None if weights is None else (weights * 7)[:n]
     settings_ = dict(weights=weights, start=start, base_cooldown=base, max_cooldown=base * 1000)
-    c_pool, py_pool = c_impl.EndpointPool(eps, **settings_), py_impl.EndpointPool(eps, **settings_)
+    assert_agree(c_impl.EndpointPool(eps, **settings_), py_impl.EndpointPool(eps, **settings_), ops, now)
+
+
+def assert_agree(c_pool, py_pool, ops, now):
+    """Drive both pools, frozen at ``now``, through ``ops``: the same result or
+    error, the same stored state and consistent invariants after every step."""
     c_clock, py_clock = [now], [now]
     c_pool._set_clock(now)
     py_pool._set_clock(now)
