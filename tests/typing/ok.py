@@ -11,6 +11,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import httpx2
@@ -20,6 +21,7 @@ from typing_extensions import assert_type
 import gonka_pool.httpx
 import gonka_pool.httpx2
 import gonka_pool.openai
+import gonka_pool.redis
 from gonka_pool import IMPLEMENTATION, EndpointPool, EndpointState, GonkaEndpoint, RoutingError
 
 NODES = [GonkaEndpoint("https://n1.example/v1", "gonka1node1"), GonkaEndpoint("https://n2.example/v1", "gonka1node2")]
@@ -100,17 +102,37 @@ def transports(pool: EndpointPool) -> None:
     assert isinstance(gonka_pool.openai.async_client(pool), openai.AsyncOpenAI)
 
 
+def sharing() -> None:
+    assert_type(EndpointPool(NODES).shared, str | None)
+    if IMPLEMENTATION != "c":  # shared= is the C core's: the twin refuses it
+        return
+    pool = EndpointPool(NODES, shared="gonka-pool-typing-ok", shared_capacity=8)
+    try:
+        assert_type(pool.shared, str | None)
+        assert pool.mark_failed(0, 1.0)
+    finally:
+        assert_type(EndpointPool.unlink_shared("gonka-pool-typing-ok"), bool)
+
+
+def share_across_hosts(pool: EndpointPool, client: object) -> None:
+    # Typed only (it needs a Redis server): main() does not call it.
+    with gonka_pool.redis.RedisHealth(pool, client, channel="fleet", subscribe=False) as health:
+        assert_type(health.stats(), dict[str, Any])
+
+
 def main() -> None:
     assert IMPLEMENTATION in ("c", "python")
     pool = EndpointPool(NODES, weights=[1, 1], start=0, base_cooldown=timedelta(seconds=1), max_cooldown=60)
     assert_type(pool, EndpointPool)
     os.environ["GONKA_POOL_TYPING_ENDPOINTS"] = "https://n1.example/v1;gonka1node1,https://n2.example/v1;gonka1node2"
     assert_type(EndpointPool.from_env("GONKA_POOL_TYPING_ENDPOINTS"), EndpointPool)
+    assert_type(EndpointPool.from_env("GONKA_POOL_TYPING_ENDPOINTS", weights=[2, 1]), EndpointPool)
     assert_type(GonkaEndpoint.parse("https://n3.example;gonka1node3"), GonkaEndpoint)
     assert issubclass(RoutingError, ValueError)
     selection(pool)
     failover(pool)
     transports(pool)
+    sharing()
 
 
 if __name__ == "__main__":
