@@ -695,3 +695,30 @@ def test_subscribe_must_be_a_bool():
 
     with pytest.raises(TypeError, match="subscribe must be a bool"):
         RedisHealth(EndpointPool(nodes(1)), redis.Redis(), subscribe="no")
+
+
+class _UnreachableClient:
+    """A client whose every call fails with a message quoting a URL with a password."""
+
+    def register_script(self, script):
+        return lambda **kwargs: None
+
+    def _fail(self, *args, **kwargs):
+        raise ConnectionError("Error 111 connecting to redis://fleet:s3cr3t-pw@10.0.0.9:6379")
+
+    pipeline = pubsub = _fail
+
+
+@pytest.mark.thread_unsafe(reason="caplog collects every thread's records")
+def test_a_lost_redis_is_logged_without_a_password_its_error_quotes(pool_impl, caplog):
+    from gonka_pool.redis import RedisHealth
+
+    pool = pool_impl.make(2)
+    with caplog.at_level(logging.WARNING, logger="gonka_pool.redis"):
+        health = RedisHealth(pool, _UnreachableClient())
+        pool.mark_failed(0, 30)
+        wait_until(lambda: health.stats()["errors"] >= 2)
+        health.close(timeout=0.2)
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "lost Redis" in text
+    assert "s3cr3t" not in text and "fleet:" not in text

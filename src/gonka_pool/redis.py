@@ -69,7 +69,7 @@ import time
 from collections import deque
 from typing import Any
 
-from ._endpoint import GonkaEndpoint
+from ._endpoint import GonkaEndpoint, redact
 
 __all__ = ["AsyncRedisHealth", "RedisHealth"]
 
@@ -366,8 +366,11 @@ class _Shared:
     def _lost(self, exc: BaseException) -> None:
         self._counts["errors"] += 1
         if self._connected is not False:
-            # The class and text of a client error name the server, never a password.
-            logger.warning("gonka_pool.redis: lost Redis (%s: %s); retrying with backoff", type(exc).__name__, exc)
+            # redis-py's errors name the server, not its password; redact() all the
+            # same, as every other message of the package quotes what it did not write.
+            logger.warning(
+                "gonka_pool.redis: lost Redis (%s: %s); retrying with backoff", type(exc).__name__, redact(str(exc))
+            )
         self._connected = False
 
     def stats(self) -> dict[str, Any]:
