@@ -318,8 +318,8 @@ def test_bad_endpoints_are_rejected_with_a_specific_error(pool_impl, endpoints, 
             {"wieghts": [1]},
             (
                 r"^EndpointPool\(\) got an unexpected keyword argument 'wieghts'; "
-                "its keywords are weights, start, base_cooldown, max_cooldown, shared "
-                "and shared_capacity$"
+                "its keywords are weights, start, base_cooldown, max_cooldown, shared, "
+                "shared_capacity and balance$"
             ),
         ),
         ([nodes(1)], {"endpoints": nodes(1)}, r"^EndpointPool\(\) got multiple values for argument 'endpoints'$"),

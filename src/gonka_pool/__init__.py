@@ -24,7 +24,7 @@ from ._endpoint import GonkaEndpoint
 from ._report import EndpointState
 from ._transport import RoutingError
 
-__all__ = ["IMPLEMENTATION", "EndpointPool", "EndpointState", "GonkaEndpoint", "RoutingError"]
+__all__ = ["IMPLEMENTATION", "EndpointPool", "EndpointState", "GonkaEndpoint", "Lease", "RoutingError"]
 __version__ = "0.1.0"
 
 _NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (sys.implementation.name != "cpython")
@@ -33,19 +33,19 @@ _NO_EXTENSIONS = bool(os.environ.get("GONKA_POOL_NO_EXTENSIONS")) or (sys.implem
 if TYPE_CHECKING:
     # Type checkers see one typed surface, the C core's stub (_pool.pyi), which the
     # twin mirrors; without this they would see whichever branch they read last.
-    from ._pool import EndpointPool
+    from ._pool import EndpointPool, Lease
 
     IMPLEMENTATION: Literal["c", "python"]
 elif _NO_EXTENSIONS:
-    from ._pool_py import EndpointPool
+    from ._pool_py import EndpointPool, Lease
 
     IMPLEMENTATION = "python"
 else:
     try:
-        from ._pool import EndpointPool
+        from ._pool import EndpointPool, Lease
 
         IMPLEMENTATION = "c"
     except ImportError:  # no wheel for this platform, or a broken build
-        from ._pool_py import EndpointPool
+        from ._pool_py import EndpointPool, Lease
 
         IMPLEMENTATION = "python"

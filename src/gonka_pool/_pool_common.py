@@ -41,15 +41,16 @@ _KEYWORD_DEFAULTS = {
     "max_cooldown": 300.0,
     "shared": None,
     "shared_capacity": None,
+    "balance": "peak_ewma",
 }
 
 
 def constructor_arguments(
     name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Any, Any, Any, Any, Any, Any, Any]:
-    """``(endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity)`` from the
-    arguments of ``name(endpoints, *, weights=None, start="random",
-    base_cooldown=30.0, max_cooldown=300.0, shared=None, shared_capacity=None)``.
+) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any]:
+    """``(endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity, balance)``
+    from the arguments of ``name(endpoints, *, weights=None, start="random",
+    base_cooldown=30.0, max_cooldown=300.0, shared=None, shared_capacity=None, balance="peak_ewma")``.
 
     Both cores parse with this, so a mistake reads the same on either and names the
     class, where Python's own messages would name ``__new__`` or ``__cinit__``."""
@@ -62,7 +63,7 @@ def constructor_arguments(
         if key != "endpoints" and key not in _KEYWORD_DEFAULTS:
             raise TypeError(
                 f"{name}() got an unexpected keyword argument {key!r}; its keywords are "
-                "weights, start, base_cooldown, max_cooldown, shared and shared_capacity"
+                "weights, start, base_cooldown, max_cooldown, shared, shared_capacity and balance"
             )
     if args:
         if "endpoints" in kwargs:

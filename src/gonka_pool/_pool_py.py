@@ -14,14 +14,29 @@ import threading
 from typing import Any
 
 from . import _failover
+from ._balance import (
+    BALANCE_POLICIES,
+    LOAD_COOLDOWN_NS,
+    PANIC_SHARE,
+    PROBE_NS,
+    SCAN_MAX,
+    check_balance,
+    cost,
+    jitter_ns,
+    learn_limit,
+    mix64,
+    next_ewma,
+    next_floor,
+    overloaded_limit,
+)
 from ._clock import CLOCK, monotonic_ns
 from ._convert import FOREVER, cooldown_ns, count, endpoint_index, index_error, integer, is_index_target, sequence_index
 from ._endpoint import GonkaEndpoint
 from ._pool_common import constructor_arguments, from_env, pool_repr, prepare, prepare_update
-from ._report import EndpointState, log_cooldown
+from ._report import EndpointState, FailureReport, failure_report, log_cooldown
 from ._schedule import SchedulePlan, random_offset, schedule_table_py
 
-__all__ = ["EndpointPool"]
+__all__ = ["EndpointPool", "Lease"]
 
 ATOMICS = "python-lock"
 STRIPES = 1  # one lock-protected cursor
@@ -30,6 +45,10 @@ NEXT_MANY_NOGIL_MIN = 0  # no GIL to release in Python code
 
 # mark_failed's cooldown when the pool's backoff policy decides.
 POLICY = 2**64 - 2
+# What update() carries over per node beside the health, as _swap does.
+_LOAD_FIELDS = ("in_flight", "ewma_us", "stamp_ns", "floor_us", "limit", "last_event_ns", "failed_at_ns", "probe_ns")
+# How a lease settles.
+_RELEASE, _SUCCESS, _FAILURE, _OVERLOADED = range(4)
 
 
 def _check_index(idx: int, n: int) -> int:
@@ -70,6 +89,16 @@ class _Members:
         "consecutive",
         "total",
         "positions",
+        "generation",
+        "capacity",
+        "in_flight",
+        "ewma_us",
+        "stamp_ns",
+        "floor_us",
+        "limit",
+        "last_event_ns",
+        "failed_at_ns",
+        "probe_ns",
     )
 
     def __init__(self, nodes: tuple, weights, schedule) -> None:
@@ -88,6 +117,17 @@ class _Members:
         self.failed_until = [0] * self.n
         self.consecutive = [0] * self.n
         self.total = [0] * self.n
+        # Load-aware picks (``_balance``): per node, as the C core keeps them.
+        self.generation = 0  # update() numbers each membership: a lease knows its own
+        self.capacity = None if weights is None else [float(w) for w in weights]
+        self.in_flight = [0] * self.n
+        self.ewma_us = [0] * self.n
+        self.stamp_ns = [0] * self.n
+        self.floor_us = [0] * self.n
+        self.limit = [1] * self.n
+        self.last_event_ns = [0] * self.n
+        self.failed_at_ns = [0] * self.n
+        self.probe_ns = [0] * self.n
         positions: dict[GonkaEndpoint, tuple[int, ...]] = {}
         for i, node in enumerate(nodes):
             positions[node] = (*positions.get(node, ()), i)
@@ -126,12 +166,24 @@ class EndpointPool:
     """Round-robin pool of endpoints that skips nodes in their failure cooldown.
 
     ``EndpointPool(endpoints, *, weights=None, start="random", base_cooldown=30.0,
-    max_cooldown=300.0, shared=None, shared_capacity=None)`` takes any non-empty iterable of ``GonkaEndpoint``.  Safe
+    max_cooldown=300.0, shared=None, shared_capacity=None, balance="peak_ewma")`` takes any
+    non-empty iterable of ``GonkaEndpoint``.  Safe
     to share across threads, with or without the GIL: one lock per pool guards
     everything, and selection takes it once.
     """
 
-    __slots__ = ("_members", "_lock", "_cursor", "_cursor_origin", "_test_now", "_base_ns", "_max_ns", "_observer")
+    __slots__ = (
+        "_members",
+        "_lock",
+        "_cursor",
+        "_cursor_origin",
+        "_test_now",
+        "_base_ns",
+        "_max_ns",
+        "_observer",
+        "_policy",
+        "_orphans",
+    )
     # For type checkers, which do not follow __new__'s object.__new__(cls).
     _members: _Members
     _lock: threading.Lock
@@ -141,11 +193,14 @@ class EndpointPool:
     _base_ns: int
     _max_ns: int
     _observer: Any
+    _policy: int
+    _orphans: list
 
     def __new__(cls, *args: object, **kwargs: object) -> EndpointPool:
-        endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity = constructor_arguments(
-            cls.__name__, args, kwargs
+        endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity, balance = (
+            constructor_arguments(cls.__name__, args, kwargs)
         )
+        policy = check_balance(balance)
         base_ns, max_ns = cooldown_ns(base_cooldown), cooldown_ns(max_cooldown)
         if base_ns == 0 or max_ns < base_ns:
             raise ValueError(f"need 0 < base_cooldown <= max_cooldown, got {base_cooldown!r} and {max_cooldown!r}")
@@ -164,6 +219,10 @@ class EndpointPool:
         self._base_ns = base_ns
         self._max_ns = max_ns
         self._observer = None
+        self._policy = policy
+        # Leases dropped unsettled (Lease.__del__ takes no lock: a collection may run
+        # it while this thread holds the pool's); released by the next locked call.
+        self._orphans = []
         return self
 
     # What inspect and help() show instead of (*args, **kwargs), as the first line
@@ -178,6 +237,7 @@ class EndpointPool:
         max_cooldown=300.0,
         shared=None,
         shared_capacity=None,
+        balance="peak_ewma",
     ):  # pragma: no cover - never called, only inspected
         pass
 
@@ -245,6 +305,7 @@ class EndpointPool:
             m.failed_until[idx] = 0
             return (0, 0)
         now, tick = self._now_tick()
+        m.failed_at_ns[idx] = now
         old = m.failed_until[idx]
         cooling_now = old > now
         level = m.consecutive[idx]
@@ -266,7 +327,191 @@ class EndpointPool:
         m.consecutive[idx] += 1
         return (ns, level)
 
+    # -- load-aware picks (lock held; the rules are _balance's) -----------------
+
+    def _cost(self, m: _Members, i: int, now: int) -> tuple[float, float]:
+        """Node i's cost as (numerator, capacity): a beats b when
+        a_num * b_cap < b_num * a_cap."""
+        in_flight = m.in_flight[i]
+        latency = cost(self._policy, m.ewma_us[i], m.stamp_ns[i], in_flight, m.last_event_ns[i], now)
+        if m.capacity is not None:
+            capacity = m.capacity[i]
+        elif self._policy == 0:
+            capacity = float(m.limit[i])
+        else:
+            capacity = 1.0
+        return float(latency) * float(in_flight + 1), capacity
+
+    def _availability(self, m: _Members, i: int, now: int) -> int:
+        """0: available; 1: available once a probe claims it; -1: blocked."""
+        deadline = m.failed_until[i]
+        if deadline == 0:
+            return 0
+        if deadline > now or m.probe_ns[i] > now:
+            return -1
+        return 1
+
+    def _pick(self, m: _Members, now: int) -> tuple[int, int]:
+        """(index, probe claim or 0) by the pool's cost, as _pool.pyx's _pick."""
+        n = m.n
+        check = m.cooling > 0
+        if n <= SCAN_MAX:
+            # The C core scans again when another thread wins a probe claim; under
+            # the lock a claim always succeeds, so one scan is all there is.
+            position = self._cursor
+            self._cursor += 1
+            best = every = -1
+            best_num = best_cap = every_num = every_cap = 0.0
+            blocked = 0
+            best_state = 0
+            for k in range(n):
+                i = (position + k) % n
+                num, cap = self._cost(m, i, now)
+                if every < 0 or num * every_cap < every_num * cap:
+                    every, every_num, every_cap = i, num, cap
+                state = self._availability(m, i, now) if check else 0
+                if state < 0:
+                    blocked += 1
+                    continue
+                if best < 0 or num * best_cap < best_num * cap:
+                    best, best_num, best_cap, best_state = i, num, cap, state
+            if blocked * PANIC_SHARE[1] > n * PANIC_SHARE[0]:
+                return every, 0
+            if best_state:
+                claim = now + PROBE_NS
+                m.probe_ns[best] = claim
+                return best, claim
+            return best, 0
+        every = -1
+        every_num = every_cap = 0.0
+        for _ in range(4):
+            position = self._cursor
+            self._cursor += 1
+            h = mix64(position & 0xFFFFFFFFFFFFFFFF)
+            a = (h >> 32) % n
+            b = (a + 1 + (h & 0xFFFFFFFF) % (n - 1)) % n
+            best = -1
+            best_num = best_cap = 0.0
+            best_state = 0
+            for i in (a, b):
+                num, cap = self._cost(m, i, now)
+                if every < 0 or num * every_cap < every_num * cap:
+                    every, every_num, every_cap = i, num, cap
+                state = self._availability(m, i, now) if check else 0
+                if state < 0:
+                    continue
+                if best < 0 or num * best_cap < best_num * cap:
+                    best, best_num, best_cap, best_state = i, num, cap, state
+            if best >= 0:
+                if best_state:
+                    claim = now + PROBE_NS
+                    m.probe_ns[best] = claim
+                    return best, claim
+                return best, 0
+        return every, 0
+
+    def _drain_orphans(self) -> None:
+        """Release the leases dropped unsettled since the last call (lock held)."""
+        while self._orphans:
+            self._settle_locked(self._orphans.pop(), _RELEASE, 0, 0)
+
+    def _lease_index(self, m: _Members, generation: int, index: int, endpoint) -> int:
+        """Where a lease's node is in ``m`` (the membership in force), or -1."""
+        if m.generation == generation:
+            return index
+        indices = m.indices_of(endpoint)
+        for i in indices:
+            if m.in_flight[i] > 0:
+                return i
+        return indices[0] if indices else -1
+
+    def _settle_locked(self, lease: tuple, kind: int, cooldown_ns: int, floor_ns: int) -> tuple[int, int, int, int]:
+        """Settle a lease's state (lock held): (index or -1, entered, level,
+        failures the success reset)."""
+        generation, index, endpoint, start_ns, q, claim = lease
+        m = self._members
+        idx = self._lease_index(m, generation, index, endpoint)
+        if idx < 0:
+            return (-1, 0, 0, 0)
+        now, tick = self._now_tick()
+        if m.in_flight[idx] > 0:
+            m.in_flight[idx] -= 1
+        m.last_event_ns[idx] = now
+        entered = level = failures = 0
+        if kind == _SUCCESS:
+            sample = max(1, (now - start_ns) // 1000)
+            floor = m.floor_us[idx]
+            m.limit[idx] = learn_limit(m.limit[idx], floor, sample, q)
+            m.floor_us[idx] = next_floor(floor, sample)
+            m.ewma_us[idx] = next_ewma(m.ewma_us[idx], m.stamp_ns[idx], sample, now)
+            m.stamp_ns[idx] = now
+            failures = m.consecutive[idx]
+            m.consecutive[idx] = 0
+            if m.failed_until[idx] != 0 and start_ns > m.failed_at_ns[idx]:
+                m.failed_until[idx] = 0
+                m.cooling -= 1
+        elif kind == _FAILURE:
+            entered, level = self._fail(m, idx, cooldown_ns, floor_ns)
+        elif kind == _OVERLOADED:
+            ns = jitter_ns(LOAD_COOLDOWN_NS, now, idx) if cooldown_ns == POLICY else cooldown_ns
+            if ns:
+                deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
+                if m.failed_until[idx] < deadline:
+                    if m.failed_until[idx] == 0:
+                        m.cooling += 1
+                    m.failed_until[idx] = deadline
+            m.failed_at_ns[idx] = now
+            m.limit[idx] = overloaded_limit(m.limit[idx], q)
+            if m.capacity is not None and m.ewma_us[idx]:
+                m.ewma_us[idx] = min(m.ewma_us[idx] * 2, 1 << 32)
+        if claim and m.probe_ns[idx] == claim:
+            m.probe_ns[idx] = 0
+        return (idx, entered, level, failures)
+
     # -- the public surface ------------------------------------------------------
+
+    def acquire(self) -> Lease:
+        """Pick a node by the pool's ``balance`` policy and count a request to it in
+        flight: settle the returned ``Lease`` with ``success()``, ``failure()``,
+        ``overloaded()`` or ``release()`` (or use it in a ``with`` block, which
+        releases it if it was not settled).  Never raises."""
+        with self._lock:
+            if self._orphans:
+                self._drain_orphans()
+            m = self._members
+            now = self._now()
+            if self._policy == 2:
+                idx = self._select_at(m, now) if m.cooling > 0 else self._select(m)
+                claim = 0
+            else:
+                idx, claim = self._pick(m, now)
+            return self._lease(m, idx, now, claim)
+
+    def _acquire_index(self, index) -> Lease:
+        """A lease on node ``index`` of the membership in force, with no pick (the
+        failover loop's "first untried node")."""
+        key = endpoint_index(index)
+        with self._lock:
+            if self._orphans:
+                self._drain_orphans()
+            m = self._members
+            return self._lease(m, _check_index(key, m.n), self._now(), 0)
+
+    def _lease(self, m: _Members, idx: int, now: int, claim: int) -> Lease:
+        q = m.in_flight[idx] + 1
+        m.in_flight[idx] = q
+        if q == 1:
+            m.last_event_ns[idx] = now
+        lease = object.__new__(Lease)
+        lease._pool = self
+        lease._state = (m.generation, idx, m.nodes[idx], now, q, claim)
+        lease._settled = False
+        return lease
+
+    @property
+    def balance(self) -> str:
+        """The pick policy of ``acquire()``: "peak_ewma", "least_request" or "round_robin"."""
+        return BALANCE_POLICIES[self._policy]
 
     def next(self):
         """Return the next healthy endpoint in round-robin order.
@@ -438,14 +683,22 @@ class EndpointPool:
                     new.failed_until[j] = old.failed_until[i]
                     if old.failed_until[i] != 0:
                         new.cooling += 1
+                    for name in _LOAD_FIELDS:
+                        getattr(new, name)[j] = getattr(old, name)[i]
+            new.generation = old.generation + 1
             self._members = new
 
     def snapshot(self) -> tuple:
         """One ``EndpointState`` per node, in pool order."""
         with self._lock:
+            if self._orphans:
+                self._drain_orphans()
             m = self._members
             now = self._now()
-            rows = [(m.failed_until[i], m.consecutive[i], m.total[i]) for i in range(m.n)]
+            rows = [
+                (m.failed_until[i], m.consecutive[i], m.total[i], m.in_flight[i], m.ewma_us[i], m.limit[i])
+                for i in range(m.n)
+            ]
         return tuple(
             EndpointState(
                 m.nodes[i],
@@ -454,8 +707,11 @@ class EndpointPool:
                 0.0 if deadline <= now else (math.inf if deadline == FOREVER else (deadline - now) / 1e9),
                 consecutive,
                 total,
+                in_flight,
+                ewma_us / 1e6 if ewma_us else None,
+                limit,
             )
-            for i, (deadline, consecutive, total) in enumerate(rows)
+            for i, (deadline, consecutive, total, in_flight, ewma_us, limit) in enumerate(rows)
         )
 
     @property
@@ -515,6 +771,15 @@ class EndpointPool:
             m = self._members
             return ((self._cursor - self._cursor_origin) % 2**64, m.cooling, list(m.failed_until))
 
+    def _load_state(self) -> list:
+        """Per node (in_flight, ewma_us, stamp_ns, floor_us, limit, last_event_ns,
+        failed_at_ns, probe_ns) exactly as stored, for the twin comparison."""
+        with self._lock:
+            if self._orphans:
+                self._drain_orphans()
+            m = self._members
+            return [tuple(getattr(m, name)[i] for name in _LOAD_FIELDS) for i in range(m.n)]
+
     def _check_consistency(self) -> None:
         """Raise AssertionError naming the first invariant the state breaks, else
         return None: the C core's checks, less those of its atomics (marks in
@@ -529,6 +794,12 @@ class EndpointPool:
                     raise AssertionError(
                         f"node {i} has {consecutive} consecutive failures, more than its {total} in all"
                     )
+                if m.limit[i] < 1:
+                    raise AssertionError(f"node {i}'s concurrency limit is {m.limit[i]}, below 1")
+                if m.in_flight[i] < 0:
+                    raise AssertionError(f"node {i}'s in-flight count went below zero")
+                if m.ewma_us[i] > 1 << 32 or m.floor_us[i] > 1 << 32:
+                    raise AssertionError(f"node {i}'s latency estimates exceed 2**32 us")
             non_zero = sum(deadline != 0 for deadline in m.failed_until)
             if m.cooling != non_zero:
                 raise AssertionError(f"cooling is {m.cooling}, but {non_zero} deadlines are non-zero")
@@ -621,6 +892,8 @@ class EndpointPool:
             now, tick = self._now_tick()
             deadline = FOREVER if remaining >= FOREVER - now - tick else now + tick + remaining
             for idx in indices:
+                if remaining:
+                    m.failed_at_ns[idx] = now
                 if remaining and m.failed_until[idx] < deadline:
                     if m.failed_until[idx] == 0:
                         m.cooling += 1
@@ -640,6 +913,109 @@ class EndpointPool:
             for idx in indices:
                 m.consecutive[idx] = 0
         return bool(indices)
+
+
+class Lease:
+    """One request's hold on a node, from ``pool.acquire()``: settle it once with
+    ``success()``, ``failure()``, ``overloaded()`` or ``release()``, or use it as a
+    context manager, which releases it unless settled.  Any thread may settle it."""
+
+    __slots__ = ("_pool", "_settled", "_state")
+    # (membership generation, index, endpoint, start ns, in flight at the pick, probe claim)
+    _state: tuple
+    _pool: EndpointPool
+    _settled: bool
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("Lease objects come from pool.acquire()")
+
+    @property
+    def index(self) -> int:
+        """The node's index in the membership in force when it was acquired."""
+        return self._state[1]
+
+    @property
+    def endpoint(self):
+        """The node."""
+        return self._state[2]
+
+    @property
+    def settled(self) -> bool:
+        """Whether success, failure, overloaded or release has settled it."""
+        return self._settled
+
+    def success(self) -> None:
+        """The node answered: record the latency since ``acquire()``, reset its
+        backoff level, and end a running cooldown if this request started after the
+        node's last failure."""
+        self._settle(_SUCCESS, 0, 0, None)
+
+    def failure(self, cooldown=None, reason=None, *, retry_after=None) -> bool:
+        """The node failed: mark it as ``mark_failed(endpoint, cooldown)`` does, for
+        at least ``retry_after`` seconds when given; ``reason`` goes into the log
+        line.  True when this mark started a cooldown."""
+        cooldown_ns_ = POLICY if cooldown is None else cooldown_ns(cooldown)
+        floor_ns = 0 if retry_after is None else cooldown_ns(retry_after)
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, not {type(reason).__name__}")
+        return self._settle(_FAILURE, cooldown_ns_, floor_ns, reason)
+
+    def overloaded(self, cooldown=None) -> None:
+        """The node refused for load (a 429 without ``Retry-After``): leave it alone
+        for ``cooldown`` seconds (by default 0.25-0.75 s, jittered) without raising
+        its backoff level, and lower what it is trusted to take at once."""
+        self._settle(_OVERLOADED, POLICY if cooldown is None else cooldown_ns(cooldown), 0, None)
+
+    def release(self) -> None:
+        """Settle with neither outcome (the request was not the node's to judge).
+        A no-op on a settled lease."""
+        self._settle(_RELEASE, 0, 0, None)
+
+    def _settle(self, kind: int, cooldown_ns_: int, floor_ns: int, reason) -> bool:
+        pool = self._pool
+        with pool._lock:
+            if self._settled:
+                if kind == _RELEASE:
+                    return False
+                raise RuntimeError("lease already settled")
+            self._settled = True
+            if pool._orphans:
+                pool._drain_orphans()
+            idx, entered, level, failures = pool._settle_locked(self._state, kind, cooldown_ns_, floor_ns)
+        endpoint = self._state[2]
+        observer = pool._observer
+        if entered:
+            token = None if reason is None else failure_report.set(FailureReport(reason))
+            try:
+                log_cooldown(endpoint, entered, level)
+            finally:
+                if token is not None:
+                    failure_report.reset(token)
+            if observer is not None:
+                observer("cooldown", endpoint, entered, level)
+        elif kind == _SUCCESS and failures and observer is not None:
+            observer("success", endpoint, 0, 0)
+        return bool(entered)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._settled:
+            self.release()
+
+    def __del__(self) -> None:
+        # No lock here: a collection may run this while this thread holds the pool's.
+        if not getattr(self, "_settled", True):
+            self._settled = True
+            self._pool._orphans.append(self._state)
+
+    def __repr__(self) -> str:
+        state = "settled" if self._settled else "in flight"
+        return f"<Lease {self._state[1]} {self._state[2]!r} ({state})>"
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'Lease' object: it holds a request in flight in this process")
 
 
 def _check_endpoint(target: object) -> object:

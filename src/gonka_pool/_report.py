@@ -26,6 +26,9 @@ class EndpointState(NamedTuple):
     cooldown_remaining: float  # seconds; 0.0 when available, inf when "until cleared"
     consecutive_failures: int  # cooldowns entered since the last mark_success
     total_failures: int  # every mark_failed with a non-zero cooldown
+    in_flight: int = 0  # leases out now (pool.acquire(), the request path)
+    latency: float | None = None  # peak-EWMA latency in seconds; None until a lease succeeded
+    limit: int = 1  # requests the node has shown it serves at once (learned; 1 at first)
 
 
 class FailureReport:
