@@ -317,7 +317,30 @@ def test_more_than_half_cooling_is_a_correlated_failure_and_every_node_competes(
     pool.mark_failed(3, 30.0)
     pool.mark_failed(4, 30.0)  # 5 of 8
     leases = [pool.acquire() for _ in range(16)]
+    assert {lease.index for lease in leases} == {5, 6, 7}  # failed a moment ago: not yet
+    pool._set_clock(T0 + _balance.PANIC_RETRY_NS)
+    leases += [pool.acquire() for _ in range(16)]
     assert {lease.index for lease in leases} == set(range(8))
+    # one probe per cooling node at a time
+    assert [lease.index for lease in leases[16:]].count(0) == 1
+
+
+def test_in_a_correlated_failure_a_node_still_down_is_retried_four_times_a_second(make_pool):
+    pool = clocked(make_pool, 3)
+    clock = [T0]
+    serve(pool, clock, [200, 200, 200])
+    attempts = Counter()
+    for _ in range(100):  # 10 ms apart: 1 s; nodes 0 and 1 refuse at once
+        clock[0] += 10 * MS
+        pool._set_clock(clock[0])
+        lease = pool.acquire()
+        attempts[lease.index] += 1
+        if lease.index == 2:
+            lease.success()
+        else:
+            lease.failure()
+    assert attempts[0] <= 5 and attempts[1] <= 5
+    assert attempts[2] >= 90
 
 
 def test_one_lease_probes_a_node_whose_cooldown_ended(make_pool):

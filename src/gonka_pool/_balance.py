@@ -58,6 +58,7 @@ from __future__ import annotations
 __all__ = [
     "BALANCE_POLICIES",
     "LOAD_COOLDOWN_NS",
+    "PANIC_RETRY_NS",
     "PANIC_SHARE",
     "PEAK_CLIP",
     "PROBE_NS",
@@ -94,6 +95,11 @@ SCAN_MAX = 16
 # client's network, DNS, a proxy): the pool stops trusting cooldowns and spreads
 # over every node by cost (Envoy's panic threshold).  Written as a ratio n/d.
 PANIC_SHARE = (1, 2)
+# In that state a cooling node competes again once this long has passed since its
+# last failure (one probe at a time): a node that is still down costs a fast failure
+# four times a second, not one per request, and every node that came back answers
+# within a fraction of a second.
+PANIC_RETRY_NS = 250_000_000
 # A 429 without Retry-After (Gonka's "Transfer Agent capacity reached") is load:
 # the node is left alone for 0.25-0.75 s (jittered, so that the clients it refused
 # do not come back together), and its backoff level is untouched.

@@ -17,6 +17,7 @@ from . import _failover
 from ._balance import (
     BALANCE_POLICIES,
     LOAD_COOLDOWN_NS,
+    PANIC_RETRY_NS,
     PANIC_SHARE,
     PROBE_NS,
     SCAN_MAX,
@@ -47,6 +48,20 @@ NEXT_MANY_NOGIL_MIN = 0  # no GIL to release in Python code
 POLICY = 2**64 - 2
 # What update() carries over per node beside the health, as _swap does.
 _LOAD_FIELDS = ("in_flight", "ewma_us", "stamp_ns", "floor_us", "limit", "last_event_ns", "failed_at_ns", "probe_ns")
+# What a pick finds a node to be (_availability), in order of preference.
+_AVAILABLE, _PROBE, _RETRY, _BLOCKED = range(4)
+
+
+def _best(seen: list, worst: int) -> tuple[int, int]:
+    """(index, state) of the least cost among ``seen`` (index, num, cap, state)
+    whose state is at most ``worst``, the first among equals; (-1, 0) if none."""
+    best, best_num, best_cap, best_state = -1, 0.0, 0.0, 0
+    for i, num, cap, state in seen:
+        if state <= worst and (best < 0 or num * best_cap < best_num * cap):
+            best, best_num, best_cap, best_state = i, num, cap, state
+    return best, best_state
+
+
 # How a lease settles.
 _RELEASE, _SUCCESS, _FAILURE, _OVERLOADED = range(4)
 
@@ -343,13 +358,25 @@ class EndpointPool:
         return float(latency) * float(in_flight + 1), capacity
 
     def _availability(self, m: _Members, i: int, now: int) -> int:
-        """0: available; 1: available once a probe claims it; -1: blocked."""
+        """AVAILABLE; PROBE: its cooldown ended, a probe must claim it; RETRY:
+        cooling, but a candidate (with a claim) when more than half cool; BLOCKED."""
         deadline = m.failed_until[i]
         if deadline == 0:
+            return _AVAILABLE
+        if m.probe_ns[i] > now:
+            return _BLOCKED
+        if deadline <= now:
+            return _PROBE
+        if now - m.failed_at_ns[i] >= PANIC_RETRY_NS:
+            return _RETRY
+        return _BLOCKED
+
+    def _claim(self, m: _Members, i: int, state: int, now: int) -> int:
+        if state == _AVAILABLE:
             return 0
-        if deadline > now or m.probe_ns[i] > now:
-            return -1
-        return 1
+        claim = now + PROBE_NS
+        m.probe_ns[i] = claim
+        return claim
 
     def _pick(self, m: _Members, now: int) -> tuple[int, int]:
         """(index, probe claim or 0) by the pool's cost, as _pool.pyx's _pick."""
@@ -360,55 +387,47 @@ class EndpointPool:
             # the lock a claim always succeeds, so one scan is all there is.
             position = self._cursor
             self._cursor += 1
-            best = every = -1
-            best_num = best_cap = every_num = every_cap = 0.0
+            seen = []
             blocked = 0
-            best_state = 0
+            every = -1
+            every_num = every_cap = 0.0
             for k in range(n):
                 i = (position + k) % n
                 num, cap = self._cost(m, i, now)
                 if every < 0 or num * every_cap < every_num * cap:
                     every, every_num, every_cap = i, num, cap
-                state = self._availability(m, i, now) if check else 0
-                if state < 0:
-                    blocked += 1
-                    continue
-                if best < 0 or num * best_cap < best_num * cap:
-                    best, best_num, best_cap, best_state = i, num, cap, state
-            if blocked * PANIC_SHARE[1] > n * PANIC_SHARE[0]:
+                state = self._availability(m, i, now) if check else _AVAILABLE
+                blocked += state >= _RETRY
+                seen.append((i, num, cap, state))
+            panic = blocked * PANIC_SHARE[1] > n * PANIC_SHARE[0]
+            best, state = _best(seen, _RETRY if panic else _PROBE)
+            if best < 0:
                 return every, 0
-            if best_state:
-                claim = now + PROBE_NS
-                m.probe_ns[best] = claim
-                return best, claim
-            return best, 0
+            return best, self._claim(m, best, state, now)
         every = -1
         every_num = every_cap = 0.0
+        drawn = []
         for _ in range(4):
             position = self._cursor
             self._cursor += 1
             h = mix64(position & 0xFFFFFFFFFFFFFFFF)
             a = (h >> 32) % n
             b = (a + 1 + (h & 0xFFFFFFFF) % (n - 1)) % n
-            best = -1
-            best_num = best_cap = 0.0
-            best_state = 0
+            pair = []
             for i in (a, b):
                 num, cap = self._cost(m, i, now)
                 if every < 0 or num * every_cap < every_num * cap:
                     every, every_num, every_cap = i, num, cap
-                state = self._availability(m, i, now) if check else 0
-                if state < 0:
-                    continue
-                if best < 0 or num * best_cap < best_num * cap:
-                    best, best_num, best_cap, best_state = i, num, cap, state
+                pair.append((i, num, cap, self._availability(m, i, now) if check else _AVAILABLE))
+            best, state = _best(pair, _PROBE)
             if best >= 0:
-                if best_state:
-                    claim = now + PROBE_NS
-                    m.probe_ns[best] = claim
-                    return best, claim
-                return best, 0
-        return every, 0
+                return best, self._claim(m, best, state, now)
+            drawn += pair
+        # Eight draws and none available: more than half cool, most likely.
+        best, state = _best(drawn, _RETRY)
+        if best < 0:
+            return every, 0
+        return best, self._claim(m, best, state, now)
 
     def _drain_orphans(self) -> None:
         """Release the leases dropped unsettled since the last call (lock held)."""
