@@ -18,13 +18,31 @@ import pytest
 
 import gonka_pool
 from conftest import nodes
-from gonka_pool import GonkaEndpoint
-from gonka_pool._failover import retry_after_seconds
+from gonka_pool import GonkaEndpoint, _failover
+from gonka_pool._failover import PASS, failover_plan, load_verdict, retry_after_seconds, run
 
 pytestmark = pytest.mark.thread_unsafe(reason="from_env tests set environment variables; caplog is per-process")
 
 T0 = 10**12  # test clock, ns: frozen so cooldown deadlines are exact
 S = 10**9
+
+
+def in_order(pool_impl) -> dict:
+    """Settings under which ``acquire()`` picks exactly as ``next_indexed()`` does
+    (round robin): these tests pin the order of attempts.  Empty for a core without
+    ``balance=``, whose picks are round robin anyway."""
+    try:
+        pool_impl.EndpointPool(nodes(1), balance="round_robin")
+    except TypeError:
+        return {}
+    return {"balance": "round_robin"}
+
+
+@pytest.fixture
+def make_pool(pool_impl):
+    """conftest's ``make_pool``, picking in round robin (see ``in_order``)."""
+    settings = in_order(pool_impl)
+    return lambda n, **more: pool_impl.make(n, **{**settings, **more})
 
 
 def run_python(code: str, **env: str) -> str:
@@ -136,7 +154,7 @@ def test_call_reaches_the_healthy_node_past_three_bad_neighbours(make_pool):
 
 
 def test_call_never_tries_a_node_twice_while_an_untried_one_remains(pool_impl):
-    pool = pool_impl.EndpointPool(nodes(4), weights=[5, 1, 1, 1], start=0)
+    pool = pool_impl.EndpointPool(nodes(4), weights=[5, 1, 1, 1], start=0, **in_order(pool_impl))
     pool._set_clock(T0)
     for i in range(4):
         pool.mark_failed(i, 100 + i)  # all cooling: selection falls back to node 0
@@ -256,7 +274,7 @@ def test_call_raises_a_callers_bug_at_once_and_cools_no_node(make_pool):
 
 
 def test_call_follows_the_pools_backoff_and_resets_it_on_success(pool_impl):
-    pool = frozen(pool_impl.EndpointPool(nodes(2), start=0, base_cooldown=1.0, max_cooldown=8.0))
+    pool = frozen(pool_impl.EndpointPool(nodes(2), start=0, base_cooldown=1.0, max_cooldown=8.0, **in_order(pool_impl)))
     flaky = failing_on(0)
     seen = []
     for outage, expected in enumerate([1, 2, 4, 8, 8]):
@@ -420,7 +438,7 @@ def test_acall_cools_asyncio_timeouts_for_timeout_cooldown(make_pool):
 
 
 def test_acall_follows_the_pools_backoff_and_stops_at_its_deadline(pool_impl):
-    pool = frozen(pool_impl.EndpointPool(nodes(3), start=0, base_cooldown=2.0, max_cooldown=8.0))
+    pool = frozen(pool_impl.EndpointPool(nodes(3), start=0, base_cooldown=2.0, max_cooldown=8.0, **in_order(pool_impl)))
     calls = []
 
     async def afn(endpoint):
@@ -585,8 +603,6 @@ def test_importing_the_package_imports_no_http_library(no_extensions):
 
 
 def test_a_pass_verdict_fails_over_without_marking_the_node(make_pool):
-    from gonka_pool._failover import PASS, failover_plan, run
-
     pool = frozen(make_pool(3))
     plan = failover_plan(
         pool, None, lambda exc: None, lambda result: (PASS, 0.0, "refused", False) if result == "retry" else None
@@ -594,3 +610,227 @@ def test_a_pass_verdict_fails_over_without_marking_the_node(make_pool):
     answers = iter(["retry", "ok"])
     assert run(plan, lambda idx, endpoint: next(answers)) == "ok"
     assert deadlines(pool) == [0, 0, 0]
+
+
+# -- leases: every attempt settles once ---------------------------------------------
+
+
+def in_flight(pool) -> int:
+    """Requests the pool counts in flight, over all nodes."""
+    return sum(state.in_flight for state in pool.snapshot())
+
+
+class RecordedLease:
+    """A real lease whose settling is recorded: an outcome per settle that took effect."""
+
+    def __init__(self, lease):
+        self.lease = lease
+        self.outcomes: list[str] = []
+
+    @property
+    def index(self):
+        return self.lease.index
+
+    @property
+    def endpoint(self):
+        return self.lease.endpoint
+
+    def success(self):
+        self.outcomes.append("success")
+        self.lease.success()
+
+    def failure(self, cooldown=None, reason=None, *, retry_after=None):
+        self.outcomes.append("failure")
+        return self.lease.failure(cooldown, reason=reason, retry_after=retry_after)
+
+    def overloaded(self, cooldown=None):
+        self.outcomes.append("overloaded")
+        self.lease.overloaded(cooldown)
+
+    def release(self):
+        if not self.lease.settled:  # release() on a settled lease is a no-op
+            self.outcomes.append("release")
+        self.lease.release()
+
+
+class Recorder:
+    """What the failover loop needs of a pool, over a real one, recording the leases."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.leases: list[RecordedLease] = []
+
+    def _record(self, lease):
+        self.leases.append(RecordedLease(lease))
+        return self.leases[-1]
+
+    def acquire(self):
+        return self._record(self.pool.acquire())
+
+    def _acquire_index(self, idx):
+        return self._record(self.pool._acquire_index(idx))
+
+    @property
+    def endpoints(self):
+        return self.pool.endpoints
+
+    def __len__(self):
+        return len(self.pool)
+
+    def outcomes(self) -> list[list[str]]:
+        return [lease.outcomes for lease in self.leases]
+
+
+def judged(answers):
+    """A send that replays ``answers`` (raising the exceptions among them), and a
+    plan over ``pool`` judging them: NodeDown and the strings below are failures."""
+    verdicts = {
+        "pass": (PASS, 0.0, "signature reused", False),
+        "busy": load_verdict("HTTP 429"),
+        "error": (None, 0.0, "HTTP 503", False),
+        "asked": (None, 120.0, "HTTP 429", False),
+    }
+
+    def judge_error(exc):
+        return (None, 0.0, "NodeDown", False) if isinstance(exc, NodeDown) else None
+
+    def judge_result(result):
+        if result == "judge bug":
+            raise LookupError("a bug in the judge")
+        return verdicts.get(result)
+
+    answers = iter(answers)
+
+    def send(idx, endpoint):
+        answer = next(answers)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    return judge_error, judge_result, send
+
+
+@pytest.mark.parametrize(
+    ("answers", "outcome", "settled"),
+    [
+        (["ok"], "ok", [["success"]]),
+        (
+            ["pass", "busy", "error", NodeDown("x"), "ok"],
+            "ok",
+            [["release"], ["overloaded"], ["failure"], ["failure"], ["success"]],
+        ),
+        (["error", KeyError("the caller's bug")], KeyError, [["failure"], ["release"]]),
+        (["error", KeyboardInterrupt()], KeyboardInterrupt, [["failure"], ["release"]]),
+        (["busy", "judge bug"], LookupError, [["overloaded"], ["release"]]),
+        ([NodeDown("x"), NodeDown("y"), "error"], "error", [["failure"], ["failure"], ["failure"]]),
+    ],
+    ids=["answer", "every-verdict", "not-the-nodes-fault", "keyboard-interrupt", "judge-raises", "all-fail"],
+)
+def test_every_attempt_settles_its_lease_exactly_once(make_pool, answers, outcome, settled):
+    pool = frozen(make_pool(len(answers)))
+    recorder = Recorder(pool)
+    judge_error, judge_result, send = judged(answers)
+    plan = failover_plan(recorder, None, judge_error, judge_result)
+    if isinstance(outcome, type):
+        with pytest.raises(outcome):
+            run(plan, send)
+    else:
+        assert run(plan, send) == outcome
+    assert recorder.outcomes() == settled
+    assert in_flight(pool) == 0
+
+
+def test_a_plan_closed_mid_attempt_releases_its_lease(make_pool):
+    pool = frozen(make_pool(2))
+    recorder = Recorder(pool)
+    plan = failover_plan(recorder, None, lambda exc: None, lambda result: None)
+    assert next(plan)[0] == 0
+    assert in_flight(pool) == 1  # the attempt holds its node
+    plan.close()  # what run() does when a BaseException or a cancellation ends it
+    assert recorder.outcomes() == [["release"]] and in_flight(pool) == 0
+    assert deadlines(pool) == [0, 0]
+
+
+def test_a_tried_node_picked_again_is_released_for_the_first_untried_one(make_pool):
+    pool = frozen(make_pool(3))
+    for i in range(3):
+        pool.mark_failed(i, 100 + i)  # all cooling: every pick is node 0, the earliest deadline
+    recorder = Recorder(pool)
+    fn = failing_on(0, 1, 2)
+    with pytest.raises(NodeDown):
+        _failover.call(recorder, fn)
+    assert fn.calls == [0, 1, 2]
+    # Node 0 again after each failure: released, and the first untried node acquired.
+    assert recorder.outcomes() == [["failure"], ["release"], ["failure"], ["release"], ["failure"]]
+    assert [lease.index for lease in recorder.leases] == [0, 0, 1, 0, 2]
+    assert in_flight(pool) == 0
+
+
+def test_call_leaves_no_request_in_flight_whatever_the_outcome(make_pool):
+    pool = frozen(make_pool(3))
+    assert pool.call(failing_on()) == "answer from 0"
+    assert pool.call(failing_on(1)) == "answer from 2"
+    with pytest.raises(NodeDown):
+        pool.call(failing_on(0, 1, 2))
+    with pytest.raises(IndexError):
+        pool.call(lambda endpoint: [][0])
+
+    def interrupted(endpoint):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pool.call(interrupted)
+
+    async def ask(endpoint):
+        return "never awaited"
+
+    with pytest.raises(TypeError, match="acall"):
+        pool.call(lambda endpoint: ask(endpoint))
+    assert in_flight(pool) == 0
+
+
+def test_acall_leaves_no_request_in_flight_when_cancelled(make_pool):
+    pool = frozen(make_pool(3))
+    started = []
+
+    async def afn(endpoint):
+        started.append(endpoint)
+        if len(started) == 1:
+            raise ConnectionRefusedError("refused")
+        await asyncio.sleep(10)
+
+    async def main():
+        task = asyncio.ensure_future(pool.acall(afn))
+        while len(started) < 2:
+            await asyncio.sleep(0)
+        assert in_flight(pool) == 1  # the second attempt; the first is settled
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert in_flight(pool) == 0
+    assert deadlines(pool) == [30, 0, 0]  # the cancelled attempt marked nothing
+
+
+def test_a_refusal_for_load_fails_over_without_escalating_the_backoff(make_pool, caplog):
+    pool = frozen(make_pool(3))
+    judge_error, judge_result, send = judged(["busy", "ok"])
+    with caplog.at_level(logging.DEBUG, logger="gonka_pool"):
+        assert run(failover_plan(pool, None, judge_error, judge_result), send) == "ok"
+    busy = pool.snapshot()[0]
+    assert 0 < busy.cooldown_remaining < 1  # a moment, jittered, not the backoff's 30 s
+    assert (busy.consecutive_failures, busy.total_failures) == (0, 0)
+    (record,) = [r for r in caplog.records if r.name == "gonka_pool"]
+    assert record.levelno == logging.DEBUG and record.gonka_reason == "HTTP 429"
+    assert "load" in record.getMessage()
+    assert in_flight(pool) == 0
+
+
+def test_a_refusal_that_asks_for_time_is_a_failure_cooled_that_long(make_pool):
+    pool = frozen(make_pool(3))
+    judge_error, judge_result, send = judged(["asked", "ok"])
+    assert run(failover_plan(pool, None, judge_error, judge_result), send) == "ok"
+    asked = pool.snapshot()[0]
+    assert asked.cooldown_remaining == 120 and asked.consecutive_failures == 1
+    assert in_flight(pool) == 0

@@ -605,6 +605,11 @@ def test_each_attempt_is_signed_afresh_for_the_node_it_goes_to(pool_impl, net, s
     # The capacity refusal came after the node had verified that attempt's signature.
     assert net.nodes[0].statuses == {429: 1} and net.nodes[1].statuses == {200: 1}
     assert _cooled(pool) == [True, False, False]
+    # "Transfer Agent capacity reached" (no Retry-After) is load: a moment's rest,
+    # no backoff, no failure counted.
+    capacity = pool.snapshot()[0]
+    assert capacity.cooldown_remaining < 1 and (capacity.consecutive_failures, capacity.total_failures) == (0, 0)
+    assert sum(state.in_flight for state in pool.snapshot()) == 0
 
 
 @needs_openai
@@ -628,6 +633,7 @@ def test_a_timestamp_outside_the_nodes_window_fails_over_without_marking_the_nod
     assert response.status_code == 200
     assert net.nodes[0].refusals == {"Request timestamp is too old": 1}
     assert _cooled(pool) == [False, False, False]
+    assert sum(state.in_flight for state in pool.snapshot()) == 0  # the PASS released its lease
 
 
 @needs_openai

@@ -119,12 +119,24 @@ def endpoint(node: LocalNode | str, address: str | None = None) -> GonkaEndpoint
     return GonkaEndpoint(node.url, address or f"gonka1{node.name}")
 
 
+def in_order(pool_impl) -> dict:
+    """Settings under which ``acquire()`` picks exactly as ``next_indexed()`` does
+    (round robin): these tests pin the order of attempts.  Empty for a core without
+    ``balance=``, whose picks are round robin anyway."""
+    try:
+        pool_impl.EndpointPool([GonkaEndpoint("http://127.0.0.1:9/v1", "a")], balance="round_robin")
+    except TypeError:
+        return {}
+    return {"balance": "round_robin"}
+
+
 @pytest.fixture
 def make_local_pool(pool_impl):
     """A pool of the given nodes, for either implementation, its clock frozen at T0
-    and its next pick the first node."""
+    and its next pick the first node; picking in round robin (see ``in_order``)."""
 
     def make(*members: LocalNode | str | GonkaEndpoint, **settings: Any):
+        settings = {**in_order(pool_impl), **settings}
         pool = pool_impl.EndpointPool((m if isinstance(m, GonkaEndpoint) else endpoint(m) for m in members), **settings)
         pool._set_clock(T0)
         # A pool may start its round robin anywhere: take picks until the last node.
@@ -139,6 +151,11 @@ def make_local_pool(pool_impl):
 def cooldowns(pool) -> list[float]:
     """Each node's cooldown in seconds from T0 (0: not marked)."""
     return [0 if d == 0 else (d - T0) / S for d in pool._state()[2]]
+
+
+def in_flight(pool) -> int:
+    """Requests the pool counts in flight, over all nodes."""
+    return sum(state.in_flight for state in pool.snapshot())
 
 
 def content_of(response) -> str:
@@ -160,6 +177,7 @@ def test_every_request_succeeds_while_one_healthy_node_remains(flavour, local, m
     assert cooldowns(pool) == [120, 30, 30, 0]
     assert len(local.unavailable.seen) == 1 and len(local.stall.seen) == 1
     assert len(local.healthy.seen) == 5
+    assert in_flight(pool) == 0  # every attempt settled, failures and answers alike
 
 
 def test_the_request_is_rewritten_to_the_node(flavour, local, make_local_pool):
@@ -224,10 +242,28 @@ def test_a_429_with_retry_after_cools_the_node_at_least_that_long(flavour, local
     with flavour.client(pool) as client:
         assert client.post("http://gonka/chat/completions", json=CHAT).status_code == 200
     assert cooldowns(pool) == [120, 0]
+    assert pool.snapshot()[0].consecutive_failures == 1  # a failure: the node asked for time
     pool = make_local_pool(local.rate_limited, local.healthy)
     with flavour.client(pool, cooldown=300) as client:  # longer than Retry-After: kept
         client.post("http://gonka/chat/completions", json=CHAT)
     assert cooldowns(pool) == [300, 0]
+    assert in_flight(pool) == 0
+
+
+def test_a_429_without_retry_after_is_load_and_fails_over_without_a_backoff(flavour, local, make_local_pool, caplog):
+    busy = LocalNode("busy", "rate-limited", retry_after="").start()  # no usable Retry-After
+    try:
+        pool = make_local_pool(busy, local.healthy)
+        with caplog.at_level(logging.INFO, logger="gonka_pool"), flavour.client(pool, cooldown=300) as client:
+            response = client.post("http://gonka/chat/completions", json=CHAT)
+        assert content_of(response) == "hello from healthy" and len(busy.seen) == 1
+        state = pool.snapshot()[0]
+        assert 0 < state.cooldown_remaining < 1  # a jittered moment, not cooldown=300
+        assert (state.consecutive_failures, state.total_failures) == (0, 0)
+        assert [r for r in caplog.records if r.name == "gonka_pool"] == []  # no WARNING: load is no failure
+        assert in_flight(pool) == 0
+    finally:
+        busy.stop()
 
 
 def test_only_the_configured_statuses_fail_over(flavour, local, make_local_pool):
@@ -328,6 +364,66 @@ def test_a_stream_never_fails_over_after_its_first_byte(flavour, local, make_loc
     assert b"".join(received).startswith(b"data: ")  # the first event arrived...
     assert local.healthy.seen == []  # ...so nothing was resent
     assert cooldowns(pool) == [0, 0]
+
+
+def test_with_the_default_balance_a_busy_node_fails_over_and_every_attempt_settles(flavour, local, pool_impl):
+    busy = LocalNode("busy", "rate-limited", retry_after="").start()  # Gonka's "capacity reached"
+    try:
+        pool = pool_impl.EndpointPool([endpoint(busy), endpoint(local.healthy)], start=0)  # balance's default
+        with flavour.client(pool) as client:
+            response = client.post("http://gonka/chat/completions", json=CHAT)
+        assert content_of(response) == "hello from healthy"
+        assert len(busy.seen) == 1  # tried first (both unmeasured: scan order), then the other
+        refused, answered = pool.snapshot()
+        assert (refused.consecutive_failures, refused.total_failures) == (0, 0)
+        assert answered.consecutive_failures == 0 and in_flight(pool) == 0
+    finally:
+        busy.stop()
+
+
+def test_a_stream_settles_its_attempt_when_its_headers_arrive(flavour, local, make_local_pool):
+    pool = make_local_pool(local.healthy)
+    with flavour.client(pool) as client:
+        with client.stream("POST", "http://gonka/chat/completions", json={**CHAT, "stream": True}) as response:
+            # Settled before a byte of the body was read: the latency the pool
+            # learns is the time to the headers, for a stream its first byte.
+            assert in_flight(pool) == 0
+            assert b"".join(response.iter_bytes()).startswith(b"data: ")
+    assert in_flight(pool) == 0 and cooldowns(pool) == [0]
+
+
+def test_an_error_that_is_not_the_nodes_fault_settles_its_attempt_unmarked(flavour, local, make_local_pool):
+    pool = make_local_pool(local.healthy, local.unavailable)
+
+    def sign(request, endpoint):
+        raise RuntimeError("the signer's bug")
+
+    with flavour.client(pool, on_request=sign) as client:
+        with pytest.raises(RuntimeError, match="signer"):
+            client.post("http://gonka/chat/completions", json=CHAT)
+    assert in_flight(pool) == 0 and cooldowns(pool) == [0, 0]
+    assert local.healthy.seen == [] and local.unavailable.seen == []
+
+
+def test_async_a_cancelled_request_leaves_no_request_in_flight(flavour, local, make_local_pool):
+    pool = make_local_pool(local.closed_url, local.stall, local.healthy)
+
+    async def main():
+        async with flavour.async_client(pool) as client:
+            task = asyncio.ensure_future(client.post("http://gonka/chat/completions", json=CHAT))
+            for _ in range(500):
+                if local.stall.seen:
+                    break
+                await asyncio.sleep(0.01)
+            assert local.stall.seen and in_flight(pool) == 1  # stalled on the second node
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    assert in_flight(pool) == 0
+    assert cooldowns(pool) == [30, 0, 0]  # the refused node only: the cancelled attempt marks nothing
+    assert local.healthy.seen == []
 
 
 def test_the_transport_checks_its_arguments(flavour, pool_impl):
@@ -841,6 +937,7 @@ def test_a_weighted_pool_tries_each_node_once_per_request(flavour, local, pool_i
             endpoint(local.healthy),
         ],
         weights=[6, 1, 1, 1],
+        **in_order(pool_impl),
     )
     pool._set_clock(T0)
     for i in range(4):  # all cooling, the heavy node first to recover

@@ -1,15 +1,33 @@
 """The failover loop of the seed's caller, written once for every client.
 
-Per request, while the request may go on: take the pool's next node that this
-request has not tried, try it, and judge the outcome.  With ``attempts=None`` a
-request goes on until a node answers, every node has been tried, the ``deadline``
-has passed, or three attempts have timed out (fast failures, a refused connection
-or an error status, do not count: only stalls threaten latency); ``attempts=N``
-means at most N.
-A failure that is the node's fault (the caller says which) marks the node and
-moves on; an outcome that is the answer marks the node a success (its backoff
-level back to 0).  When the attempts or the time run out, the last outcome
-stands: its exception is raised, or its result returned.
+Per request, while the request may go on: take a lease on the pool's pick
+(``pool.acquire()``) that this request has not tried, try its node, and judge the
+outcome.  With ``attempts=None`` a request goes on until a node answers, every
+node has been tried, the ``deadline`` has passed, or three attempts have timed
+out (fast failures, a refused connection or an error status, do not count: only
+stalls threaten latency); ``attempts=N`` means at most N.  When the attempts or
+the time run out, the last outcome stands: its exception is raised, or its result
+returned.
+
+Every attempt's lease is settled exactly once, as soon as its verdict is known,
+so that the pool's in-flight counts never leak and its latency samples measure
+the node, not the caller:
+
+- an outcome that is the answer: ``lease.success()``, which records the latency
+  from the pick to that moment and resets the node's backoff level.  For the
+  transports the verdict is known when the status line and headers have arrived,
+  so a streamed answer counts its time to the first byte; a non-streamed one its
+  whole generation (the pool's peak-EWMA clips one long sample, see
+  ``_balance.PEAK_CLIP``).  For ``pool.call`` it is the function's duration;
+- a failure that is the node's fault (the caller's judge says which):
+  ``lease.failure(cooldown, reason, retry_after=...)``, as ``mark_failed`` marks;
+- a refusal for load (a 429 without ``Retry-After``, the ``LOAD`` verdict):
+  ``lease.overloaded()``: a short, jittered cooldown that does not escalate the
+  node's backoff (it was busy, not broken), and the request fails over;
+- the ``PASS`` verdict, an exception that is not the node's fault, and anything
+  that ends the attempt from outside (``KeyboardInterrupt``, asyncio
+  cancellation, the driver closing the plan): ``lease.release()``, neither
+  outcome.
 
 Cooldowns: ``None`` (the default) lets the pool's backoff policy decide
 (``base_cooldown * 2**(n-1)`` for the n-th consecutive outage, capped at
@@ -19,7 +37,8 @@ less than an error: with ``timeout_cooldown=None`` it is an error like any other
 there gives timeouts ``max(timeout_cooldown, cooldown)`` when ``cooldown`` is a
 number too, and that number floor over the pool's backoff when it is not.  A node
 may ask for longer with ``Retry-After`` (the transports), never more than
-``max_retry_after`` seconds.
+``max_retry_after`` seconds: a 429 or 503 with a usable ``Retry-After`` is a
+failure, cooled at least that long.
 
 The loop is a generator (``failover_plan``) that yields the node to try and is sent
 the result, or thrown the exception, of trying it; ``run`` and ``arun`` drive it
@@ -28,8 +47,9 @@ the httpx2 / httpx transports, sync and async alike, and none of them imports an
 HTTP library.  Nothing here runs on the selection hot path.
 
 Each failure is logged once: the pool's WARNING when the mark starts a cooldown
-(``_report.log_cooldown``, which reads the reason this loop hands it), else a
-DEBUG line here ("already cooling").
+(``_report.log_cooldown``, with the reason this loop hands ``lease.failure``),
+else a DEBUG line here ("already cooling", ``lease.failure`` returning False).
+A refusal for load and a ``PASS`` are logged at DEBUG only.
 """
 
 from __future__ import annotations
@@ -45,10 +65,10 @@ from typing import Any, TypeVar, cast
 
 from ._convert import check_attempts, check_cooldown, check_deadline
 from ._endpoint import GonkaEndpoint
-from ._report import FailureReport, failure_report
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
+    "LOAD",
     "MAX_SLOW_FAILURES",
     "PASS",
     "Cooldowns",
@@ -57,6 +77,7 @@ __all__ = [
     "call",
     "expiry",
     "failover_plan",
+    "load_verdict",
     "remaining",
     "retry_after_seconds",
     "run",
@@ -70,25 +91,37 @@ DEFAULT_MAX_RETRY_AFTER = 300.0
 
 log = logging.getLogger("gonka_pool")
 
-# A verdict on one attempt: (cooldown in seconds, None for the pool's backoff, or
-# PASS; at-least seconds or 0; reason; whether it was slow, a timeout), or None
-# for "this outcome is the answer".
+# A verdict on one attempt: (cooldown in seconds, None for the pool's backoff,
+# PASS or LOAD; at-least seconds or 0; reason; whether it was slow, a timeout), or
+# None for "this outcome is the answer".
 # PASS fails over without marking the node: the attempt failed for a reason that
 # another node (or a fresh attempt) may not share, and the node is not at fault
 # (a Gonka node refusing a reused signature, say).
+# LOAD fails over after ``lease.overloaded()``: the node refused for load (a 429
+# without Retry-After, Gonka's "Transfer Agent capacity reached"); it is left alone
+# for a short jittered moment, its backoff level untouched.
 Verdict = tuple[Any, float, str, bool] | None
 # What the plan yields: the node to try.
 Step = tuple[int, GonkaEndpoint]
 
 
-class _Pass:
-    __slots__ = ()
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
 
     def __repr__(self) -> str:
-        return "PASS"
+        return self._name
 
 
-PASS: Any = _Pass()
+PASS: Any = _Sentinel("PASS")
+LOAD: Any = _Sentinel("LOAD")
+
+
+def load_verdict(reason: str) -> tuple[Any, float, str, bool]:
+    """The verdict on a refusal for load: fail over, ``lease.overloaded()``."""
+    return LOAD, 0.0, reason, False
 
 
 class Cooldowns:
@@ -172,76 +205,103 @@ def failover_plan(
 ) -> Generator[Step, Any, Any]:
     """Yield ``(idx, endpoint)`` to try; be sent its result or thrown its exception.
 
-    A judged failure marks the node and, while the request may go on, yields
-    another node; the driver then discards the result it sent.  Returns the
-    accepted (or last) result, marking its node a success when it was accepted;
-    re-raises an exception that is not the node's fault at once (marking
-    nothing), and the last one when the request may not go on.  Exceptions that
-    are not ``Exception`` (``KeyboardInterrupt``, ``asyncio.CancelledError``) pass
-    through unjudged.
+    Each attempt holds a lease from ``pool.acquire()``, settled exactly once as
+    soon as its verdict is known (see the module docstring): a judged failure
+    settles it failed (or overloaded, or released for ``PASS``) and, while the
+    request may go on, yields another node; the driver then discards the result
+    it sent.  Returns the accepted (or last) result, settling its lease a success
+    when it was accepted; re-raises an exception that is not the node's fault at
+    once (releasing the lease: neither outcome), and the last one when the request
+    may not go on.  Exceptions that are not ``Exception`` (``KeyboardInterrupt``,
+    ``asyncio.CancelledError``) pass through unjudged, and closing the plan
+    (``GeneratorExit``) releases the lease of the attempt in progress.
 
     With ``attempts=None`` the request goes on until every node of the pool has
     been tried, ``expires`` (a ``time.monotonic()`` value) has passed, or
     ``MAX_SLOW_FAILURES`` attempts have timed out: a fast failure (a refused or
-    reset connection, an error status) costs milliseconds and does not use up that
-    bound, which exists to bound the latency of stalling nodes.  ``attempts=N``
-    means at most N attempts (and the same deadline).  No node is tried twice in
-    one request while an untried one remains: the pool's pick is taken when it is
-    untried (the usual case: a node that failed is cooling, and selection skips
-    it), else the next untried node in pool order, cooling or not.  (A random
-    offset for each retry, so that requests in flight when a node starts failing do
-    not all move on to its next neighbour, was measured with ``python -m gonka_pool
-    bench-failover``: attempts on bad nodes 50-55 with it, 51-55 without, in 4-round
-    runs; not kept.)
+    reset connection, an error status, a refusal for load) costs milliseconds and
+    does not use up that bound, which exists to bound the latency of stalling
+    nodes.  ``attempts=N`` means at most N attempts (and the same deadline).  No
+    node is tried twice in one request while an untried one remains: the pool's
+    pick is taken when it is untried (the usual case: a node that failed is
+    cooling, and selection skips it), else that lease is released for one on the
+    first untried node in pool order, cooling or not (``pool._acquire_index``).
+    (A random offset for each retry, so that requests in flight when a node starts
+    failing do not all move on to its next neighbour, was measured with ``python
+    -m gonka_pool bench-failover``: attempts on bad nodes 50-55 with it, 51-55
+    without, in 4-round runs; not kept.)
     """
     limit = attempts
     tried: set[GonkaEndpoint] = set()
     slow = 0
     while True:
-        step = _untried(pool, tried)
-        if step is None:  # pragma: no cover - the checks below stop first
-            raise AssertionError("unreachable: no node left to try")
-        idx, endpoint = step
-        tried.add(endpoint)
+        lease = _acquire_untried(pool, tried)
         try:
-            result = yield idx, endpoint
-        except Exception as exc:
-            verdict = judge_error(exc)
+            endpoint = lease.endpoint
+            tried.add(endpoint)
+            try:
+                result = yield lease.index, endpoint
+            except Exception as exc:
+                verdict = judge_error(exc)
+                if verdict is None:
+                    raise
+                _settle_failed(lease, verdict)
+                slow += verdict[3]
+                if not _may_go_on(pool, limit, tried, slow, expires):
+                    raise
+                continue
+            verdict = judge_result(result)
             if verdict is None:
-                raise
-            _mark_failed(pool, idx, endpoint, verdict)
+                lease.success()
+                return result
+            _settle_failed(lease, verdict)
             slow += verdict[3]
             if not _may_go_on(pool, limit, tried, slow, expires):
-                raise
-            continue
-        verdict = judge_result(result)
-        if verdict is None:
-            pool.mark_success(endpoint)
-            return result
-        _mark_failed(pool, idx, endpoint, verdict)
-        slow += verdict[3]
-        if not _may_go_on(pool, limit, tried, slow, expires):
-            return result
+                return result
+        finally:
+            # A no-op once settled.  Otherwise the attempt ended without a verdict
+            # on the node: an exception that is not its fault, a judge that raised,
+            # or the driver closing the plan (cancellation, KeyboardInterrupt, a
+            # dropped generator): neither outcome, but never a leaked in-flight count.
+            lease.release()
 
 
 # Timeouts one request may spend with attempts=None: the seed's cap of 3 attempts
 # existed to bound the latency of stalling nodes, and now bounds only that.
 MAX_SLOW_FAILURES = 3
+# Looks for an untried node when an update() moves the nodes between reading the
+# membership and acquiring from it.
+_UNTRIED_LOOKS = 3
 
 
-def _untried(pool: Any, tried: set[GonkaEndpoint]) -> Step | None:
-    """The pool's next pick if this request has not tried it, else the first
-    untried node in pool order; None when every node has been tried."""
-    idx, endpoint = pool.next_indexed()
-    if endpoint not in tried:
-        return idx, endpoint
-    # Every candidate the pool would give is cooling and tried (all cooling: the
-    # earliest deadline comes back), or a node failed without being marked.  An
+def _acquire_untried(pool: Any, tried: set[GonkaEndpoint]) -> Any:
+    """A lease on the pool's pick if this request has not tried it, else on the
+    first untried node in pool order; the pick's lease when every node has been
+    tried (only when an update() raced the checks of ``_may_go_on``)."""
+    lease = pool.acquire()
+    if lease.endpoint not in tried:
+        return lease
+    # The pick is a node this request tried: every candidate is cooling and tried
+    # (all cooling: the earliest deadline, or in panic the cheapest, comes back),
+    # or the node failed without a cooldown (PASS) and is still the cheapest.  An
     # untried node, even a cooling one, is this request's better chance.
-    for idx, endpoint in enumerate(pool.endpoints):
-        if endpoint not in tried:
-            return idx, endpoint
-    return None
+    try:
+        for _ in range(_UNTRIED_LOOKS):
+            idx = next((i for i, node in enumerate(pool.endpoints) if node not in tried), None)
+            if idx is None:
+                break
+            try:
+                other = pool._acquire_index(idx)
+            except IndexError:  # an update() shrank the membership meanwhile
+                continue
+            if other.endpoint not in tried:
+                lease.release()
+                return other
+            other.release()  # an update() moved the nodes meanwhile: look again
+    except BaseException:
+        lease.release()
+        raise
+    return lease
 
 
 def _may_go_on(pool: Any, limit: int | None, tried: set[GonkaEndpoint], slow: int, expires: float | None) -> bool:
@@ -271,9 +331,12 @@ def remaining(expires: float | None) -> float | None:
     return None if expires is None else max(0.0, expires - time.monotonic())
 
 
-def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[Any, float, str, bool]) -> None:
+def _settle_failed(lease: Any, verdict: tuple[Any, float, str, bool]) -> None:
+    """Settle ``lease`` on a judged failure: failed, overloaded or released."""
     cooldown, at_least, reason, _ = verdict
+    endpoint = lease.endpoint
     if cooldown is PASS:
+        lease.release()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "endpoint %s (%s) failed (%s); failing over without a cooldown",
@@ -283,19 +346,22 @@ def _mark_failed(pool: Any, idx: int, endpoint: GonkaEndpoint, verdict: tuple[An
                 extra={"gonka_endpoint": endpoint, "gonka_reason": reason},
             )
         return
-    # By endpoint, not index: an update() between the pick and the failure may have
-    # moved the node, and the endpoint resolves against the set in force now.
-    # The pool logs the one WARNING when this starts a cooldown, with our reason.
-    report = FailureReport(reason)
-    token = failure_report.set(report)
-    try:
-        if at_least > 0:
-            pool._mark_failed_at_least(endpoint, cooldown, at_least)
-        else:
-            pool.mark_failed(endpoint, cooldown)
-    finally:
-        failure_report.reset(token)
-    if not report.entered and log.isEnabledFor(logging.DEBUG):
+    if cooldown is LOAD:
+        lease.overloaded()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "endpoint %s (%s) refused for load (%s); failing over without a backoff",
+                endpoint.base_url,
+                endpoint.address,
+                reason,
+                extra={"gonka_endpoint": endpoint, "gonka_reason": reason},
+            )
+        return
+    # The lease resolves its node against the membership in force now, as a mark
+    # by endpoint does (an update() may have moved it since the pick).  The pool
+    # logs the one WARNING when this starts a cooldown, with our reason.
+    entered = lease.failure(cooldown, reason=reason, retry_after=at_least or None)
+    if not entered and log.isEnabledFor(logging.DEBUG):
         log.debug(
             "endpoint %s (%s) failed (%s) while already cooling; failing over",
             endpoint.base_url,
@@ -313,7 +379,9 @@ def run(
     """Drive ``plan`` with a blocking ``send(idx, endpoint)``.
 
     ``discard(result)`` releases a result the plan moved past (an HTTP response to
-    close); its errors are ignored, as that node is already marked failed.
+    close); its errors are ignored, as that attempt's lease is already settled.
+    Whatever leaves this function, the plan is closed, which releases the lease of
+    an attempt in progress.
     """
     try:
         step = next(plan)

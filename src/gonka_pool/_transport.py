@@ -23,7 +23,15 @@ The rules, for a transport built with ``origin="http://gonka"`` (the default):
   any other ``Location`` is left as it is, and following it meets the origin rule.
 - ``Set-Cookie`` is dropped from every response: nodes are stateless APIs, and one
   client jar behind one origin would hand one node's cookies to every other.
-- ``Retry-After`` lengthens a cooldown by at most ``max_retry_after`` seconds.
+- A 429 or 503 with a usable ``Retry-After`` is a failure cooled at least that
+  long, by at most ``max_retry_after`` seconds.  A 429 without one (Gonka's
+  "Transfer Agent capacity reached") is load, not failure: the node is left
+  alone for a short jittered moment (``lease.overloaded()``), its backoff level
+  untouched, and the request fails over all the same.
+- Each attempt holds a lease on its node (``pool.acquire()``), settled as soon as
+  the status line and headers have been judged: the latency the pool learns is
+  the time to the headers, so a stream counts its time to the first byte.  A
+  response handed back settles its lease a success before its body is read.
 - ``deadline`` bounds the whole request: no attempt starts after it, and each
   attempt's timeouts are cut to the time left.
 """
@@ -47,6 +55,7 @@ from ._failover import (
     arun,
     expiry,
     failover_plan,
+    load_verdict,
     remaining,
     retry_after_seconds,
     run,
@@ -136,7 +145,8 @@ class _PoolTransportCommon:
         max_retry_after: Any = DEFAULT_MAX_RETRY_AFTER,
         deadline: Any = None,
     ) -> None:
-        for method in ("next_indexed", "mark_failed", "mark_success", "__len__"):
+        # What the failover loop calls (acquire's leases settle the attempts).
+        for method in ("acquire", "__len__"):
             if not callable(getattr(pool, method, None)):
                 raise TypeError(f"pool must be an EndpointPool, not {type(pool).__name__}")
         if on_request is not None and not callable(on_request):
@@ -235,10 +245,14 @@ class _PoolTransportCommon:
         status = response.status_code
         if status not in self._retry_statuses:
             return None
-        asked = 0.0
-        if status in RETRY_AFTER_STATUSES:
-            asked = retry_after_seconds(response.headers.get("Retry-After"), limit=self._max_retry_after) or 0.0
-        return self._cooldowns.for_error(f"HTTP {status}", asked)
+        if status not in RETRY_AFTER_STATUSES:
+            return self._cooldowns.for_error(f"HTTP {status}")
+        asked = retry_after_seconds(response.headers.get("Retry-After"), limit=self._max_retry_after)
+        if asked is None and status == 429:
+            # Busy, not broken: the node's answer to a burst.  Cooling it for the
+            # backoff would cascade the burst over the others (issue 20).
+            return load_verdict(f"HTTP {status}")
+        return self._cooldowns.for_error(f"HTTP {status}", asked or 0.0)
 
     def _body_to_judge(self, response: Any) -> bool:
         """Whether to read ``response``'s (small) body before judging it."""
@@ -401,7 +415,7 @@ class AsyncPoolTransportBase(_PoolTransportCommon):
         await self._transport.__aexit__(*exc_info)
 
 
-# A response the plan moved past is closed unread: its node is already marked, and
+# A response the plan moved past is closed unread: its lease is already settled, and
 # reading an error body from a failing node could itself stall.
 def _close(response: Any) -> None:
     response.close()
