@@ -384,6 +384,22 @@ def test_a_lease_from_before_an_update_settles_against_the_new_membership(make_p
     pool._check_consistency()
 
 
+def test_a_lease_on_a_duplicate_settles_the_same_copy_after_an_update(make_pool):
+    a, b = nodes(2)
+    pool = make_pool(1)
+    pool.update([a, b, a])
+    first, second = pool._acquire_index(2), pool._acquire_index(2)  # the second copy of a
+    other = pool._acquire_index(0)
+    pool.update([b, a, a])  # copies of a at 1 and 2: the second copy is index 2
+    assert [state.in_flight for state in pool.snapshot()] == [0, 1, 2]
+    first.release()
+    other.release()
+    assert [state.in_flight for state in pool.snapshot()] == [0, 0, 1]
+    pool.update([a, b])  # the second copy left: its count went with it
+    second.release()
+    assert [state.in_flight for state in pool.snapshot()] == [0, 0]
+
+
 def test_p2c_over_a_large_pool_avoids_a_loaded_node(make_pool):
     pool = clocked(make_pool, 40, balance="least_request")
     held = [pool._acquire_index(7) for _ in range(50)]

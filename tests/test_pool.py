@@ -355,7 +355,7 @@ def test_every_public_method_has_a_signature_with_the_twins_parameter_names(both
     assert inspect.signature(c_cls) == inspect.signature(py_cls)
     assert str(inspect.signature(c_cls)) == (
         "(endpoints, *, weights=None, start='random', base_cooldown=30.0, max_cooldown=300.0, "
-        "shared=None, shared_capacity=None)"
+        "shared=None, shared_capacity=None, balance='peak_ewma')"
     )
 
 

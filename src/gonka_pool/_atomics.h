@@ -16,6 +16,7 @@
 #define GONKA_POOL_ATOMICS_H
 
 #include <stdint.h>
+#include <string.h>
 
 /* MSVC's C compiler spells inline __inline before C11. */
 #if defined(_MSC_VER)
@@ -255,6 +256,37 @@ typedef struct {
     gp_atomic_u64 in_flight;
     char pad[GP_CACHE_LINE - 2 * sizeof(gp_atomic_u64)];
 } gp_stripe;
+
+/* A node's load (EndpointPool.acquire and its leases), one line per node: every
+ * acquire and settle of a node writes its in_flight count, and the fields beside
+ * it are written by the same settles, so two nodes' counts never share a line; a
+ * pick reads every line of a small pool (a read of a line shared with other cores
+ * costs nothing until one of them writes it). */
+typedef struct {
+    gp_atomic_u64 in_flight;
+    gp_atomic_u64 ewma_us;
+    gp_atomic_u64 stamp_ns;
+    gp_atomic_u64 floor_us;
+    gp_atomic_u64 limit;
+    gp_atomic_u64 last_event_ns;
+    gp_atomic_u64 inv_limit;  /* the bits of the double 1.0 / limit, written with it:
+                                 a pick multiplies by it where it would divide */
+    uint64_t rank;  /* which copy of its endpoint this slot is (0 unless listed twice);
+                       set before the membership is published, never written after */
+} gp_load;  /* 8 words: one line (GP_CACHE_LINE) */
+
+/* A double's bits in a 64-bit atomic word, and back (memcpy: no aliasing question). */
+static GP_INLINE uint64_t gp_double_bits(double x) {
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
+static GP_INLINE double gp_bits_double(uint64_t bits) {
+    double x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
 
 /* ---- Waiting in a spin loop --------------------------------------------- */
 /* A mark waits here while update() copies a membership, and update() while the

@@ -14,8 +14,8 @@ Per node, each pool keeps (beside the health every pool already had):
     Peak-EWMA latency in microseconds, 0 while unknown (Finagle's and Linkerd's
     balancer): a sample above it replaces it at once, a lower one is blended in
     with weight ``dt / (TAU + dt)`` (``dt`` the time since the last sample: a
-    rational stand-in for ``1 - exp(-dt / TAU)`` that integers can compute exactly
-    on both cores).  A sample counts at most ``PEAK_CLIP`` times the estimate, so
+    rational stand-in for ``1 - exp(-dt / TAU)`` that both cores compute with the
+    same IEEE operations).  A sample counts at most ``PEAK_CLIP`` times the estimate, so
     one long non-streamed generation quadruples a node's cost at most, while a node
     that really turned 10x slower is at 10x after two answers.
 ``stamp_ns``
@@ -49,8 +49,9 @@ node never measured that has requests out, and 0 for one never measured with non
 out (so every new node is tried once, and then waits for its answer); with
 ``least_request`` the latency is 1.  ``capacity`` is the node's weight in a
 weighted pool (weights are capacities there: ``from_gonka`` gives them) and the
-learned ``limit`` otherwise.  Costs are compared as cross products in doubles:
-``a_num * b_cap < b_num * a_cap``, the same IEEE operations on both cores.
+learned ``limit`` otherwise (1 with ``least_request``).  The cost is computed in
+IEEE doubles, ``float(latency) * float(in_flight + 1) * (1.0 / capacity)`` (the C
+core keeps each inverse, so that a pick multiplies), the same operations on both cores, and the least wins, the first in scan order among equals.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def next_ewma(ewma_us: int, stamp_ns: int, sample_us: int, now_ns: int) -> int:
     dt_us = (now_ns - stamp_ns) // 1000 if now_ns > stamp_ns else 0
     if dt_us > _MAX_DT_US:
         dt_us = _MAX_DT_US
-    return (ewma_us * TAU_US + sample * dt_us) // (TAU_US + dt_us)
+    # ewma - (ewma - sample) * dt / (TAU + dt), in IEEE doubles as the C core
+    # computes it (a double division costs it a fraction of an integer one).
+    return ewma_us - int(float(ewma_us - sample) * float(dt_us) / float(TAU_US + dt_us))
 
 
 def next_floor(floor_us: int, sample_us: int) -> int:

@@ -51,6 +51,9 @@ A membership (``gp_members``, replaced whole by ``update()``):
 ``consecutive``, ``total``
     Failure counters for the backoff policy and ``snapshot()``; never read by
     selection.
+``load``, ``failed_at``, ``probe``, ``capacity``, ``generation``
+    What ``acquire()`` reads and its leases write: see "Load-aware picks and
+    leases" below.
 
 Memory ordering: node state is relaxed, as in the seed.  Selection makes no
 promise about *which* healthy node a racing thread sees first; the worst outcome
@@ -105,11 +108,49 @@ call, and every free-threaded garbage collection stops the world: an old
 membership is freed once a collection that started after its retirement has
 finished.  Code that must run Python while using a membership (``next_many``'s
 GIL-free loop, endpoint lookups) holds a reference to it instead.
+
+Load-aware picks and leases (``acquire()``; the rules are ``_balance``'s, restated
+here under the same names with a ``_`` prefix, on the same integers):
+
+- Per membership, in the pool's own block whether shared or not: one 64-byte line
+  per node (``gp_load``: ``in_flight``, ``ewma_us``, ``stamp_ns``, ``floor_us``,
+  ``limit``, ``last_event_ns``), so settles of two nodes never write one line;
+  ``capacity`` (the weights as doubles, weighted pools only); ``generation`` (+1
+  per ``update()``).  ``failed_at`` and ``probe`` sit beside the deadlines: in the
+  block for a pool of its own, in the segment's records for ``shared=`` (layout 2),
+  where every process must see one lease's probe claim.  ``_swap`` copies the loads
+  of the nodes present before and after (shared or not) and, unshared, ``failed_at``
+  and ``probe`` as it copies deadlines.
+- ``acquire()`` runs inside the marks' handshake (``_mark_begin``/``_mark_end``):
+  the pick, the in-flight increment and the read of the endpoint.  An increment
+  outside it could land on a membership ``update()`` has already copied and be
+  lost with it; inside, ``update()`` either copies it or the increment lands on the
+  new membership.  Every settle decrements inside the handshake too, so the count
+  ``_swap`` copies is exact.  A lease whose generation is no longer in force
+  resolves its endpoint against the current membership (Python, pinned, checked
+  again inside the handshake as ``_mark_endpoint`` does).
+- Ordering: every load field is relaxed.  ``in_flight`` is a read-modify-write
+  (never lost); the estimate fields are a load and a store each, so two settles of
+  one node racing may lose one sample or one limit step, which the next answer
+  makes good: a pick compares estimates, it never needs them exact.  A pick
+  reading a field a moment stale picks as it would have a moment earlier.  The
+  probe claim is a CAS, so one lease of any process wins it; the deadline a
+  success clears goes by CAS from the value read, so a failure marked meanwhile
+  stays.  With the GIL (``GP_MARKS_ANNOUNCED`` 0) acquire() and a settle are each
+  one stretch of C holding it, so the counts and the lease's settled flag use a
+  plain load and store instead of locked operations (``_count_up``); the cursor
+  stays atomic, since ``next_many`` advances it without the GIL.
+- A ``Lease`` holds its pool (to settle), its endpoint (the stripe's copy, as
+  ``next()`` returns it), index, generation, start, in-flight count at the pick
+  and probe claim; no collector tracking (it can close no cycle) and a freelist on
+  GIL builds (Cython disables freelists on free-threaded ones).  One dropped
+  unsettled is released in ``__dealloc__``, in C when its membership is in force.
 """
 
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport PyObject, Py_INCREF
+from cpython.exc cimport PyErr_WriteUnraisable
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.datetime cimport (import_datetime, timedelta as _timedelta_type, timedelta_days,
                                 timedelta_microseconds, timedelta_seconds)
@@ -120,6 +161,7 @@ from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcmp, memcpy
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from libc.math cimport ceil
+cimport cython
 
 import errno
 import gc as _gc
@@ -142,6 +184,8 @@ from ._pool_common import from_env as _from_env, pool_repr as _pool_repr, prepar
 from ._pool_common import prepare_update as _prepare_update
 from ._clock import CLOCK_MAX_TICK_NS as _CLOCK_MAX_TICK_NS
 from ._report import EndpointState as _EndpointState, log_cooldown as _log_cooldown
+from ._report import FailureReport as _FailureReport, failure_report as _failure_report
+from . import _balance
 from ._pool_common import constructor_arguments as _constructor_arguments
 
 
@@ -155,6 +199,17 @@ cdef extern from "_atomics.h" nogil:
     ctypedef struct gp_stripe:
         gp_atomic_u64 cursor
         gp_atomic_u64 in_flight
+    ctypedef struct gp_load:
+        gp_atomic_u64 in_flight
+        gp_atomic_u64 ewma_us
+        gp_atomic_u64 stamp_ns
+        gp_atomic_u64 floor_us
+        gp_atomic_u64 limit
+        gp_atomic_u64 last_event_ns
+        gp_atomic_u64 inv_limit
+        uint64_t rank
+    uint64_t gp_double_bits(double x) noexcept
+    double gp_bits_double(uint64_t bits) noexcept
     uint64_t gp_u64_load_relaxed(gp_atomic_u64 *a) noexcept
     uint64_t gp_u64_load_acquire(gp_atomic_u64 *a) noexcept
     void gp_u64_store_relaxed(gp_atomic_u64 *a, uint64_t x) noexcept
@@ -207,6 +262,67 @@ cdef extern from *:
     #endif
     """
     const bint GP_MARKS_ANNOUNCED
+
+
+# A lease's own counts (a node's in_flight, the lease's settled flag) live in this
+# process's memory and change only in acquire() and a settle, each one stretch of C:
+# where GP_MARKS_ANNOUNCED is 0 the GIL serializes those stretches, so a relaxed load
+# and store do what a locked read-modify-write would, at a fraction of the cost
+# (three locked operations were a third of acquire() + success() on 3.11).
+
+cdef inline uint64_t _count_up(gp_atomic_u64 *count) noexcept nogil:
+    """count += 1; the new value."""
+    cdef uint64_t after
+    if GP_MARKS_ANNOUNCED:
+        return gp_u64_fetch_add_relaxed(count, 1) + 1
+    after = gp_u64_load_relaxed(count) + 1
+    gp_u64_store_relaxed(count, after)
+    return after
+
+
+cdef inline void _set_limit(gp_load *load, uint64_t limit) noexcept nogil:
+    """Store a node's concurrency limit and the inverse a pick multiplies by (a
+    pick racing this store may read the old inverse with the new limit: one pick's
+    cost a moment stale, as any relaxed read of the load).  Nothing when it is
+    unchanged, the usual case: the division is most of a settle's arithmetic."""
+    if gp_u64_load_relaxed(&load.limit) == limit and gp_u64_load_relaxed(&load.inv_limit) != 0:
+        return
+    gp_u64_store_relaxed(&load.limit, limit)
+    gp_u64_store_relaxed(&load.inv_limit, gp_double_bits(1.0 / <double><int64_t>limit))
+
+
+cdef inline uint64_t _scan_position(gp_atomic_u64 *cursor) noexcept nogil:
+    """A pick's starting position on the stripe's cursor, advanced by one.  Only
+    which of equally cheap nodes wins depends on it, so with the GIL a plain load
+    and store do (a ``next_many`` of another thread on the same stripe, the one
+    caller that runs without the GIL, may lose one step of its round robin to it,
+    never more); without the GIL, a locked add."""
+    cdef uint64_t position
+    if GP_MARKS_ANNOUNCED:
+        return gp_u64_fetch_add_relaxed(cursor, 1)
+    position = gp_u64_load_relaxed(cursor)
+    gp_u64_store_relaxed(cursor, position + 1)
+    return position
+
+
+cdef inline void _count_down(gp_atomic_u64 *count) noexcept nogil:
+    """count -= 1 unless it is 0 (a count that update() did not carry over)."""
+    cdef uint64_t before = gp_u64_load_relaxed(count)
+    if GP_MARKS_ANNOUNCED:
+        while before != 0 and not gp_u64_cas_relaxed(count, before, before - 1):
+            before = gp_u64_load_relaxed(count)
+    elif before != 0:
+        gp_u64_store_relaxed(count, before - 1)
+
+
+cdef inline bint _first_settle(gp_atomic_u64 *settled) noexcept nogil:
+    """Set a lease's flag; whether this call set it (of two racing, exactly one)."""
+    if GP_MARKS_ANNOUNCED:
+        return gp_u64_exchange_acq_rel(settled, 1) == 0
+    if gp_u64_load_relaxed(settled):
+        return False
+    gp_u64_store_relaxed(settled, 1)
+    return True
 
 
 ATOMICS = GP_ATOMICS_IMPL.decode("ascii")
@@ -437,6 +553,11 @@ cdef struct gp_members:
     PyObject **items                  # the nodes (per stripe, see below), borrowed
     Py_ssize_t stripe_stride          # n when each stripe has its own copies, else 0
     PyObject *owner                   # the _Members object that frees this block
+    uint64_t generation               # 0 for the first membership, +1 per update()
+    gp_load *load                     # each node's load, one line per node (this block)
+    gp_atomic_u64 *failed_at          # when each node was last marked failed (ns)
+    gp_atomic_u64 *probe              # until when one lease probes each node (ns), or 0
+    double *capacity                  # weighted pools: 1.0 / each node's weight; else NULL
 
 
 cdef struct gp_core:
@@ -445,6 +566,7 @@ cdef struct gp_core:
     uint64_t stripe_mask              # stripes - 1 (a power of two)
     uint64_t base_ns                  # backoff policy: first cooldown
     uint64_t max_ns                   # backoff policy: cap
+    uint64_t balance                  # acquire()'s policy: _balance.BALANCE_POLICIES' index
     gp_stripe *stripes                # one cache line per stripe
     void *allocation
 
@@ -457,8 +579,9 @@ cdef struct gp_core:
 #           read by every next() of every process, written by marks)
 #   records states[capacity] (0 free, CLAIMING | pid << 2 while its key is written,
 #           READY after), keys[capacity] (32-byte BLAKE2b of the endpoint), then the
-#           health arrays deadlines, consecutive, total [capacity] each, which
-#           memberships of shared pools index through slot_of.
+#           health arrays deadlines, consecutive, total, failed_at, probe [capacity]
+#           each, which memberships of shared pools index through slot_of (layout 2
+#           added the last two: a lease's probe claim must be seen by every process).
 # No lock anywhere: a process killed at any instruction leaves every word valid.
 # The one two-step write, claiming a record, names its claimant, and a record whose
 # claimant is gone is taken over; the cooling count errs high only (raised before a
@@ -468,7 +591,7 @@ DEFAULT_SHARED_CAPACITY = 1024
 MAX_SHARED_CAPACITY = 1 << 20
 SHARED_SUPPORTED = bool(GP_SHARED_SUPPORTED) and bool(gp_atomics_lock_free())
 cdef uint64_t _SHM_MAGIC = 0x314C4F4F50414B4EULL      # "NKAPOOL1"
-cdef uint64_t _SHM_LAYOUT = 1
+cdef uint64_t _SHM_LAYOUT = 2
 cdef size_t _SHM_HEADER = 128
 cdef uint64_t _CLAIMING = 1, _READY = 2
 cdef double _SHM_WAIT_S = 2.0                         # for a creator or claimant at work
@@ -480,7 +603,7 @@ cdef size_t _aligned(size_t size) noexcept nogil:
 
 
 cdef size_t _segment_size(uint64_t capacity) noexcept nogil:
-    return _SHM_HEADER + 4 * _aligned(capacity * 8) + _aligned(capacity * 32)
+    return _SHM_HEADER + 6 * _aligned(capacity * 8) + _aligned(capacity * 32)
 
 
 cdef bytes _segment_path(object name):
@@ -506,6 +629,8 @@ cdef class _Segment:
     cdef gp_atomic_u64 *deadlines
     cdef gp_atomic_u64 *consecutive
     cdef gp_atomic_u64 *total
+    cdef gp_atomic_u64 *failed_at
+    cdef gp_atomic_u64 *probe
 
     def __cinit__(self, name, capacity):
         cdef bytes path = _segment_path(name)
@@ -569,6 +694,8 @@ cdef class _Segment:
         self.deadlines = <gp_atomic_u64 *>(<char *>self.keys + _aligned(wanted * 32))
         self.consecutive = <gp_atomic_u64 *>(<char *>self.deadlines + _aligned(wanted * 8))
         self.total = <gp_atomic_u64 *>(<char *>self.consecutive + _aligned(wanted * 8))
+        self.failed_at = <gp_atomic_u64 *>(<char *>self.total + _aligned(wanted * 8))
+        self.probe = <gp_atomic_u64 *>(<char *>self.failed_at + _aligned(wanted * 8))
 
     def __dealloc__(self):
         if self.base != NULL:
@@ -633,6 +760,9 @@ cdef class _Members:
         cdef size_t line = GP_CACHE_LINE
         cdef size_t head = (sizeof(gp_members) + line - 1) // line * line
         cdef size_t per_array = (<size_t>n * sizeof(gp_atomic_u64) + line - 1) // line * line
+        cdef size_t loads = <size_t>n * sizeof(gp_load)  # whole lines
+        cdef size_t capacities = 0 if weights is None else per_array  # n doubles
+        cdef size_t health
         cdef char *raw
         cdef char *base
         cdef int failed = 0
@@ -644,10 +774,13 @@ cdef class _Members:
             # block then holds the record numbers instead of the three arrays.
             records = [segment.record_of(node) for node in nodes]
             per_array = (<size_t>n * sizeof(uint32_t) + line - 1) // line * line
+        # Laid out as: this header, the loads, the health arrays (five of their own,
+        # or the record numbers of a shared pool), the capacities, the schedule.
+        health = per_array if segment is not None else 5 * per_array
         if schedule is not None:
             slots = _plan_slots(schedule, n, &period, &smooth)
         try:
-            raw = <char *>PyMem_RawCalloc(1, line + head + (1 if segment is not None else 3) * per_array
+            raw = <char *>PyMem_RawCalloc(1, line + head + loads + health + capacities
                                           + (0 if slots == NULL else <size_t>period * sizeof(uint32_t)))
             if raw == NULL:
                 raise MemoryError()
@@ -660,23 +793,34 @@ cdef class _Members:
             self.m.period_inv = gp_reciprocal(period)
             if period > 1 and period & (period - 1) == 0:
                 self.m.period_mask = period - 1
+            self.m.load = <gp_load *>(base + head)
+            for i in range(n):
+                _set_limit(&self.m.load[i], 1)
             if segment is None:
                 self.m.cooling = &self.m.own_cooling
-                self.m.failed_until = <gp_atomic_u64 *>(base + head)
-                self.m.consecutive = <gp_atomic_u64 *>(base + head + per_array)
-                self.m.total = <gp_atomic_u64 *>(base + head + 2 * per_array)
+                self.m.failed_until = <gp_atomic_u64 *>(base + head + loads)
+                self.m.consecutive = <gp_atomic_u64 *>(base + head + loads + per_array)
+                self.m.total = <gp_atomic_u64 *>(base + head + loads + 2 * per_array)
+                self.m.failed_at = <gp_atomic_u64 *>(base + head + loads + 3 * per_array)
+                self.m.probe = <gp_atomic_u64 *>(base + head + loads + 4 * per_array)
             else:
                 self.segment = segment
                 self.m.cooling = segment.cooling
                 self.m.failed_until = segment.deadlines
                 self.m.consecutive = segment.consecutive
                 self.m.total = segment.total
-                self.m.slot_of = <uint32_t *>(base + head)
+                self.m.failed_at = segment.failed_at
+                self.m.probe = segment.probe
+                self.m.slot_of = <uint32_t *>(base + head + loads)
                 for i in range(n):
                     self.m.slot_of[i] = <uint32_t>records[i]
+            if weights is not None:
+                self.m.capacity = <double *>(base + head + loads + health)
+                for i in range(n):
+                    self.m.capacity[i] = 1.0 / <double>weights[i]  # the inverse: _weigh multiplies
             if slots != NULL:
                 # Laid out before the membership is published: no reader races it.
-                self.m.schedule = <uint32_t *>(base + head + (1 if segment is not None else 3) * per_array)
+                self.m.schedule = <uint32_t *>(base + head + loads + health + capacities)
                 with nogil:
                     failed = _fill_table(self.m.schedule, slots, n, period, smooth)
                 if failed:
@@ -699,7 +843,9 @@ cdef class _Members:
         positions = {}
         for i in range(n):
             node = nodes[i]
-            positions[node] = positions.get(node, ()) + (i,)
+            same = positions.get(node, ())
+            self.m.load[i].rank = <uint64_t>len(same)  # the k-th copy, as _replace pairs them
+            positions[node] = same + (i,)
         self.positions = positions
 
     def __dealloc__(self):
@@ -720,6 +866,14 @@ cdef inline gp_atomic_u64 *_consecutive(gp_members *m, Py_ssize_t idx) noexcept 
 
 cdef inline gp_atomic_u64 *_total(gp_members *m, Py_ssize_t idx) noexcept nogil:
     return &m.total[idx if m.slot_of == NULL else m.slot_of[idx]]
+
+
+cdef inline gp_atomic_u64 *_failed_at(gp_members *m, Py_ssize_t idx) noexcept nogil:
+    return &m.failed_at[idx if m.slot_of == NULL else m.slot_of[idx]]
+
+
+cdef inline gp_atomic_u64 *_probe(gp_members *m, Py_ssize_t idx) noexcept nogil:
+    return &m.probe[idx if m.slot_of == NULL else m.slot_of[idx]]
 
 
 cdef inline gp_members *_current(gp_core *core) noexcept nogil:
@@ -909,7 +1063,9 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     node's Retry-After, for ``_mark_failed_at_least``).  A failure reported while
     the node is already cooling belongs to the same outage: it counts in ``total``
     but does not raise the backoff level, so a burst of in-flight requests failing
-    together escalates once, as Envoy's ejections do."""
+    together escalates once, as Envoy's ejections do.  Any non-zero cooldown
+    records the moment in ``failed_at``, which a lease's success compares with its
+    start (a request begun before the failure does not end its cooldown)."""
     cdef uint64_t now, tick, old, deadline, level, ns
     cdef bint cooling_now, done = False
     if cooldown_ns == 0:
@@ -918,6 +1074,7 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
             _cooling_leave(m)
         return 0
     now = _now_tick(core, &tick)
+    gp_u64_store_relaxed(_failed_at(m, idx), now)
     while True:
         old = gp_u64_load_relaxed(_deadline(m, idx))
         cooling_now = old > now
@@ -951,6 +1108,7 @@ cdef void _raise_remote(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t r
     cdef bint done = False
     if remaining_ns != 0:
         now = _now_tick(core, &tick)
+        gp_u64_store_relaxed(_failed_at(m, idx), now)
         deadline = FOREVER if remaining_ns >= FOREVER - now - tick else now + tick + remaining_ns
         while True:
             old = gp_u64_load_relaxed(_deadline(m, idx))
@@ -1014,6 +1172,16 @@ cdef inline gp_members *_mark(gp_core *core, gp_members *expected, Py_ssize_t *i
     return m
 
 
+cdef inline void _copy_load(gp_load *old, gp_load *new) noexcept nogil:
+    gp_u64_store_relaxed(&new.in_flight, gp_u64_load_relaxed(&old.in_flight))
+    gp_u64_store_relaxed(&new.ewma_us, gp_u64_load_relaxed(&old.ewma_us))
+    gp_u64_store_relaxed(&new.stamp_ns, gp_u64_load_relaxed(&old.stamp_ns))
+    gp_u64_store_relaxed(&new.floor_us, gp_u64_load_relaxed(&old.floor_us))
+    gp_u64_store_relaxed(&new.limit, gp_u64_load_relaxed(&old.limit))
+    gp_u64_store_relaxed(&new.inv_limit, gp_u64_load_relaxed(&old.inv_limit))
+    gp_u64_store_relaxed(&new.last_event_ns, gp_u64_load_relaxed(&old.last_event_ns))
+
+
 cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pairs,
                 Py_ssize_t count) noexcept nogil:
     """Retire ``old``, wait out the marks in flight, copy the state of each pair
@@ -1027,12 +1195,20 @@ cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pai
             spins = 0
             while gp_u64_load(&core.stripes[stripe].in_flight) != 0:
                 gp_spin_wait(&spins)
+    new.generation = old.generation + 1
+    for k in range(count):
+        # The loads are the pool's own, shared or not; acquire() and every settle
+        # write them inside the handshake, so a count here is exact.
+        i, j = pairs[2 * k], pairs[2 * k + 1]
+        _copy_load(&old.load[i], &new.load[j])
     if new.slot_of != NULL:
-        count = 0  # a shared pool's nodes keep their records in the segment
+        count = 0  # a shared pool's nodes keep their health records in the segment
     for k in range(count):
         i, j = pairs[2 * k], pairs[2 * k + 1]
         GP_ASSERT(i < old.n)
         GP_ASSERT(j < new.n)
+        gp_u64_store_relaxed(&new.failed_at[j], gp_u64_load_relaxed(&old.failed_at[i]))
+        gp_u64_store_relaxed(&new.probe[j], gp_u64_load_relaxed(&old.probe[i]))
         gp_u64_store_relaxed(&new.consecutive[j], gp_u64_load_relaxed(&old.consecutive[i]))
         gp_u64_store_relaxed(&new.total[j], gp_u64_load_relaxed(&old.total[i]))
         deadline = gp_u64_load_relaxed(&old.failed_until[i])
@@ -1040,6 +1216,394 @@ cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pai
             gp_u64_store_relaxed(&new.failed_until[j], deadline)
             gp_i64_fetch_add_relaxed(new.cooling, 1)
     gp_u64_exchange_acq_rel(&core.members, <uintptr_t>new)
+
+
+# -- load-aware picks: _balance's rules in C, acquire()'s pick, a lease's settle ------
+# The rules are cpdef, so that tests/test_balance.py compares them with _balance's
+# from Python; the core calls them as C functions.
+
+cdef extern from *:
+    """
+    /* _balance's constants, checked against it at import. */
+    #define GP_TAU_US 10000000ULL
+    #define GP_PEAK_CLIP 4ULL
+    #define GP_STALE_SHIFT 33
+    #define GP_UNKNOWN_US (1ULL << 40)
+    #define GP_SCAN_MAX 16
+    #define GP_PANIC_NUM 1
+    #define GP_PANIC_DEN 2
+    #define GP_PANIC_RETRY_NS 250000000ULL
+    #define GP_LOAD_COOLDOWN_NS 500000000ULL
+    #define GP_PROBE_NS 2000000000ULL
+    #define GP_MAX_SAMPLE_US (1ULL << 32)
+    #define GP_MAX_DT_US (1ULL << 28)
+    """
+    const uint64_t GP_TAU_US
+    const uint64_t GP_PEAK_CLIP
+    const int GP_STALE_SHIFT
+    const uint64_t GP_UNKNOWN_US
+    const Py_ssize_t GP_SCAN_MAX
+    const Py_ssize_t GP_PANIC_NUM
+    const Py_ssize_t GP_PANIC_DEN
+    const uint64_t GP_PANIC_RETRY_NS
+    const uint64_t GP_LOAD_COOLDOWN_NS
+    const uint64_t GP_PROBE_NS
+    const uint64_t GP_MAX_SAMPLE_US
+    const uint64_t GP_MAX_DT_US
+
+
+if ((GP_TAU_US, GP_PEAK_CLIP, GP_STALE_SHIFT, GP_UNKNOWN_US, GP_SCAN_MAX,
+        (GP_PANIC_NUM, GP_PANIC_DEN), GP_PANIC_RETRY_NS, GP_LOAD_COOLDOWN_NS, GP_PROBE_NS,
+        GP_MAX_SAMPLE_US, GP_MAX_DT_US)
+        != (_balance.TAU_US, _balance.PEAK_CLIP, _balance.STALE_SHIFT, _balance.UNKNOWN_US,
+            _balance.SCAN_MAX, _balance.PANIC_SHARE, _balance.PANIC_RETRY_NS, _balance.LOAD_COOLDOWN_NS,
+            _balance.PROBE_NS, _balance._MAX_SAMPLE_US, _balance._MAX_DT_US)):
+    raise ImportError("gonka_pool._pool was built against other _balance constants")
+
+# acquire()'s policies (_balance.BALANCE_POLICIES' order).
+cdef enum:
+    PEAK_EWMA = 0
+    LEAST_REQUEST = 1
+    ROUND_ROBIN = 2
+
+# What a settle does (Lease._settle's kind).
+cdef enum:
+    SETTLE_RELEASE = 0
+    SETTLE_SUCCESS = 1
+    SETTLE_FAILURE = 2
+    SETTLE_OVERLOADED = 3
+
+cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15ULL
+
+
+cpdef uint64_t _next_ewma(uint64_t ewma_us, uint64_t stamp_ns, uint64_t sample_us,
+                          uint64_t now_ns) noexcept nogil:
+    """``_balance.next_ewma``."""
+    cdef uint64_t sample = sample_us if sample_us < GP_MAX_SAMPLE_US else GP_MAX_SAMPLE_US
+    cdef uint64_t dt_us
+    if ewma_us == 0:
+        return sample
+    if sample > ewma_us * GP_PEAK_CLIP:
+        sample = ewma_us * GP_PEAK_CLIP
+    if sample >= ewma_us:
+        return sample
+    dt_us = (now_ns - stamp_ns) // 1000 if now_ns > stamp_ns else 0
+    if dt_us > GP_MAX_DT_US:
+        dt_us = GP_MAX_DT_US
+    # In doubles, as the twin: an integer division of 64 bits costs several times a
+    # double's here.  A product feeds a division, never an addition, so no compiler
+    # may fuse it into a multiply-add, which rounds once where the twin rounds twice.
+    return ewma_us - <uint64_t>(<double><int64_t>(ewma_us - sample) * <double><int64_t>dt_us
+                                / <double><int64_t>(GP_TAU_US + dt_us))
+
+
+cpdef uint64_t _next_floor(uint64_t floor_us, uint64_t sample_us) noexcept nogil:
+    """``_balance.next_floor``."""
+    cdef uint64_t sample = sample_us if sample_us < GP_MAX_SAMPLE_US else GP_MAX_SAMPLE_US
+    if floor_us == 0 or sample < floor_us:
+        return sample
+    return floor_us + ((sample - floor_us) >> 6)
+
+
+cpdef uint64_t _overloaded_limit(uint64_t limit, uint64_t in_flight_at_pick) noexcept nogil:
+    """``_balance.overloaded_limit``."""
+    cdef uint64_t below = in_flight_at_pick - 1 if in_flight_at_pick > 1 else 1
+    return below if below < limit else limit
+
+
+cpdef uint64_t _learn_limit(uint64_t limit, uint64_t floor_us, uint64_t sample_us,
+                            uint64_t in_flight_at_pick) noexcept nogil:
+    """``_balance.learn_limit`` (a sample is at most 2**64 / 1000 us: x2 does not wrap)."""
+    if floor_us == 0:
+        return limit
+    if sample_us * 2 < floor_us * 3:
+        return in_flight_at_pick if in_flight_at_pick > limit else limit
+    if sample_us >= floor_us * 2:
+        return _overloaded_limit(limit, in_flight_at_pick)
+    return limit
+
+
+cpdef uint64_t _cost(int policy, uint64_t ewma_us, uint64_t stamp_ns, uint64_t in_flight,
+                     uint64_t last_event_ns, uint64_t now_ns) noexcept nogil:
+    """``_balance.cost``."""
+    cdef uint64_t latency = ewma_us, halvings, age_us
+    if policy == LEAST_REQUEST:
+        return 1
+    if latency == 0:
+        return 0 if in_flight == 0 else GP_UNKNOWN_US
+    if in_flight == 0:
+        if now_ns > stamp_ns:
+            halvings = (now_ns - stamp_ns) >> GP_STALE_SHIFT
+            latency = 0 if halvings >= 63 else latency >> halvings
+        return latency
+    if now_ns > last_event_ns:
+        age_us = (now_ns - last_event_ns) // 1000
+        if age_us > latency:
+            latency = age_us if age_us < ewma_us * GP_PEAK_CLIP else ewma_us * GP_PEAK_CLIP
+    return latency
+
+
+cpdef uint64_t _mix64(uint64_t x) noexcept nogil:
+    """``_balance.mix64``: splitmix64's output for the state ``x`` (the state
+    advances by the golden gamma first, as in Steele, Lea and Flood's generator)."""
+    cdef uint64_t z = x + _GOLDEN
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cpdef uint64_t _jitter_ns(uint64_t base_ns, uint64_t now_ns, uint64_t idx) noexcept nogil:
+    """``_balance.jitter_ns``: its hash is ``_mix64(now + idx x gamma)``.  The
+    product base x (z >> 32) is taken in two halves, exact for any base below 2**64
+    (Python's integers need no such care)."""
+    cdef uint64_t high = _mix64(now_ns + idx * _GOLDEN) >> 32
+    return base_ns // 2 + (base_ns >> 32) * high + (((base_ns & 0xFFFFFFFFULL) * high) >> 32)
+
+
+cdef inline double _weigh(int policy, gp_load *load, const double *capacity, Py_ssize_t i,
+                          uint64_t now) noexcept nogil:
+    """Node i's cost, ``latency x (in_flight + 1) / capacity`` (``_balance``'s
+    docstring), in IEEE doubles as the twin computes it.  The policy and the arrays
+    come in as arguments: read from the pool's structs inside a loop that stores,
+    the compiler would reload them at every node (CPython builds with
+    -fno-strict-aliasing)."""
+    cdef uint64_t in_flight = gp_u64_load_relaxed(&load.in_flight)
+    cdef uint64_t latency = 1
+    cdef double inverse
+    if policy != LEAST_REQUEST:
+        latency = _cost(PEAK_EWMA, gp_u64_load_relaxed(&load.ewma_us),
+                        gp_u64_load_relaxed(&load.stamp_ns), in_flight,
+                        gp_u64_load_relaxed(&load.last_event_ns), now)
+    if capacity != NULL:
+        inverse = capacity[i]
+    elif policy == PEAK_EWMA:
+        inverse = gp_bits_double(gp_u64_load_relaxed(&load.inv_limit))
+    else:
+        inverse = 1.0
+    # Through int64_t: every value here is below 2**62, and a signed conversion is
+    # one instruction where an unsigned one branches on the top bit.  A multiply by
+    # the capacity's inverse, kept beside it: a division per node was most of a
+    # pick's time (perf).
+    return <double><int64_t>latency * <double><int64_t>(in_flight + 1) * inverse
+
+
+# A node's availability to a pick (only read while the membership counts a cooling
+# node), from best to worst: selectable; selectable by one lease that claims its
+# probe (its cooldown is over, not yet proven by an answer); cooling, but a
+# candidate through a probe claim in a correlated failure (PANIC_RETRY_NS after its
+# last failure); blocked (cooling, or another lease probes it).
+cdef enum:
+    OPEN = 0
+    TO_PROBE = 1
+    TO_RETRY = 2
+    BLOCKED = 3
+
+
+cdef inline int _availability(gp_members *m, Py_ssize_t i, uint64_t now,
+                              uint64_t *probe_seen) noexcept nogil:
+    cdef uint64_t deadline = gp_u64_load_relaxed(_deadline(m, i)), probe, failed_at
+    if deadline == 0:
+        return OPEN
+    probe = gp_u64_load_relaxed(_probe(m, i))
+    if probe > now:
+        return BLOCKED
+    probe_seen[0] = probe
+    if deadline <= now:
+        return TO_PROBE
+    failed_at = gp_u64_load_relaxed(_failed_at(m, i))
+    if now >= failed_at and now - failed_at >= GP_PANIC_RETRY_NS:
+        return TO_RETRY
+    return BLOCKED
+
+
+cdef inline bint _claim(gp_members *m, Py_ssize_t i, uint64_t seen, uint64_t now,
+                        uint64_t *claim) noexcept nogil:
+    """Claim node i's probe by CAS from the value read: one lease wins."""
+    cdef uint64_t until = now + GP_PROBE_NS
+    if gp_u64_cas_relaxed(_probe(m, i), seen, until):
+        claim[0] = until
+        return True
+    return False
+
+
+cdef struct gp_seen:
+    # A node a pick weighed: its cost num / cap, availability and probe value read.
+    Py_ssize_t node
+    double cost
+    int state
+    uint64_t probe
+
+
+cdef inline Py_ssize_t _best(gp_seen *seen, Py_ssize_t count, int worst) noexcept nogil:
+    """The position in ``seen`` of the least cost whose state is at most ``worst``,
+    the first among equals; -1 if none (the twin's ``_best``)."""
+    cdef Py_ssize_t k, best = -1
+    for k in range(count):
+        if seen[k].state <= worst and (best < 0 or seen[k].cost < seen[best].cost):
+            best = k
+    return best
+
+
+cdef Py_ssize_t _pick_scan(gp_core *core, gp_members *m, gp_atomic_u64 *cursor, uint64_t now,
+                           uint64_t *claim) noexcept nogil:
+    """A pool of at most SCAN_MAX nodes: the least cost of all the available nodes,
+    scanned from the stripe's cursor (ties keep the first).  When more than
+    PANIC_SHARE are cooling (a correlated failure), the cooling nodes whose last
+    failure is PANIC_RETRY_NS old compete too, each through a probe claim; with no
+    candidate at all, the least cost of every node, unclaimed.  A claim lost to
+    another thread scans again (3 scans at most)."""
+    cdef bint cooling = gp_i64_load_relaxed(m.cooling) > 0
+    cdef Py_ssize_t n = m.n, scan, k, i, best, every, blocked
+    cdef double every_cost = 0.0
+    cdef double costs[16]
+    cdef gp_seen seen[16]
+    cdef int policy = core.balance
+    cdef gp_load *loads = m.load
+    cdef const double *capacity = m.capacity
+    if not cooling:
+        # Every node available, none to probe, no panic: the least cost, no more
+        # (the common case).  The costs first, each independent of the others so
+        # that the processor overlaps them, then the least, first among equals.
+        i = <Py_ssize_t>gp_mod(_scan_position(cursor), <uint64_t>n, m.n_inv)
+        for k in range(n):
+            costs[k] = _weigh(policy, &loads[i], capacity, i, now)
+            i += 1
+            if i == n:
+                i = 0
+        best = 0
+        for k in range(1, n):
+            if costs[k] < costs[best]:
+                best = k
+        i += best
+        return i - n if i >= n else i
+    every = 0
+    for scan in range(3):
+        i = <Py_ssize_t>gp_mod(_scan_position(cursor), <uint64_t>n, m.n_inv)
+        every = -1
+        blocked = 0
+        for k in range(n):
+            seen[k].cost = _weigh(policy, &loads[i], capacity, i, now)
+            if every < 0 or seen[k].cost < every_cost:
+                every, every_cost = i, seen[k].cost
+            seen[k].node = i
+            seen[k].probe = 0
+            seen[k].state = _availability(m, i, now, &seen[k].probe)
+            if seen[k].state >= TO_RETRY:
+                blocked += 1
+            i += 1
+            if i == n:
+                i = 0
+        best = _best(seen, n, TO_RETRY if blocked * GP_PANIC_DEN > n * GP_PANIC_NUM else TO_PROBE)
+        if best < 0:
+            return every
+        if seen[best].state == OPEN or _claim(m, seen[best].node, seen[best].probe, now, claim):
+            return seen[best].node
+    return every
+
+
+cdef Py_ssize_t _pick_pairs(gp_core *core, gp_members *m, gp_atomic_u64 *cursor, uint64_t now,
+                            uint64_t *claim) noexcept nogil:
+    """A pool of more than SCAN_MAX nodes: the better available node of two random
+    ones (``_mix64`` of the stripe's cursor), at most 4 pairs; then the least cost
+    of the 8 drawn that may be retried (a correlated failure, most likely), through
+    a claim; else the least cost of all drawn, unclaimed."""
+    cdef bint cooling = gp_i64_load_relaxed(m.cooling) > 0
+    cdef uint64_t n = <uint64_t>m.n, h
+    cdef Py_ssize_t pair, k, best, every = -1, a
+    cdef double every_cost = 0.0
+    cdef gp_seen drawn[8]
+    cdef int policy = core.balance
+    cdef gp_load *loads = m.load
+    cdef const double *capacity = m.capacity
+    cdef gp_seen *two
+    for pair in range(4):
+        two = &drawn[2 * pair]
+        h = _mix64(_scan_position(cursor))
+        a = <Py_ssize_t>((h >> 32) % n)
+        two[0].node = a
+        two[1].node = <Py_ssize_t>((<uint64_t>a + 1 + (h & 0xFFFFFFFFULL) % (n - 1)) % n)
+        for k in range(2):
+            two[k].cost = _weigh(policy, &loads[two[k].node], capacity, two[k].node, now)
+            if every < 0 or two[k].cost < every_cost:
+                every, every_cost = two[k].node, two[k].cost
+            two[k].probe = 0
+            two[k].state = _availability(m, two[k].node, now, &two[k].probe) if cooling else OPEN
+        best = _best(two, 2, TO_PROBE)
+        if best >= 0:
+            if two[best].state == OPEN or _claim(m, two[best].node, two[best].probe, now, claim):
+                return two[best].node
+            two[best].state = BLOCKED  # a claim lost counts as blocked
+            best = _best(two, 2, TO_PROBE)
+            if best >= 0 and (two[best].state == OPEN
+                              or _claim(m, two[best].node, two[best].probe, now, claim)):
+                return two[best].node
+    best = _best(drawn, 8, TO_RETRY)
+    if best >= 0 and _claim(m, drawn[best].node, drawn[best].probe, now, claim):
+        return drawn[best].node
+    return every
+
+
+cdef struct gp_settled:
+    # What a settle did, for the Python that follows it (log line, observer).
+    uint64_t entered                  # failure: the cooldown it entered, else 0
+    uint64_t level                    # failure: the backoff level it entered at
+    uint64_t failures                 # success: the consecutive count it reset
+
+
+cdef void _settle_at(gp_core *core, gp_members *m, Py_ssize_t idx, int kind, uint64_t start_ns,
+                     uint64_t q, uint64_t claim, uint64_t cooldown_ns, uint64_t floor_ns,
+                     gp_settled *out) noexcept nogil:
+    """Settle a lease on node idx of ``m``, inside the marks' handshake."""
+    cdef gp_load *load = &m.load[idx]
+    cdef uint64_t tick, now = _now_tick(core, &tick)
+    cdef uint64_t sample_us, floor_us, deadline, old, ewma, ns
+    cdef bint done = False
+    GP_ASSERT(idx >= 0)
+    GP_ASSERT(idx < m.n)
+    _count_down(&load.in_flight)
+    gp_u64_store_relaxed(&load.last_event_ns, now)
+    if kind == SETTLE_SUCCESS:
+        sample_us = (now - start_ns) // 1000 if now > start_ns else 0
+        if sample_us == 0:
+            sample_us = 1
+        floor_us = gp_u64_load_relaxed(&load.floor_us)
+        _set_limit(load, _learn_limit(gp_u64_load_relaxed(&load.limit), floor_us,
+                                                       sample_us, q))
+        gp_u64_store_relaxed(&load.floor_us, _next_floor(floor_us, sample_us))
+        gp_u64_store_relaxed(&load.ewma_us, _next_ewma(gp_u64_load_relaxed(&load.ewma_us),
+                                                       gp_u64_load_relaxed(&load.stamp_ns),
+                                                       sample_us, now))
+        gp_u64_store_relaxed(&load.stamp_ns, now)
+        # No write when already 0: a shared pool's count is a line every process reads.
+        out.failures = gp_u64_load_relaxed(_consecutive(m, idx))
+        if out.failures != 0:
+            gp_u64_store_relaxed(_consecutive(m, idx), 0)
+        deadline = gp_u64_load_relaxed(_deadline(m, idx))
+        if deadline != 0 and start_ns > gp_u64_load_relaxed(_failed_at(m, idx)):
+            # By CAS from the deadline read: a failure that raised it since stays.
+            _set_deadline(m, idx, deadline, 0, &done)
+    elif kind == SETTLE_FAILURE:
+        out.entered = _fail(core, m, idx, cooldown_ns, floor_ns, &out.level)
+    elif kind == SETTLE_OVERLOADED:
+        ns = _jitter_ns(GP_LOAD_COOLDOWN_NS, now, <uint64_t>idx) if cooldown_ns == POLICY else cooldown_ns
+        gp_u64_store_relaxed(_failed_at(m, idx), now)
+        if ns != 0:  # overloaded(0): no rest, the rest as any refusal
+            deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
+            while True:
+                old = gp_u64_load_relaxed(_deadline(m, idx))
+                if old >= deadline:
+                    break
+                _set_deadline(m, idx, old, deadline, &done)
+                if done:
+                    break
+        _set_limit(load, _overloaded_limit(gp_u64_load_relaxed(&load.limit), q))
+        if m.capacity != NULL:
+            ewma = gp_u64_load_relaxed(&load.ewma_us)
+            if ewma != 0:
+                gp_u64_store_relaxed(&load.ewma_us, ewma * 2 if ewma * 2 < GP_MAX_SAMPLE_US
+                                     else GP_MAX_SAMPLE_US)
+    if claim != 0:
+        gp_u64_cas_relaxed(_probe(m, idx), claim, 0)
 
 
 # -- arguments --------------------------------------------------------------------
@@ -1130,14 +1694,15 @@ cdef double _INF = float("inf")
 
 
 cdef class EndpointPool:
-    """EndpointPool(endpoints, *, weights=None, start='random', base_cooldown=30.0, max_cooldown=300.0, shared=None, shared_capacity=None)
+    """EndpointPool(endpoints, *, weights=None, start='random', base_cooldown=30.0, max_cooldown=300.0, shared=None, shared_capacity=None, balance='peak_ewma')
 --
 
-Round-robin pool of endpoints that skips nodes in their failure cooldown.
+Pool of endpoints that skips nodes in their failure cooldown: ``next()`` in
+round-robin order, ``acquire()`` by load (``balance=``).
 
     ``endpoints`` is any non-empty iterable of ``GonkaEndpoint``.  Safe
-    to share across threads, with or without the GIL; selection and marks are
-    lock-free.  ``shared="NAME"`` keeps the nodes' health in the shared-memory
+    to share across threads, with or without the GIL; selection, leases and marks
+    are lock-free.  ``shared="NAME"`` keeps the nodes' health in the shared-memory
     segment NAME (created if new, holding ``shared_capacity`` endpoints, 1024 by
     default), which every pool naming it sees, in any process of this machine.
     """
@@ -1163,8 +1728,9 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         cdef uint64_t base_ns, max_ns
         cdef char *raw
         cdef char *base
-        endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity = \
+        endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity, balance = \
             _constructor_arguments(type(self).__name__, args, kwargs)
+        cdef uint64_t policy = _balance.check_balance(balance)
         _cooldown_ns(base_cooldown, &base_ns)
         _cooldown_ns(max_cooldown, &max_ns)
         if base_ns == 0 or max_ns < base_ns:
@@ -1186,6 +1752,7 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         self._core.stripe_mask = <uint64_t>stripes - 1
         self._core.base_ns = base_ns
         self._core.max_ns = max_ns
+        self._core.balance = policy
         gp_i64_store_relaxed(&self._core.test_now, -1)
         self._starts = []
         for s in range(stripes):
@@ -1256,6 +1823,52 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         if picks != small:
             PyMem_RawFree(picks)
         return out
+
+    def acquire(self):
+        """Pick a node by the pool's ``balance=`` policy and count a request to it
+        in flight: a ``Lease`` to settle once, with ``success()``, ``failure()``,
+        ``overloaded()`` or ``release()`` (or ``with pool.acquire() as lease:``,
+        which releases what was not settled).  Never raises.
+
+        ``"peak_ewma"`` and ``"least_request"`` take the least cost among the
+        available nodes (a whole scan up to 16 nodes, the better of two random
+        ones beyond); more than half of them cooling at once is taken for a
+        correlated failure, and every node competes by cost.  ``"round_robin"``
+        picks as ``next()`` does.
+        """
+        cdef gp_core *core = self._core
+        cdef uint64_t stripe = _stripe(core)
+        cdef gp_stripe *own = &core.stripes[stripe]
+        cdef gp_members *m = _mark_begin(core, &own.in_flight)
+        cdef uint64_t now = _now(core), claim = 0
+        cdef Py_ssize_t idx
+        if core.balance == ROUND_ROBIN:
+            if gp_i64_load_relaxed(m.cooling) <= 0:
+                idx = _node_at(m, gp_u64_fetch_add_relaxed(&own.cursor, 1))
+            else:
+                idx = _select_at(m, &own.cursor, now)
+        elif m.n <= GP_SCAN_MAX:
+            idx = _pick_scan(core, m, &own.cursor, now, &claim)
+        else:
+            idx = _pick_pairs(core, m, &own.cursor, now, &claim)
+        return _lease(self, m, stripe, &own.in_flight, idx, now, claim)
+
+    def _acquire_index(self, index):
+        """A lease on node ``index`` of the membership in force, without a pick (the
+        failover loop's first untried node); IndexError if it has no such node."""
+        cdef gp_core *core = self._core
+        cdef uint64_t stripe = _stripe(core)
+        cdef gp_atomic_u64 *marks = &core.stripes[stripe].in_flight
+        cdef gp_members *m
+        cdef Py_ssize_t idx, n
+        key = index if type(index) is int else _endpoint_index(index)
+        idx = _index_value(key)
+        m = _mark_begin(core, marks)
+        if idx >= m.n:
+            n = m.n
+            _mark_end(marks)
+            raise _index_error(key, n)
+        return _lease(self, m, stripe, marks, idx, _now(core), 0)
 
     # -- failures -----------------------------------------------------------------
 
@@ -1474,11 +2087,12 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         selection."""
         cdef _Members members = <_Members>_current(self._core).owner
         cdef gp_members *m = members.m
-        cdef uint64_t now = _now(self._core), deadline
+        cdef uint64_t now = _now(self._core), deadline, ewma_us
         cdef Py_ssize_t i
         states = []
         for i in range(m.n):
             deadline = gp_u64_load_relaxed(_deadline(m, i))
+            ewma_us = gp_u64_load_relaxed(&m.load[i].ewma_us)
             states.append(_EndpointState(
                 members.nodes[i],
                 1 if members.weights is None else members.weights[i],
@@ -1486,8 +2100,17 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
                 0.0 if deadline <= now else (_INF if deadline == FOREVER else (deadline - now) / 1e9),
                 gp_u64_load_relaxed(_consecutive(m, i)),
                 gp_u64_load_relaxed(_total(m, i)),
+                gp_u64_load_relaxed(&m.load[i].in_flight),
+                None if ewma_us == 0 else ewma_us / 1e6,
+                gp_u64_load_relaxed(&m.load[i].limit),
             ))
         return tuple(states)
+
+    @property
+    def balance(self):
+        """``acquire()``'s policy: ``"peak_ewma"``, ``"least_request"`` or
+        ``"round_robin"`` (``next()`` is round robin whatever it is)."""
+        return _balance.BALANCE_POLICIES[self._core.balance]
 
     @property
     def shared(self):
@@ -1562,6 +2185,21 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
                 gp_i64_load_relaxed(m.cooling),
                 [gp_u64_load_relaxed(_deadline(m, i)) for i in range(m.n)])
 
+    def _load_state(self):
+        """Per node, ``(in_flight, ewma_us, stamp_ns, floor_us, limit, last_event_ns,
+        failed_at_ns, probe_ns)`` exactly as stored, for the twin comparison."""
+        cdef gp_members *m = _current(self._core)
+        cdef gp_load *load
+        cdef Py_ssize_t i
+        out = []
+        for i in range(m.n):
+            load = &m.load[i]
+            out.append((gp_u64_load_relaxed(&load.in_flight), gp_u64_load_relaxed(&load.ewma_us),
+                        gp_u64_load_relaxed(&load.stamp_ns), gp_u64_load_relaxed(&load.floor_us),
+                        gp_u64_load_relaxed(&load.limit), gp_u64_load_relaxed(&load.last_event_ns),
+                        gp_u64_load_relaxed(_failed_at(m, i)), gp_u64_load_relaxed(_probe(m, i))))
+        return out
+
     def _check_consistency(self):
         """Raise AssertionError naming the first invariant the state breaks, else
         return None.  Call it while no other thread uses the pool (after a join):
@@ -1592,6 +2230,15 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
             if consecutive > total:  # _fail raises both; mark_success resets the first
                 raise AssertionError(f"node {i} has {consecutive} consecutive failures, "
                                      f"more than its {total} in all")
+            # Leases may be out: only a count that wrapped below zero is wrong.
+            if gp_u64_load_relaxed(&m.load[i].in_flight) >= wrapped:
+                raise AssertionError(f"node {i}'s in-flight count went below zero")
+            if gp_u64_load_relaxed(&m.load[i].limit) < 1:
+                raise AssertionError(f"node {i}'s concurrency limit is below 1")
+            if gp_u64_load_relaxed(&m.load[i].ewma_us) > GP_MAX_SAMPLE_US:
+                raise AssertionError(f"node {i}'s latency estimate is above 2**32 us")
+            if gp_u64_load_relaxed(&m.load[i].floor_us) > GP_MAX_SAMPLE_US:
+                raise AssertionError(f"node {i}'s latency floor is above 2**32 us")
         if m.slot_of != NULL:
             # shared=: the count covers every node of the segment, which other pools
             # and processes mark, and a process killed mid-mark leaves it high
@@ -1754,6 +2401,231 @@ Round-robin pool of endpoints that skips nodes in their failure cooldown.
         running cooldown is left to run.  No observer call.  False when ``endpoint``
         is not in the pool."""
         return self._mark_endpoint(_check_endpoint(endpoint), 0, 0, True)
+
+
+@cython.final
+@cython.no_gc
+@cython.freelist(16)
+@cython.auto_pickle(False)
+cdef class Lease:
+    """One request to one node, counted in flight from ``pool.acquire()`` until it is
+    settled, once: ``success()``, ``failure()``, ``overloaded()`` or ``release()``.
+
+    Any thread may settle it, and two racing settles leave exactly one winner.  A
+    lease from before an ``update()`` settles against the membership in force (by
+    its endpoint, as a mark does).  Settle it, or use ``with pool.acquire() as
+    lease:``: a lease dropped unsettled is released when it is freed.  Leases come
+    from ``acquire()`` only: ``Lease()`` is a TypeError.
+
+    Not tracked by the garbage collector (``no_gc``): a lease refers to its pool
+    and its endpoint only, neither of which can refer back to a lease, so it never
+    closes a cycle; creating it is then one allocation with no collector header,
+    which ``acquire()``'s cost needs.
+    """
+
+    cdef EndpointPool _pool           # None for an object not made by acquire()
+    cdef object _endpoint
+    cdef Py_ssize_t _index            # in the membership of _generation
+    cdef uint64_t _generation
+    cdef uint64_t _start_ns           # the pool's clock at acquire()
+    cdef uint64_t _q                  # the node's in-flight count with this lease
+    cdef uint64_t _claim              # the probe_ns value this lease's claim set, or 0
+    cdef uint64_t _rank               # which copy of its endpoint the node was (duplicates)
+    cdef gp_atomic_u64 _settled       # 0, then 1 by exchange: one settle wins
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Lease objects come from pool.acquire()")
+
+    @property
+    def index(self):
+        """The node's index in the membership in force at ``acquire()``."""
+        return self._index
+
+    @property
+    def endpoint(self):
+        """The node (a ``GonkaEndpoint``)."""
+        return self._endpoint
+
+    @property
+    def settled(self):
+        """Whether the lease was settled (or released)."""
+        return gp_u64_load_relaxed(&self._settled) != 0
+
+    def success(self):
+        """The node answered: record the latency since ``acquire()``, reset its
+        backoff level as ``mark_success`` does, and end a running cooldown if this
+        request started after the node's last failure mark.  RuntimeError if the
+        lease was already settled."""
+        cdef gp_settled out
+        if not self._settle(SETTLE_SUCCESS, 0, 0, &out):
+            raise RuntimeError("lease already settled")
+        if out.failures != 0:
+            observer = self._pool._observer
+            if observer is not None:
+                observer("success", self._endpoint, 0, 0)
+
+    def failure(self, cooldown=None, reason=None, *, retry_after=None):
+        """The node failed: mark it as ``pool.mark_failed(endpoint, cooldown)`` does
+        (None: the pool's backoff), for at least ``retry_after`` seconds when given;
+        ``reason`` (a str) goes into the log line of a cooldown it starts.  True
+        when this mark started a cooldown.  A bad argument raises before the lease
+        is settled; RuntimeError if it already was."""
+        cdef uint64_t cooldown_ns = POLICY, floor_ns = 0
+        cdef gp_settled out
+        if cooldown is not None:
+            _cooldown_ns(cooldown, &cooldown_ns)
+        if retry_after is not None:
+            _cooldown_ns(retry_after, &floor_ns)
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, not {type(reason).__name__}")
+        if not self._settle(SETTLE_FAILURE, cooldown_ns, floor_ns, &out):
+            raise RuntimeError("lease already settled")
+        if out.entered != 0:
+            if reason is None:
+                _log_cooldown(self._endpoint, out.entered, out.level)
+            else:
+                token = _failure_report.set(_FailureReport(reason))
+                try:
+                    _log_cooldown(self._endpoint, out.entered, out.level)
+                finally:
+                    _failure_report.reset(token)
+            observer = self._pool._observer
+            if observer is not None:
+                observer("cooldown", self._endpoint, out.entered, out.level)
+            return True
+        return False
+
+    def overloaded(self, cooldown=None):
+        """The node refused for load (a 429 without Retry-After): left alone for
+        ``cooldown`` (default: 0.25-0.75 s, jittered), its backoff level and failure
+        counts untouched, its concurrency limit lowered.  RuntimeError if the lease
+        was already settled."""
+        cdef uint64_t cooldown_ns = POLICY
+        cdef gp_settled out
+        if cooldown is not None:
+            _cooldown_ns(cooldown, &cooldown_ns)
+        if not self._settle(SETTLE_OVERLOADED, cooldown_ns, 0, &out):
+            raise RuntimeError("lease already settled")
+
+    def release(self):
+        """Settle with neither outcome (the request was not made, or was cancelled);
+        nothing when the lease is already settled."""
+        cdef gp_settled out
+        self._settle(SETTLE_RELEASE, 0, 0, &out)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        cdef gp_settled out
+        self._settle(SETTLE_RELEASE, 0, 0, &out)
+
+    def __repr__(self):
+        if self._pool is None:
+            return "<Lease (not acquired)>"
+        return (f"<Lease {self._index} {self._endpoint!r} "
+                f"({'settled' if gp_u64_load_relaxed(&self._settled) else 'in flight'})>")
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'Lease' object: it holds a request in flight in this process")
+
+    def __dealloc__(self):
+        # Cython keeps the object and its fields alive through this call, with any
+        # exception being raised saved around it; nothing here may raise.
+        cdef gp_settled out
+        if self._pool is None or gp_u64_load_relaxed(&self._settled):
+            return
+        try:
+            self._settle(SETTLE_RELEASE, 0, 0, &out)
+        except BaseException:
+            PyErr_WriteUnraisable(self)
+
+    cdef int _settle(self, int kind, uint64_t cooldown_ns, uint64_t floor_ns,
+                     gp_settled *out) except -1:
+        """1 when this call settled the lease, 0 when it already was.  The lease's
+        own membership, if still in force, in pure C (the pool is reached through
+        the lease's reference, without another reference-count write)."""
+        cdef gp_core *core
+        cdef gp_atomic_u64 *marks
+        cdef gp_members *m
+        out.entered = 0
+        out.level = 0
+        out.failures = 0
+        if self._pool is None:
+            raise TypeError("this Lease did not come from pool.acquire()")
+        if not _first_settle(&self._settled):
+            return 0
+        core = self._pool._core
+        # The stripe's count of marks in flight, which update() waits on: only
+        # where marks announce themselves (no thread-slot lookup with the GIL).
+        marks = &core.stripes[_stripe(core)].in_flight if GP_MARKS_ANNOUNCED else NULL
+        m = _mark_begin(core, marks)
+        if m.generation == self._generation:
+            _settle_at(core, m, self._index, kind, self._start_ns, self._q, self._claim,
+                       cooldown_ns, floor_ns, out)
+            _mark_end(marks)
+            return 1
+        _mark_end(marks)
+        self._settle_moved(kind, cooldown_ns, floor_ns, out)
+        return 1
+
+    cdef int _settle_moved(self, int kind, uint64_t cooldown_ns, uint64_t floor_ns,
+                           gp_settled *out) except -1:
+        """``_settle`` after an ``update()``: the lease's endpoint in the membership
+        in force, the same copy of it when it is listed more than once (none: it
+        left, nothing to settle).  The lookup runs Python (the
+        endpoint's ``__eq__``), so it resolves against a pinned membership and applies
+        only if that one is still in force, as ``_mark_endpoint`` does."""
+        cdef gp_core *core = self._pool._core
+        cdef _Members members = <_Members>_current(core).owner
+        cdef gp_atomic_u64 *marks
+        cdef gp_members *m
+        cdef tuple found
+        cdef Py_ssize_t idx
+        while True:
+            found = members.indices_of(self._endpoint)
+            # The k-th copy of the endpoint, as update() carried it over (k-th to
+            # k-th); none when that copy left with the update.
+            idx = found[self._rank] if self._rank < <uint64_t>PyTuple_GET_SIZE(found) else -1
+            marks = &core.stripes[_stripe(core)].in_flight
+            m = _mark_begin(core, marks)
+            if m == members.m:
+                if idx >= 0:
+                    _settle_at(core, m, idx, kind, self._start_ns, self._q, self._claim,
+                               cooldown_ns, floor_ns, out)
+                _mark_end(marks)
+                return 0
+            _mark_end(marks)
+            members = <_Members>m.owner
+
+
+cdef inline Lease _lease(EndpointPool pool, gp_members *m, uint64_t stripe, gp_atomic_u64 *marks,
+                         Py_ssize_t idx, uint64_t now, uint64_t claim):
+    """The end of ``acquire()``, inside its handshake on ``m``: count the request
+    in flight on node idx, leave the handshake, and make the lease."""
+    cdef gp_load *load = &m.load[idx]
+    cdef uint64_t q, generation = m.generation
+    cdef Lease lease
+    # Counted inside the handshake: update() copies the count, or the count lands
+    # on the membership update() publishes; never lost between the two.
+    q = _count_up(&load.in_flight)
+    GP_ASSERT(q < (<uint64_t>1 << 63))
+    if q == 1:
+        gp_u64_store_relaxed(&load.last_event_ns, now)
+    # The reference is taken before the handshake ends and before anything
+    # allocates (a collection may run Python, which may call update()).
+    endpoint = <object>_item(m, stripe, idx)
+    _mark_end(marks)
+    lease = Lease.__new__(Lease)
+    lease._pool = pool
+    lease._endpoint = endpoint
+    lease._index = idx
+    lease._generation = generation
+    lease._start_ns = now
+    lease._q = q
+    lease._claim = claim
+    lease._rank = load.rank
+    return lease
 
 
 cdef inline bint _is_index(object target) except -1:

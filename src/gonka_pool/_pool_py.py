@@ -53,12 +53,12 @@ _AVAILABLE, _PROBE, _RETRY, _BLOCKED = range(4)
 
 
 def _best(seen: list, worst: int) -> tuple[int, int]:
-    """(index, state) of the least cost among ``seen`` (index, num, cap, state)
-    whose state is at most ``worst``, the first among equals; (-1, 0) if none."""
-    best, best_num, best_cap, best_state = -1, 0.0, 0.0, 0
-    for i, num, cap, state in seen:
-        if state <= worst and (best < 0 or num * best_cap < best_num * cap):
-            best, best_num, best_cap, best_state = i, num, cap, state
+    """(index, state) of the least cost among ``seen`` (index, cost, state) whose
+    state is at most ``worst``, the first among equals; (-1, 0) if none."""
+    best, best_cost, best_state = -1, 0.0, 0
+    for i, node_cost, state in seen:
+        if state <= worst and (best < 0 or node_cost < best_cost):
+            best, best_cost, best_state = i, node_cost, state
     return best, best_state
 
 
@@ -114,6 +114,7 @@ class _Members:
         "last_event_ns",
         "failed_at_ns",
         "probe_ns",
+        "rank",
     )
 
     def __init__(self, nodes: tuple, weights, schedule) -> None:
@@ -134,7 +135,8 @@ class _Members:
         self.total = [0] * self.n
         # Load-aware picks (``_balance``): per node, as the C core keeps them.
         self.generation = 0  # update() numbers each membership: a lease knows its own
-        self.capacity = None if weights is None else [float(w) for w in weights]
+        # 1 / weight: a pick multiplies by it, as the C core does
+        self.capacity = None if weights is None else [1.0 / float(w) for w in weights]
         self.in_flight = [0] * self.n
         self.ewma_us = [0] * self.n
         self.stamp_ns = [0] * self.n
@@ -144,8 +146,11 @@ class _Members:
         self.failed_at_ns = [0] * self.n
         self.probe_ns = [0] * self.n
         positions: dict[GonkaEndpoint, tuple[int, ...]] = {}
+        self.rank = [0] * self.n  # which copy of its endpoint each node is (duplicates)
         for i, node in enumerate(nodes):
-            positions[node] = (*positions.get(node, ()), i)
+            same = positions.get(node, ())
+            self.rank[i] = len(same)
+            positions[node] = (*same, i)
         self.positions = positions  # read-only once built
 
     def indices_of(self, endpoint) -> tuple:
@@ -344,18 +349,18 @@ class EndpointPool:
 
     # -- load-aware picks (lock held; the rules are _balance's) -----------------
 
-    def _cost(self, m: _Members, i: int, now: int) -> tuple[float, float]:
-        """Node i's cost as (numerator, capacity): a beats b when
-        a_num * b_cap < b_num * a_cap."""
+    def _cost(self, m: _Members, i: int, now: int) -> float:
+        """Node i's cost, ``latency x (in_flight + 1) / capacity``, in doubles as
+        the C core computes it."""
         in_flight = m.in_flight[i]
         latency = cost(self._policy, m.ewma_us[i], m.stamp_ns[i], in_flight, m.last_event_ns[i], now)
         if m.capacity is not None:
-            capacity = m.capacity[i]
+            inverse = m.capacity[i]
         elif self._policy == 0:
-            capacity = float(m.limit[i])
+            inverse = 1.0 / float(m.limit[i])
         else:
-            capacity = 1.0
-        return float(latency) * float(in_flight + 1), capacity
+            inverse = 1.0
+        return float(latency) * float(in_flight + 1) * inverse
 
     def _availability(self, m: _Members, i: int, now: int) -> int:
         """AVAILABLE; PROBE: its cooldown ended, a probe must claim it; RETRY:
@@ -390,22 +395,22 @@ class EndpointPool:
             seen = []
             blocked = 0
             every = -1
-            every_num = every_cap = 0.0
+            every_cost = 0.0
             for k in range(n):
                 i = (position + k) % n
-                num, cap = self._cost(m, i, now)
-                if every < 0 or num * every_cap < every_num * cap:
-                    every, every_num, every_cap = i, num, cap
+                node_cost = self._cost(m, i, now)
+                if every < 0 or node_cost < every_cost:
+                    every, every_cost = i, node_cost
                 state = self._availability(m, i, now) if check else _AVAILABLE
                 blocked += state >= _RETRY
-                seen.append((i, num, cap, state))
+                seen.append((i, node_cost, state))
             panic = blocked * PANIC_SHARE[1] > n * PANIC_SHARE[0]
             best, state = _best(seen, _RETRY if panic else _PROBE)
             if best < 0:
                 return every, 0
             return best, self._claim(m, best, state, now)
         every = -1
-        every_num = every_cap = 0.0
+        every_cost = 0.0
         drawn = []
         for _ in range(4):
             position = self._cursor
@@ -415,10 +420,10 @@ class EndpointPool:
             b = (a + 1 + (h & 0xFFFFFFFF) % (n - 1)) % n
             pair = []
             for i in (a, b):
-                num, cap = self._cost(m, i, now)
-                if every < 0 or num * every_cap < every_num * cap:
-                    every, every_num, every_cap = i, num, cap
-                pair.append((i, num, cap, self._availability(m, i, now) if check else _AVAILABLE))
+                node_cost = self._cost(m, i, now)
+                if every < 0 or node_cost < every_cost:
+                    every, every_cost = i, node_cost
+                pair.append((i, node_cost, self._availability(m, i, now) if check else _AVAILABLE))
             best, state = _best(pair, _PROBE)
             if best >= 0:
                 return best, self._claim(m, best, state, now)
@@ -434,22 +439,20 @@ class EndpointPool:
         while self._orphans:
             self._settle_locked(self._orphans.pop(), _RELEASE, 0, 0)
 
-    def _lease_index(self, m: _Members, generation: int, index: int, endpoint) -> int:
-        """Where a lease's node is in ``m`` (the membership in force), or -1."""
+    def _lease_index(self, m: _Members, generation: int, index: int, endpoint, rank: int) -> int:
+        """Where a lease's node is in ``m`` (the membership in force): the same copy
+        of its endpoint, as update() carried it over; -1 when it left."""
         if m.generation == generation:
             return index
         indices = m.indices_of(endpoint)
-        for i in indices:
-            if m.in_flight[i] > 0:
-                return i
-        return indices[0] if indices else -1
+        return indices[rank] if rank < len(indices) else -1
 
     def _settle_locked(self, lease: tuple, kind: int, cooldown_ns: int, floor_ns: int) -> tuple[int, int, int, int]:
         """Settle a lease's state (lock held): (index or -1, entered, level,
         failures the success reset)."""
-        generation, index, endpoint, start_ns, q, claim = lease
+        generation, index, endpoint, start_ns, q, claim, rank = lease
         m = self._members
-        idx = self._lease_index(m, generation, index, endpoint)
+        idx = self._lease_index(m, generation, index, endpoint, rank)
         if idx < 0:
             return (-1, 0, 0, 0)
         now, tick = self._now_tick()
@@ -523,7 +526,7 @@ class EndpointPool:
             m.last_event_ns[idx] = now
         lease = object.__new__(Lease)
         lease._pool = self
-        lease._state = (m.generation, idx, m.nodes[idx], now, q, claim)
+        lease._state = (m.generation, idx, m.nodes[idx], now, q, claim, m.rank[idx])
         lease._settled = False
         return lease
 
@@ -940,7 +943,8 @@ class Lease:
     context manager, which releases it unless settled.  Any thread may settle it."""
 
     __slots__ = ("_pool", "_settled", "_state")
-    # (membership generation, index, endpoint, start ns, in flight at the pick, probe claim)
+    # (membership generation, index, endpoint, start ns, in flight at the pick, probe
+    # claim, which copy of its endpoint the node was)
     _state: tuple
     _pool: EndpointPool
     _settled: bool

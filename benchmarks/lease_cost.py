@@ -1,0 +1,90 @@
+"""What a lease costs against ``next()``: ``acquire()`` + ``lease.success()`` (and
+``+ release()``) on a pool of 8 unweighted nodes, none cooling, for each ``balance``
+policy, in one process: interleaved rounds, the median of each round's ratio.
+Issue 20's goal: at most 4x ``next()`` on the C core, one thread.
+
+    python setup.py -q build_ext --inplace
+    PYTHONPATH=src python benchmarks/lease_cost.py --rounds 41
+    PYTHONPATH=src GONKA_POOL_NO_EXTENSIONS=1 python benchmarks/lease_cost.py   # the twin
+
+With ``--threads 2`` (free-threaded builds) each round also times the same loop in
+two threads sharing the pool, started on a barrier, and prints the throughput of
+two threads against one (a ratio bounded by the machine's cores: say how many).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+import timeit
+
+from gonka_pool import IMPLEMENTATION, EndpointPool, GonkaEndpoint
+
+CALLS = 10  # calls per loop body, unrolled
+
+
+def loops(pool):
+    nxt, acq = pool.next, pool.acquire
+
+    def next_loop():
+        nxt(); nxt(); nxt(); nxt(); nxt(); nxt(); nxt(); nxt(); nxt(); nxt()  # noqa: E702
+
+    def lease_loop():
+        acq().success(); acq().success(); acq().success(); acq().success(); acq().success()  # noqa: E702
+        acq().success(); acq().success(); acq().success(); acq().success(); acq().success()  # noqa: E702
+
+    return {"next()": next_loop, "acquire()+success()": lease_loop}
+
+
+def threaded(fn, threads: int, number: int) -> float:
+    """Calls per second of ``threads`` threads each running ``fn`` ``number`` times."""
+    barrier = threading.Barrier(threads + 1)
+
+    def run():
+        barrier.wait()
+        for _ in range(number):
+            fn()
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return threads * number * CALLS / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--number", type=int, default=10_000, help="loop bodies per timing")
+    parser.add_argument("--threads", type=int, default=0, help="also time N threads sharing the pool")
+    args = parser.parse_args()
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    print(f"{IMPLEMENTATION} core, Python {sys.version.split()[0]}, GIL {'on' if gil else 'off'}, 8 nodes")
+    for balance in ("peak_ewma", "least_request", "round_robin"):
+        pool = EndpointPool([GonkaEndpoint(f"https://n{i}.example", f"a{i}") for i in range(8)], balance=balance)
+        fns = loops(pool)
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        ratios, scaling = [], []
+        for _ in range(args.rounds):
+            for name, fn in fns.items():
+                times[name].append(timeit.timeit(fn, number=args.number) / (args.number * CALLS) * 1e9)
+            ratios.append(times["acquire()+success()"][-1] / times["next()"][-1])
+            if args.threads:
+                lease = fns["acquire()+success()"]
+                one = threaded(lease, 1, args.number)
+                scaling.append(threaded(lease, args.threads, args.number) / one)
+        line = ", ".join(f"{name} {statistics.median(values):.1f} ns" for name, values in times.items())
+        print(f"balance={balance:14s} {line}, ratio {statistics.median(ratios):.2f}x", end="")
+        if scaling:
+            print(f", {args.threads} threads / 1: {statistics.median(scaling):.2f}x", end="")
+        print()
+
+
+if __name__ == "__main__":
+    main()
