@@ -29,7 +29,7 @@ export GONKA_POOL_REQUIRE_C := 1
 # The suite must not pass because something re-enabled the GIL behind its back.
 export PYTHONWARNINGS := error::RuntimeWarning
 
-.PHONY: test lint test-gil test-ft test-parallel test-debug redis-server tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover bench-scaleout clean
+.PHONY: test lint test-gil test-ft test-parallel test-debug redis-server tsan valgrind demo venvs bench bench-pytest bench-policy bench-failover bench-scaleout bench-balance clean
 
 test: lint test-gil test-ft test-parallel test-debug
 
@@ -82,7 +82,7 @@ test-parallel: $(VENV_FT)/.installed redis-server
 # assertions were not compiled in (its child aborts on purpose: ulimit -c 0 keeps
 # it from leaving a core file).  About a minute on 2 cores.
 DEBUG_TESTS := tests/test_twins.py tests/test_concurrency.py tests/test_update_marks.py \
-               tests/test_pool.py tests/test_consistency.py tests/test_shared.py
+               tests/test_pool.py tests/test_consistency.py tests/test_shared.py tests/test_balance.py
 test-debug: $(VENV_FT)/.installed
 	$(VENV_FT)/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: "Cython>=3.1" "setuptools>=77"
 	rm -rf build/debug-src && mkdir -p build/debug-src
@@ -122,6 +122,13 @@ BENCH_SCALEOUT_FLAGS ?=
 bench-scaleout: $(VENV_GIL)/.installed $(VENV_FT)/.installed
 	$(VENV_GIL)/bin/python -m gonka_pool bench-scaleout $(BENCH_SCALEOUT_FLAGS)
 	PYTHON_GIL=0 $(VENV_FT)/bin/python -m gonka_pool bench-scaleout $(BENCH_SCALEOUT_FLAGS)
+
+# make bench-balance: load over unequal nodes (1..8 slots, 429 when full), a gray node and
+# a correlated outage, each balance= policy against a join-the-shortest-queue oracle (issue 20).
+BENCH_BALANCE_FLAGS ?=
+bench-balance: $(VENV_GIL)/.installed $(VENV_FT)/.installed
+	$(VENV_GIL)/bin/python -m gonka_pool bench-balance $(BENCH_BALANCE_FLAGS)
+	PYTHON_GIL=0 $(VENV_FT)/bin/python -m gonka_pool bench-balance $(BENCH_BALANCE_FLAGS)
 
 # make bench-pytest: pytest-benchmark benches of each API call, both implementations.
 bench-pytest: $(VENV_GIL)/.installed $(VENV_FT)/.installed
