@@ -20,7 +20,7 @@ FT_PYTHON ?= $(shell scripts/free-threaded-python)
 
 VENV_GIL := .venv-gil
 VENV_FT := .venv-ft
-SOURCES := $(wildcard src/gonka_pool/*.py src/gonka_pool/*.pyx src/gonka_pool/*.h src/gonka_pool/*.pyi) \
+SOURCES := $(wildcard src/gonka_pool/*.py src/gonka_pool/*/*.py src/gonka_pool/*.pyx src/gonka_pool/*.h src/gonka_pool/*.pyi) \
            setup.py pyproject.toml
 PIP_FLAGS := --disable-pip-version-check --quiet --quiet
 PYTEST_FLAGS ?=
