@@ -30,13 +30,14 @@ gonka = pytest.importorskip("gonka_pool.gonka", reason="the [gonka] extra is not
 from gonka_pool import GonkaEndpoint  # noqa: E402
 from gonka_pool._gonka_local import LocalGonkaNetwork  # noqa: E402
 from gonka_pool._local_node import free_port  # noqa: E402
-from gonka_pool.gonka import _discovery, _signing  # noqa: E402
 from gonka_pool.gonka import (  # noqa: E402
     AsyncRefresher,
     DiscoveryError,
     Participant,
     Refresher,
     Signer,
+    _discovery,
+    _signing,
     discover,
     pool_from_gonka,
     pool_weights,
@@ -777,7 +778,7 @@ def test_openai_client_refuses_what_it_cannot_honour(monkeypatch):
 
 @needs_openai
 def test_the_gonka_demo_fails_no_request(running_network):
-    from gonka_pool._demo_gonka import demo_gonka
+    from gonka_pool._cli.demo_gonka import demo_gonka
 
     lines: list[str] = []
     assert demo_gonka(out=lines.append) == 0
