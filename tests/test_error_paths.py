@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from gonka_pool import GonkaEndpoint, _clock, _failover
-from gonka_pool._local_node import LocalNode
+from gonka_pool.testing import LocalNode
 
 # -- pool.call / pool.acall ---------------------------------------------------------
 

@@ -28,8 +28,6 @@ import pytest
 
 gonka = pytest.importorskip("gonka_pool.gonka", reason="the [gonka] extra is not installed")
 from gonka_pool import GonkaEndpoint  # noqa: E402
-from gonka_pool._gonka_local import LocalGonkaNetwork  # noqa: E402
-from gonka_pool._local_node import free_port  # noqa: E402
 from gonka_pool.gonka import (  # noqa: E402
     AsyncRefresher,
     DiscoveryError,
@@ -43,6 +41,7 @@ from gonka_pool.gonka import (  # noqa: E402
     pool_weights,
     verify_signature,
 )
+from gonka_pool.testing import LocalGonkaNetwork, free_port  # noqa: E402
 
 pytestmark = pytest.mark.thread_unsafe(
     reason="the local Gonka network, its allowlist and its nodes' counters are shared by the module's tests"

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import EndpointPool, GonkaEndpoint
-from .._local_node import LocalNode, free_port
+from ..testing import LocalNode, free_port
 from .argtypes import at_least, positive_seconds
 
 __all__ = ["main"]

@@ -31,8 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import IMPLEMENTATION, EndpointPool, GonkaEndpoint
-from .._local_node import LocalNode, free_port
-from .._local_redis import LocalRedis
+from ..testing import LocalNode, LocalRedis, free_port
 from .argtypes import at_least, positive_seconds
 
 __all__ = ["main"]

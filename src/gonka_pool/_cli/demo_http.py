@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from .. import EndpointPool, GonkaEndpoint
-from .._local_node import LocalNode
+from ..testing import LocalNode
 
 __all__ = ["demo_http"]
 
