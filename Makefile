@@ -20,7 +20,7 @@ FT_PYTHON ?= $(shell scripts/free-threaded-python)
 
 VENV_GIL := .venv-gil
 VENV_FT := .venv-ft
-SOURCES := $(wildcard src/gonka_pool/*.py src/gonka_pool/*.pyx src/gonka_pool/*.h src/gonka_pool/*.pyi) \
+SOURCES := $(wildcard src/gonka_pool/*.py src/gonka_pool/*/*.py src/gonka_pool/*.pyx src/gonka_pool/*.h src/gonka_pool/*.pyi) \
            setup.py pyproject.toml
 PIP_FLAGS := --disable-pip-version-check --quiet --quiet
 PYTEST_FLAGS ?=
@@ -158,6 +158,9 @@ $(VENV_FT)/bin/python:
 .venv-%/.installed: .venv-%/bin/python $(SOURCES) requirements-test.txt
 	.venv-$*/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
 	.venv-$*/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: -r requirements-test.txt
+	# setuptools keeps build/lib.*/ between builds: a module moved or deleted in src/
+	# would still ship from there.  Its Python files are copied afresh (not the .so).
+	find build -path 'build/lib*/gonka_pool/*' -name '*.py' -delete 2>/dev/null || true
 	GONKA_POOL_WERROR=1 .venv-$*/bin/python -m pip install $(PIP_FLAGS) --force-reinstall --no-deps .
 	.venv-$*/bin/python -c "import gonka_pool, sys; assert gonka_pool.IMPLEMENTATION == 'c', 'C core did not load'; print(sys.version.split()[0], 'GIL', getattr(sys, '_is_gil_enabled', lambda: True)())"
 	touch $@

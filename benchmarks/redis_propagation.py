@@ -54,8 +54,8 @@ def main() -> None:
     import redis
 
     from gonka_pool import IMPLEMENTATION, EndpointPool
-    from gonka_pool._local_redis import LocalRedis
     from gonka_pool.redis import RedisHealth
+    from gonka_pool.testing import LocalRedis
 
     if shutil.which("redis-server") is None:
         sys.exit("needs redis-server (Debian: apt-get install redis-server)")

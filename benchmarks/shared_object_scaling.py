@@ -27,7 +27,7 @@ import statistics
 import sys
 
 from gonka_pool import EndpointPool, GonkaEndpoint
-from gonka_pool._bench import make_runner, measure
+from gonka_pool._cli.bench import make_runner, measure
 
 ENDPOINTS = [GonkaEndpoint(f"https://node{i}.example", f"a{i}") for i in range(8)]
 

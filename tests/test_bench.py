@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import gonka_pool
-from gonka_pool import _bench
 from gonka_pool.__main__ import main as cli_main
+from gonka_pool._cli import argtypes
+from gonka_pool._cli import bench as _bench
 
 # Options for the shortest real run: should a check below ever stop rejecting its bad
 # value, the run it lets through ends in well under a second instead of minutes.
@@ -131,7 +132,7 @@ def test_a_bad_numeric_option_exits_2_with_a_usage_message_naming_it_before_meas
 def test_seconds_must_be_finite(text):
     # Here rather than through main(): before the check, these calibrated for minutes.
     with pytest.raises(argparse.ArgumentTypeError, match="finite"):
-        _bench._positive_seconds(text)
+        argtypes.positive_seconds(text)
 
 
 def test_rounds_0_from_the_command_line_exits_2_at_once_without_a_traceback():
@@ -253,7 +254,7 @@ def test_bench_failover_answers_every_request_with_attempts_none(tmp_path):
     pytest.importorskip("openai")
     out = tmp_path / "failover.json"
     lines: list[str] = []
-    from gonka_pool import _bench_failover
+    from gonka_pool._cli import bench_failover as _bench_failover
 
     parser = _bench_failover.configure(argparse.ArgumentParser())
     args = parser.parse_args(
@@ -281,7 +282,7 @@ def test_bench_failover_refuses_a_bad_number_before_starting_anything(option):
 @pytest.mark.thread_unsafe(reason="starts local nodes and worker processes of its own")
 def test_bench_scaleout_shared_health_spares_the_workers_a_dead_node(tmp_path):
     pytest.importorskip("httpx")
-    from gonka_pool import _bench_scaleout
+    from gonka_pool._cli import bench_scaleout as _bench_scaleout
 
     out = tmp_path / "scaleout.json"
     lines: list[str] = []

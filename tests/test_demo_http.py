@@ -18,7 +18,7 @@ pytestmark = [
 
 
 def test_the_http_demo_fails_over_without_a_failed_request():
-    from gonka_pool._demo_http import demo_http
+    from gonka_pool._cli.demo_http import demo_http
 
     lines: list[str] = []
     assert demo_http(phase_seconds=0.25, out=lines.append) == 0

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.thread_unsafe(reason="doctest swaps the process-wide sy
 
 
 def installed_modules() -> list[str]:
-    return ["gonka_pool", *(info.name for info in pkgutil.iter_modules(gonka_pool.__path__, "gonka_pool."))]
+    # walk_packages: the subpackages' modules too (gonka_pool.gonka._signing ...).
+    return ["gonka_pool", *(info.name for info in pkgutil.walk_packages(gonka_pool.__path__, "gonka_pool."))]
 
 
 def import_module(name: str) -> types.ModuleType | None:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from gonka_pool import GonkaEndpoint, _clock, _failover
-from gonka_pool._local_node import LocalNode
+from gonka_pool.testing import LocalNode
 
 # -- pool.call / pool.acall ---------------------------------------------------------
 
@@ -204,10 +204,10 @@ def gonka():
 
 @pytest.mark.thread_unsafe(reason="patches the gonka module's backend loader")
 def test_a_signer_asked_for_a_backend_that_is_not_installed_says_what_to_install(gonka, monkeypatch):
-    monkeypatch.setattr(gonka, "_load_coincurve", lambda: None)
+    monkeypatch.setattr(gonka._signing, "_load_coincurve", lambda: None)
     with pytest.raises(ImportError, match=r"Signer needs coincurve: pip install 'gonka-pool\[gonka\]'"):
         gonka.Signer(KEY, backend="coincurve")
-    monkeypatch.setattr(gonka, "_load_ecdsa", lambda: None)
+    monkeypatch.setattr(gonka._signing, "_load_ecdsa", lambda: None)
     with pytest.raises(ImportError, match="Signer needs coincurve or ecdsa"):
         gonka.Signer(KEY)
 
@@ -268,7 +268,7 @@ def serve(gonka, monkeypatch, participants, params=None):
             return participants
         return params
 
-    monkeypatch.setattr(gonka, "_get_json", get_json)
+    monkeypatch.setattr(gonka._discovery, "_get_json", get_json)
 
 
 @pytest.mark.thread_unsafe(reason="patches the gonka module's HTTP getter")
@@ -280,7 +280,7 @@ def serve(gonka, monkeypatch, participants, params=None):
     ],
 )
 def test_discovery_refuses_participant_lists_of_the_wrong_shape(gonka, monkeypatch, participants, message):
-    monkeypatch.setattr(gonka, "MAX_PARTICIPANTS", 2)
+    monkeypatch.setattr(gonka._discovery, "MAX_PARTICIPANTS", 2)
     serve(gonka, monkeypatch, participants)
     with pytest.raises(gonka.DiscoveryError, match=message):
         gonka.discover("http://x.example")
@@ -322,19 +322,19 @@ def test_a_source_that_answers_no_json_is_a_discovery_error(gonka, monkeypatch):
         def open(self, request, timeout):
             return Answer()
 
-    monkeypatch.setattr(gonka.urllib.request, "build_opener", lambda *handlers: Opener())
+    monkeypatch.setattr(gonka._discovery.urllib.request, "build_opener", lambda *handlers: Opener())
     with pytest.raises(gonka.DiscoveryError, match="did not answer JSON"):
         gonka.discover("http://x.example")
 
 
 def test_one_call_clients_refuse_endpoints_they_cannot_read(gonka):
     with pytest.raises(TypeError, match="endpoints must be GonkaEndpoints"):
-        gonka._endpoints_from(5)
+        gonka._clients._endpoints_from(5)
     with pytest.raises(TypeError, match="endpoints must be GonkaEndpoints"):
-        gonka._endpoints_from({"https://node.example;gonka1node": 1})
+        gonka._clients._endpoints_from({"https://node.example;gonka1node": 1})
     with pytest.raises(ValueError, match="endpoints is empty"):
-        gonka._endpoints_from(" , ")
-    assert gonka._endpoints_from("https://a.example;gonka1a, https://b.example;gonka1b") == [
+        gonka._clients._endpoints_from(" , ")
+    assert gonka._clients._endpoints_from("https://a.example;gonka1a, https://b.example;gonka1b") == [
         GonkaEndpoint("https://a.example", "gonka1a"),
         GonkaEndpoint("https://b.example", "gonka1b"),
     ]

@@ -28,19 +28,20 @@ import pytest
 
 gonka = pytest.importorskip("gonka_pool.gonka", reason="the [gonka] extra is not installed")
 from gonka_pool import GonkaEndpoint  # noqa: E402
-from gonka_pool._gonka_local import LocalGonkaNetwork  # noqa: E402
-from gonka_pool._local_node import free_port  # noqa: E402
 from gonka_pool.gonka import (  # noqa: E402
     AsyncRefresher,
     DiscoveryError,
     Participant,
     Refresher,
     Signer,
+    _discovery,
+    _signing,
     discover,
     pool_from_gonka,
     pool_weights,
     verify_signature,
 )
+from gonka_pool.testing import LocalGonkaNetwork, free_port  # noqa: E402
 
 pytestmark = pytest.mark.thread_unsafe(
     reason="the local Gonka network, its allowlist and its nodes' counters are shared by the module's tests"
@@ -174,7 +175,7 @@ def test_the_address_falls_back_to_pycryptodome_without_openssl_ripemd160(monkey
             raise ValueError("unsupported hash type ripemd160")
         return real_new(name, *args, **kwargs)
 
-    monkeypatch.setattr(gonka.hashlib, "new", no_ripemd)
+    monkeypatch.setattr(_signing.hashlib, "new", no_ripemd)
     # Without pycryptodome: a clear error with the way out.
     monkeypatch.setitem(sys.modules, "Crypto", None)
     with pytest.raises(RuntimeError, match="requester_address="):
@@ -192,7 +193,7 @@ def test_the_address_falls_back_to_pycryptodome_without_openssl_ripemd160(monkey
 
 def test_timestamps_strictly_increase_even_on_a_frozen_clock_and_across_threads(monkeypatch):
     signer = Signer(KEY)
-    monkeypatch.setattr(gonka.time, "time_ns", lambda: 1_000)
+    monkeypatch.setattr(_signing.time, "time_ns", lambda: 1_000)
     assert [signer.timestamp_ns() for _ in range(3)] == [1_000, 1_001, 1_002]
     monkeypatch.undo()
     seen: list[list[int]] = [[] for _ in range(4)]
@@ -212,7 +213,7 @@ def test_timestamps_strictly_increase_even_on_a_frozen_clock_and_across_threads(
 
 
 def test_clock_offset_shifts_every_timestamp(monkeypatch):
-    monkeypatch.setattr(gonka.time, "time_ns", lambda: 10**18)
+    monkeypatch.setattr(_signing.time, "time_ns", lambda: 10**18)
     assert Signer(KEY, clock_offset_ns=-5 * 10**9).timestamp_ns() == 10**18 - 5 * 10**9
 
 
@@ -263,7 +264,7 @@ def test_a_high_s_twin_of_a_valid_signature_is_refused():
 
     signer = Signer(KEY)
     good = base64.b64decode(signer.sign(b"{}", 5, "gonka1xyz"))
-    n = gonka._N
+    n = _signing._N
     high = good[:32] + (n - int.from_bytes(good[32:], "big")).to_bytes(32, "big")
     assert verify_signature(signer.public_key, b"{}", 5, "gonka1xyz", base64.b64encode(good).decode())
     assert not verify_signature(signer.public_key, b"{}", 5, "gonka1xyz", base64.b64encode(high).decode())
@@ -361,17 +362,17 @@ def test_discover_skips_excluded_and_malformed_entries_and_logs_the_bad_ones(net
     ],
 )
 def test_hosts_on_this_machine_or_a_private_network_are_internal(host):
-    assert gonka._internal_host(host)
+    assert _discovery._internal_host(host)
 
 
 @pytest.mark.parametrize(
     "host", ["node1.gonka.ai", "8.8.8.8", "2001:4860:4860::8888", "localhost.example", "10.0.0.1.example", None, ""]
 )
 def test_public_hosts_and_dns_names_are_not_internal(host):
-    assert not gonka._internal_host(host)
+    assert not _discovery._internal_host(host)
 
 
-@pytest.mark.thread_unsafe(reason="patches gonka._get_json")
+@pytest.mark.thread_unsafe(reason="patches _discovery._get_json")
 def test_a_public_source_cannot_list_nodes_on_this_machine_or_a_private_network(monkeypatch, caplog):
     entries = [
         {"index": f"gonka1n{i}", "inference_url": url, "weight": 1}
@@ -395,7 +396,7 @@ def test_a_public_source_cannot_list_nodes_on_this_machine_or_a_private_network(
             return {"params": {}}
         return {"active_participants": {"participants": entries}}
 
-    monkeypatch.setattr(gonka, "_get_json", get_json)
+    monkeypatch.setattr(_discovery, "_get_json", get_json)
     with caplog.at_level(logging.WARNING, logger="gonka_pool"):
         found = discover("https://chain.gonka.example")
     assert [p.endpoint.address for p in found] == ["gonka1n6"]
@@ -452,7 +453,7 @@ def test_an_unreachable_or_wrong_source_is_a_discovery_error(net):
 
 
 def test_responses_beyond_the_size_bound_are_refused(net, monkeypatch):
-    monkeypatch.setattr(gonka, "MAX_RESPONSE_BYTES", 200)
+    monkeypatch.setattr(_discovery, "MAX_RESPONSE_BYTES", 200)
     with pytest.raises(DiscoveryError, match="more than 200 bytes"):
         discover(net.source_url)
 
@@ -782,7 +783,7 @@ def test_openai_client_refuses_what_it_cannot_honour(monkeypatch):
 
 @needs_openai
 def test_the_gonka_demo_fails_no_request(running_network):
-    from gonka_pool._demo_gonka import demo_gonka
+    from gonka_pool._cli.demo_gonka import demo_gonka
 
     lines: list[str] = []
     assert demo_gonka(out=lines.append) == 0

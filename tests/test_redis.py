@@ -24,8 +24,8 @@ import pytest
 
 from conftest import nodes
 from gonka_pool import GonkaEndpoint
-from gonka_pool._local_redis import LocalRedis
 from gonka_pool.redis import node_key
+from gonka_pool.testing import LocalRedis
 
 NS = 1_000_000_000
 T0 = 10**12  # a frozen clock's "now" for the hook tests

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from gonka_pool import GonkaEndpoint
-from gonka_pool._local_node import LocalNode, free_port
+from gonka_pool.testing import LocalNode, free_port
 
 pytestmark = pytest.mark.thread_unsafe(reason="the local nodes and their request logs are shared by the module's tests")
 

@@ -1,4 +1,4 @@
-"""A small OpenAI-compatible HTTP node on 127.0.0.1, for the demo and the tests.
+"""A small OpenAI-compatible HTTP node on 127.0.0.1, for tests (the project's and its users') and the demo.
 
 ``LocalNode`` answers ``POST /v1/chat/completions`` (plain JSON, or server-sent
 events when the body asks for ``"stream": true``) with "hello from <name>", and
@@ -40,6 +40,8 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class SeenRequest:
+    """One request as a ``LocalNode`` read it."""
+
     method: str
     path: str
     headers: dict[str, str]  # lower-case names

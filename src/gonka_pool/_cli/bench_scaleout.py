@@ -30,15 +30,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import IMPLEMENTATION, EndpointPool, GonkaEndpoint
-from ._bench import _at_least, _positive_seconds
-from ._local_node import LocalNode, free_port
-from ._local_redis import LocalRedis
+from .. import IMPLEMENTATION, EndpointPool, GonkaEndpoint
+from ..testing import LocalNode, LocalRedis, free_port
+from .argtypes import at_least, positive_seconds
 
 __all__ = ["main"]
 
 MODES = ("independent", "shared", "redis")
-_positive_int = _at_least(1)
+_positive_int = at_least(1)
 
 # One worker: its pool and transport, requests paced from a common start instant,
 # and per attempt the node and the time, printed as JSON at the end.
@@ -100,18 +99,18 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=_positive_int, default=4, help="worker processes (default: 4)")
     parser.add_argument(
         "--seconds",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=4.0,
         help="how long the workers send requests, per mode (default: 4)",
     )
     parser.add_argument(
-        "--cooldown", type=_positive_seconds, default=1.0, help="seconds a failed node is skipped (default: 1)"
+        "--cooldown", type=positive_seconds, default=1.0, help="seconds a failed node is skipped (default: 1)"
     )
     parser.add_argument(
-        "--timeout", type=_positive_seconds, default=0.2, help="the client timeout; S stalls past it (default: 0.2)"
+        "--timeout", type=positive_seconds, default=0.2, help="the client timeout; S stalls past it (default: 0.2)"
     )
     parser.add_argument(
-        "--interval", type=_positive_seconds, default=0.02, help="seconds between one worker's requests (default: 0.02)"
+        "--interval", type=positive_seconds, default=0.02, help="seconds between one worker's requests (default: 0.02)"
     )
     parser.add_argument(
         "--next-calls",
@@ -123,6 +122,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+HELP = "bad-node attempts across worker processes: independent or shared="
 PARSER_OPTIONS: dict[str, Any] = {
     "description": "Attempts that reach bad nodes across worker processes: independent "
     "pools against shared= health, one run, local nodes.",
@@ -153,9 +153,9 @@ def _run_mode(mode: str, nodes: dict[str, str], args: argparse.Namespace, redis_
         "start_at": time.time() + 2.0,
     }  # time for every interpreter to start
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env.get("PYTHONPATH")])
-    )
+    # The folder that holds this gonka_pool (three levels up: _cli/, gonka_pool/).
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, json.dumps(config), str(k)],

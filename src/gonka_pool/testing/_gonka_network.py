@@ -1,4 +1,4 @@
-"""A small Gonka network on 127.0.0.1, for the tests and the demo.
+"""A small Gonka network on 127.0.0.1, for tests (the project's and its users') and the demo.
 
 ``LocalGonkaNetwork`` holds what the chain would: the requesters' public keys, the
 transfer-agent allowlist, the participants of the current epoch (with excluded
@@ -65,6 +65,8 @@ class LocalGonkaNetwork:
     def add_node(
         self, name: str, address: str, *, weight: int = 10, models: tuple[str, ...] = ("local",)
     ) -> LocalGonkaNode:
+        """A new node of this network (listed among the participants); started
+        with the network, or by its own ``start()`` once the network runs."""
         node = LocalGonkaNode(self, name, address, weight=weight, models=models)
         self.nodes.append(node)
         return node
@@ -183,7 +185,7 @@ class LocalGonkaNode:
 
     def check(self, headers: Any, body: bytes) -> tuple[int, str] | None:
         """The refusal a real node gives this request, or None to serve it."""
-        from .gonka import verify_signature
+        from ..gonka import verify_signature
 
         network = self.network
         if network.allowlist and self.address not in network.allowlist:

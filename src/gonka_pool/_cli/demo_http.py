@@ -16,8 +16,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from . import EndpointPool, GonkaEndpoint
-from ._local_node import LocalNode
+from .. import EndpointPool, GonkaEndpoint
+from ..testing import LocalNode
 
 __all__ = ["demo_http"]
 
@@ -54,7 +54,7 @@ def demo_http(phase_seconds: float = 0.6, out: Callable[[str], object] = print) 
     try:
         import openai
 
-        from .openai import client as openai_client
+        from ..openai import client as openai_client
     except ImportError:
         out("failover over HTTP: skipped, needs the openai SDK (pip install 'gonka-pool[openai]')")
         return 0

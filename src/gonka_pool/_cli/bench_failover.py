@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import EndpointPool, GonkaEndpoint
-from ._bench import _at_least, _positive_seconds
-from ._local_node import LocalNode, free_port
+from .. import EndpointPool, GonkaEndpoint
+from ..testing import LocalNode, free_port
+from .argtypes import at_least, positive_seconds
 
 __all__ = ["main"]
 
@@ -33,11 +33,11 @@ CONFIGS: tuple[tuple[str, int | None], ...] = (
 )
 
 
-_positive_int = _at_least(1)
+_positive_int = at_least(1)
 
 
 def _client_timeout(text: str) -> float:
-    seconds = _positive_seconds(text)
+    seconds = positive_seconds(text)
     if seconds >= 60:
         raise argparse.ArgumentTypeError(f"must be under 60 seconds, got {text}")
     return seconds
@@ -64,6 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+HELP = "requests lost to bad nodes: fixed attempts against attempts=None"
 PARSER_OPTIONS: dict[str, Any] = {
     "description": "Requests lost to bad nodes: the fixed cap of 3 attempts against "
     "attempts=None (every node, at most 3 timeouts), one run, local nodes.",
@@ -73,7 +74,7 @@ PARSER_OPTIONS: dict[str, Any] = {
 def _run_config(
     nodes: dict[str, LocalNode | str], attempts: int | None, requests: int, threads: int, timeout: float
 ) -> dict[str, Any]:
-    from .openai import client as openai_client
+    from ..openai import client as openai_client
 
     endpoints = {
         name: GonkaEndpoint(node if isinstance(node, str) else node.url, f"gonka1{name}")
@@ -124,7 +125,7 @@ def _run_config(
 def _warm_up(node: LocalNode | str) -> None:
     """One request before any threads: openai builds its response models lazily, and
     concurrent first uses of a fresh client can fail (see docs/api.md)."""
-    from .openai import client as openai_client
+    from ..openai import client as openai_client
 
     url = node if isinstance(node, str) else node.url
     with openai_client(EndpointPool([GonkaEndpoint(url, "gonka1warmup")])) as client:

@@ -28,7 +28,6 @@ import argparse
 import gc
 import importlib.util
 import json
-import math
 import os
 import platform
 import random
@@ -40,9 +39,11 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any
 
-from . import IMPLEMENTATION, EndpointPool, GonkaEndpoint
-from ._clock import CLOCK
-from ._pool_py import EndpointPool as _TwinPool
+from .. import IMPLEMENTATION, EndpointPool, GonkaEndpoint
+from .._clock import CLOCK
+from .._pool_py import EndpointPool as _TwinPool
+from .argtypes import at_least, default_max_threads, positive_seconds, thread_counts
+from .bench_report import plot, report
 
 UNROLL = 10  # calls per loop iteration, so the loop itself weighs little
 
@@ -348,7 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         thread_counts = args.threads
     else:
-        thread_counts = list(range(1, (args.max_threads or _default_max_threads()) + 1))
+        thread_counts = list(range(1, (args.max_threads or default_max_threads()) + 1))
     impls = implementations(args.nodes)
     runners = {name: make_runner(expr) for name, (_, expr) in impls.items()}
     reps = {name: calibrate(obj, runners[name], args.seconds) for name, (obj, _) in impls.items()}
@@ -434,133 +435,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def report(result: dict[str, Any]) -> str:
-    info = result["interpreter"]
-    lines = [
-        (
-            f"gonka_pool bench: Python {info['python']} "
-            f"({'free-threaded' if info['free_threaded_build'] else 'GIL'} build), "
-            f"GIL {'enabled' if info['gil_enabled'] else 'disabled'}, {info['cores']} cores, "
-            f"{info['machine']}, implementation {info['gonka_pool']}, clock {info['clock']}"
-        ),
-        f"{result['nodes']} nodes, {result['rounds']} interleaved rounds, medians",
-        "",
-        "Single thread, all cases of a round on one thread: ns per call (median), and the",
-        "median over rounds of the ratio to that round's next():",
-    ]
-    singles = result["single_thread_ns"]
-    ratios = result["single_thread_ratio"]
-    for name, ns in singles.items():
-        lines.append(f"  {name:38s} {ns:8.1f} ns  {ratios[name]:6.2f}x")
-    for name, ratio in result["weighted_next_ratio"].items():
-        lines.append(f"  {name}, weighted / unweighted: {ratio:.2f}x")
-    lines += [
-        "",
-        "Building a pool, one thread, the garbage collector paused: ms (median), and the",
-        "median over rounds of the ratio to that round's unweighted build of the same size:",
-    ]
-    for name, ms in result["build_ms"].items():
-        lines.append(f"  {name:44s} {ms:8.2f} ms  {result['build_ratio'][name]:6.2f}x")
-    share = result["weighted_share"]
-    lines.append(
-        f"  share error, {share['nodes']} nodes, weights 1..10^6, {share['picks']:,} picks: "
-        f"{share['error']:.2%} of picks (goal <= 1%); every node owed a pick got one: "
-        f"{'yes' if share['every_node_picked'] else 'NO'} (fewest picks: {share['least_picks']})"
-    )
-    throughput = result["throughput"]
-    ref_name = "gonka_pool (c)" if "gonka_pool (c)" in throughput else "gonka_pool (python)"
-    ref = throughput[ref_name][1]
-    threads = result["threads"]
-    lines += ["", f"Aggregate calls/s by threads (ratio to {ref_name} next() on 1 thread):"]
-    header = f"  {'implementation':44s}" + "".join(f"{t:>9d}T" for t in threads) + f"{'2T/1T':>9s}"
-    lines.append(header)
-    for name, by_threads in throughput.items():
-        ratios = "".join(f"{by_threads[t] / ref:9.2f}x" for t in threads)
-        scale = by_threads.get(2, float("nan")) / by_threads[1]
-        lines.append(f"  {name:44s}{ratios}{scale:9.2f}")
-    lines.append(
-        "  (absolute, M calls/s) "
-        + ", ".join(f"{name}: {by_threads[1] / 1e6:.1f}" for name, by_threads in throughput.items())
-    )
-    if result["core_loop"]:
-        core = result["core_loop"]
-        lines += ["", "C core alone (nogil loop, selections/s; ratio to 1 thread):"]
-        lines.append("  " + "  ".join(f"{t}T {core[t] / 1e6:7.1f} M ({core[t] / core[1]:.2f}x)" for t in threads))
-    lines.append("")
-    lines.append(f"Scaling is bounded by the machine's {info['cores']} cores.")
-    return "\n".join(lines)
-
-
-def plot(result: dict[str, Any], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    info = result["interpreter"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, by_threads in result["throughput"].items():
-        ts = sorted(by_threads)
-        ax.plot(ts, [by_threads[t] / 1e6 for t in ts], marker="o", label=name)
-    ax.set_xlabel("threads")
-    ax.set_ylabel("M calls/s (aggregate)")
-    ax.set_title(f"Python {info['python']}, GIL {'on' if info['gil_enabled'] else 'off'}, {info['cores']} cores")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def _default_max_threads() -> int:
-    return 2 * (os.cpu_count() or 1)
-
-
-# The type= functions below reject a value while the arguments are parsed, so that a
-# bad one ends in a usage message and exit status 2 before minutes of measuring, not
-# in a traceback after them.
-
-
-def _at_least(minimum: int) -> Callable[[str], int]:
-    def integer(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return integer
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
-    return value
-
-
-def _thread_counts(text: str) -> list[int]:
-    parts = [part.strip() for part in text.split(",")]
-    # int() alone would let "1,,2" (an empty part), "1,-2" and "0,1" through;
-    # isascii() because str.isdigit() is true of digits int() refuses, such as "²".
-    if not all(part.isascii() and part.isdigit() for part in parts):
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of positive integers such as 1,2,4, got {text!r}"
-        )
-    counts = sorted({int(part) for part in parts})
-    if counts[0] < 1:
-        raise argparse.ArgumentTypeError(f"thread counts must be at least 1, got {text!r}")
-    if counts[0] != 1:
-        raise argparse.ArgumentTypeError(
-            f"the thread counts must include 1 (every ratio is to one thread), got {text!r}"
-        )
-    return counts
-
-
 DESCRIPTION = """\
 Measures gonka_pool against the pools a user would write, on the running
 interpreter: next() on the C core and on the pure-Python twin, a pool with a
@@ -574,6 +448,7 @@ building one, and the share error of 10**6 picks.
 """
 
 # Shared with __main__, whose "bench" subcommand is this same parser.
+HELP = "measure gonka_pool against hand-written pools, on this interpreter"
 PARSER_OPTIONS: dict[str, Any] = {
     "description": DESCRIPTION,
     "formatter_class": argparse.RawDescriptionHelpFormatter,
@@ -586,38 +461,38 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     # "default: None" where None stands for "2x the core count" or "not written".
     parser.add_argument(
         "--rounds",
-        type=_at_least(1),
+        type=at_least(1),
         default=9,
         help="interleaved rounds; medians are over these (default: %(default)s)",
     )
     parser.add_argument(
         "--seconds",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=0.05,
         help="target time of one measurement, in seconds (default: %(default)s)",
     )
     # The single-thread cases call mark_failed(1, ...), so a pool needs a node 1.
     parser.add_argument(
-        "--nodes", type=_at_least(2), default=8, help="endpoints in each pool, at least 2 (default: %(default)s)"
+        "--nodes", type=at_least(2), default=8, help="endpoints in each pool, at least 2 (default: %(default)s)"
     )
     threads = parser.add_mutually_exclusive_group()
     threads.add_argument(
         "--max-threads",
-        type=_at_least(1),
+        type=at_least(1),
         default=None,
         metavar="N",
-        help=f"measure 1, 2, ... N threads (default: twice the core count, {_default_max_threads()} here)",
+        help=f"measure 1, 2, ... N threads (default: twice the core count, {default_max_threads()} here)",
     )
     threads.add_argument(
         "--threads",
-        type=_thread_counts,
+        type=thread_counts,
         default=None,
         metavar="1,2,4,...",
         help="the thread counts to measure, which must include 1 (default: 1 to --max-threads)",
     )
     parser.add_argument(
         "--core-k",
-        type=_at_least(1),
+        type=at_least(1),
         default=2_000_000,
         metavar="K",
         help="selections per thread in the C core's own loop (default: %(default)s)",

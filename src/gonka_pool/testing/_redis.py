@@ -13,12 +13,21 @@ import socket
 import subprocess
 import time
 
-from ._local_node import free_port
+from ._node import free_port
 
 __all__ = ["LocalRedis"]
 
 
 class LocalRedis:
+    """A ``redis-server`` of its own on a free port of 127.0.0.1, without
+    persistence; ``url`` is what ``redis.Redis.from_url`` takes.
+
+    ``binary`` is the server to run (default: ``redis-server`` on ``PATH``).
+    Not started until ``start()`` (or ``with``); ``kill()`` stops it, and a
+    later ``start()`` brings it back empty on the same port, as a restarted
+    Redis would be.
+    """
+
     def __init__(self, binary: str | None = None) -> None:
         self.binary = binary or shutil.which("redis-server") or "redis-server"
         self.port = free_port()
@@ -46,7 +55,20 @@ class LocalRedis:
         except OSError:
             return False
 
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> LocalRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
     def kill(self) -> None:
+        """Stop the server at once (SIGKILL: no goodbye to its clients)."""
         if self.process is not None:
             self.process.kill()
             self.process.wait(10)

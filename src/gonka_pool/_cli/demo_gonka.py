@@ -29,7 +29,7 @@ COOLDOWN = 0.5
 def demo_gonka(out: Callable[[str], object] = print) -> int:
     """Run the demo; returns how many requests failed (0 is the point)."""
     try:
-        from .gonka import Signer, discover, openai_client, refresh
+        from ..gonka import Signer, discover, openai_client, refresh
     except ImportError:
         out("gonka: skipped, needs pip install 'gonka-pool[gonka]'")
         return 0
@@ -38,7 +38,7 @@ def demo_gonka(out: Callable[[str], object] = print) -> int:
     except ImportError:
         out("gonka: skipped, needs the openai SDK (pip install 'gonka-pool[gonka]')")
         return 0
-    from ._gonka_local import LocalGonkaNetwork
+    from ..testing import LocalGonkaNetwork
 
     network = LocalGonkaNetwork()
     for i in (1, 2, 3):

@@ -1,0 +1,138 @@
+"""The one-call clients: ``openai_client()`` / ``async_openai_client()`` put
+signing, discovery, refreshing and the judge together, reading gonka-openai's
+environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .._endpoint import GonkaEndpoint
+from ._discovery import pool_from_gonka
+from ._refresh import DEFAULT_REFRESH_INTERVAL, Refresher
+from ._signing import Signer
+
+ENV_PRIVATE_KEY = "GONKA_PRIVATE_KEY"
+ENV_ADDRESS = "GONKA_ADDRESS"
+ENV_ENDPOINTS = "GONKA_ENDPOINTS"
+ENV_SOURCE_URL = "GONKA_SOURCE_URL"
+
+
+def _endpoints_from(endpoints: object) -> list[GonkaEndpoint]:
+    if isinstance(endpoints, str):
+        entries: Iterable[object] = [e for e in endpoints.split(",") if e.strip()]
+    elif isinstance(endpoints, Iterable) and not isinstance(endpoints, Mapping):
+        entries = endpoints
+    else:
+        raise TypeError(
+            "endpoints must be GonkaEndpoints, 'url;address' strings, or one comma-separated string of them"
+        )
+    result = [
+        e if isinstance(e, GonkaEndpoint) else GonkaEndpoint.parse(e)  # type: ignore[arg-type]
+        for e in entries
+    ]
+    if not result:
+        raise ValueError("endpoints is empty")
+    return result
+
+
+def _pool_and_signer(
+    private_key: str | bytes | None, source_url: str | None, endpoints: object, options: dict[str, Any], builder: str
+) -> tuple[Any, Signer, Refresher | None]:
+    from .. import EndpointPool
+
+    if "on_request" in options:
+        raise TypeError(f"gonka_pool.gonka.{builder}() signs every attempt itself; on_request is taken")
+    if private_key is None:
+        private_key = os.environ.get(ENV_PRIVATE_KEY) or None
+        if private_key is None:
+            raise ValueError(f"{builder}() needs private_key= or {ENV_PRIVATE_KEY}")
+    signer = Signer(private_key, requester_address=os.environ.get(ENV_ADDRESS) or None)
+    del private_key
+    pool_options = options.pop("pool_options", None) or {}
+    discovery_timeout = options.pop("discovery_timeout", 10.0)
+    refresh_interval = options.pop("refresh_interval", DEFAULT_REFRESH_INTERVAL)
+    if endpoints is not None:
+        return EndpointPool(_endpoints_from(endpoints), **pool_options), signer, None
+    if source_url is None and os.environ.get(ENV_ENDPOINTS):
+        return (EndpointPool(_endpoints_from(os.environ[ENV_ENDPOINTS]), **pool_options), signer, None)
+    source_url = source_url or os.environ.get(ENV_SOURCE_URL) or None
+    if source_url is None:
+        raise ValueError(
+            f"{builder}() needs endpoints=, source_url=, or {ENV_ENDPOINTS} / {ENV_SOURCE_URL} in the environment"
+        )
+    pool = pool_from_gonka(source_url, timeout=discovery_timeout, **pool_options)
+    refresher = (
+        None
+        if refresh_interval is None
+        else Refresher(pool, source_url, interval=refresh_interval, timeout=discovery_timeout)
+    )
+    return pool, signer, refresher
+
+
+def _attach(client: Any, pool: Any, refresher: Refresher | None) -> Any:
+    client.gonka_pool = pool
+    client.gonka_refresher = refresher
+    if refresher is not None:
+        # The refresher's thread holds the pool, not the client: once the client is
+        # gone, stop it (without waiting: this may run in any thread, or at exit).
+        weakref.finalize(client, refresher._stop.set)
+    return client
+
+
+def openai_client(
+    private_key: str | bytes | None = None,
+    *,
+    source_url: str | None = None,
+    endpoints: object = None,
+    **openai_kwargs: Any,
+) -> Any:
+    """An ``openai.OpenAI`` for the Gonka network: gonka-openai's ``GonkaOpenAI``
+    with failover, per-attempt signing and the network's refusals judged.
+
+    The key is ``private_key`` or ``GONKA_PRIVATE_KEY`` (the requester address
+    ``GONKA_ADDRESS`` or derived); the nodes are ``endpoints`` (GonkaEndpoints,
+    ``url;address`` strings or one comma-separated string), else discovered from
+    ``source_url``, else ``GONKA_ENDPOINTS``, else discovered from
+    ``GONKA_SOURCE_URL``.  ``pool_options={...}`` go to ``EndpointPool``,
+    ``discovery_timeout=`` to ``discover``; when the nodes were discovered, a
+    ``Refresher`` re-discovers every ``refresh_interval=`` seconds (600; None for
+    never).  The rest go as to ``gonka_pool.openai.client`` (transport keywords
+    such as ``deadline``, ``attempts``; SDK keywords such as ``timeout``).
+    ``client.gonka_pool`` is the pool, ``client.gonka_refresher`` the refresher
+    (or None); it stops when the client is garbage-collected, or at exit.
+    """
+    from ..openai import _build
+    from ._judge import GonkaPoolTransport
+
+    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "openai_client")
+    return _attach(
+        _build(pool, {**openai_kwargs, "on_request": signer}, "client", GonkaPoolTransport, asynchronous=False),
+        pool,
+        refresher,
+    )
+
+
+def async_openai_client(
+    private_key: str | bytes | None = None,
+    *,
+    source_url: str | None = None,
+    endpoints: object = None,
+    **openai_kwargs: Any,
+) -> Any:
+    """The ``openai.AsyncOpenAI`` ``openai_client`` builds (discovery, when asked
+    for, runs here, before the client exists)."""
+    from ..openai import _build
+    from ._judge import AsyncGonkaPoolTransport
+
+    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "async_openai_client")
+    return _attach(
+        _build(
+            pool, {**openai_kwargs, "on_request": signer}, "async_client", AsyncGonkaPoolTransport, asynchronous=True
+        ),
+        pool,
+        refresher,
+    )

@@ -1,0 +1,205 @@
+"""Refreshing: re-discover every few minutes and ``pool.update()`` the
+membership, from a daemon thread (``Refresher``) or an asyncio task
+(``AsyncRefresher``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import threading
+import weakref
+from typing import Any
+
+from .._endpoint import redact
+from ._discovery import Participant, _source_root, discover, pool_weights
+
+log = logging.getLogger("gonka_pool")
+
+
+# How often a Refresher re-discovers by default: epochs last about a day, and the
+# allowlist can change at any block; one small GET per node set every 10 minutes.
+DEFAULT_REFRESH_INTERVAL = 600.0
+
+
+def refresh(
+    pool: Any, source_url: str, *, epoch: str | int = "current", allowlist: bool = True, timeout: float = 10.0
+) -> list[Participant]:
+    """Re-discover and ``pool.update()`` to the participants found, weighted.
+
+    Nodes that stay keep their state, except those cooling "until cleared" (a 403
+    "Transfer Agent not allowed"): discovery listing them again means the chain
+    admits them, so they come back fresh (they are dropped and re-added, by two
+    updates).  Raises what ``discover`` raises, and leaves the pool as it was.
+    """
+    participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout)
+    endpoints = [p.endpoint for p in participants]
+    weights = pool_weights(participants)
+    listed = set(endpoints)
+    shut_out = {
+        state.endpoint for state in pool.snapshot() if state.cooldown_remaining == math.inf and state.endpoint in listed
+    }
+    if shut_out and len(shut_out) < len(endpoints):
+        keep = [i for i, e in enumerate(endpoints) if e not in shut_out]
+        pool.update([endpoints[i] for i in keep], [weights[i] for i in keep])
+    pool.update(endpoints, weights)
+    return participants
+
+
+class _RefresherBase:
+    def __init__(
+        self, pool: Any, source_url: str, interval: float, epoch: str | int, allowlist: bool, timeout: float
+    ) -> None:
+        _source_root(source_url)  # a bad URL fails here, not in the background
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < math.inf:
+            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+        self.pool = pool
+        self.source_url = source_url
+        self.interval = float(interval)
+        self._discovery: dict[str, Any] = {"epoch": epoch, "allowlist": allowlist, "timeout": timeout}
+        self._failing = False
+        self.refreshes = 0  # successful refreshes so far
+        self.failures = 0
+
+    def refresh_now(self) -> bool:
+        """One refresh, now, in this thread: True when the pool was updated; a
+        failure keeps the membership and is logged once per outage."""
+        try:
+            refresh(self.pool, self.source_url, **self._discovery)
+        except Exception as exc:  # noqa: BLE001 - the refresher must outlive any error
+            self.failures += 1
+            if not self._failing:
+                self._failing = True
+                log.warning(
+                    "gonka refresh from %s failed (%s: %s); keeping the current %d nodes until it succeeds",
+                    redact(self.source_url),
+                    type(exc).__name__,
+                    exc,
+                    len(self.pool),
+                )
+            return False
+        self.refreshes += 1
+        if self._failing:
+            self._failing = False
+            log.warning("gonka refresh from %s succeeded again: %d nodes", redact(self.source_url), len(self.pool))
+        return True
+
+
+_live_refreshers: weakref.WeakSet[Refresher] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_refreshers() -> None:
+    for refresher in list(_live_refreshers):
+        refresher.close()
+
+
+class Refresher(_RefresherBase):
+    """Keep ``pool`` at the network's current participants: a daemon thread that
+    calls ``refresh`` every ``interval`` seconds (the first time after one
+    interval: the pool is assumed fresh).
+
+        pool = pool_from_gonka(source_url)
+        with Refresher(pool, source_url):
+            ...
+
+    A failed refresh keeps the current membership and logs one WARNING per
+    outage (and one when it recovers).  ``close()`` stops the thread and waits
+    for it; a refresher still running at interpreter exit is closed then.
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        source_url: str,
+        *,
+        interval: float = DEFAULT_REFRESH_INTERVAL,
+        epoch: str | int = "current",
+        allowlist: bool = True,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(pool, source_url, interval, epoch, allowlist, timeout)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gonka_pool Refresher", daemon=True)
+        _live_refreshers.add(self)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.refresh_now()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop refreshing; waits for a refresh in progress (at most its HTTP
+        timeout) unless ``timeout`` says otherwise."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        _live_refreshers.discard(self)
+
+    def __enter__(self) -> Refresher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Refresher({redact(self.source_url)!r}, interval={self.interval}, running={self.running})"
+
+
+class AsyncRefresher(_RefresherBase):
+    """``Refresher`` as an asyncio task: discovery runs in a worker thread
+    (``asyncio.to_thread``), so the event loop never waits on the network.
+
+        async with AsyncRefresher(pool, source_url):
+            ...
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        source_url: str,
+        *,
+        interval: float = DEFAULT_REFRESH_INTERVAL,
+        epoch: str | int = "current",
+        allowlist: bool = True,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(pool, source_url, interval, epoch, allowlist, timeout)
+        self._task: Any = None
+
+    def start(self) -> AsyncRefresher:
+        """Start the task on the running loop (``async with`` does this)."""
+        import asyncio
+
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        import asyncio
+
+        while True:
+            await asyncio.sleep(self.interval)
+            await asyncio.to_thread(self.refresh_now)
+
+    async def aclose(self) -> None:
+        import asyncio
+
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def __aenter__(self) -> AsyncRefresher:
+        return self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
