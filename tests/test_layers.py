@@ -1,7 +1,7 @@
 """The import graph runs one way: each layer imports only its own and the layers
 below it (docs/development.md opens with the map).
 
-    core          _endpoint _clock _convert _schedule _report _failover _pool_common _pool _pool_py
+    core          _endpoint _clock _convert _schedule _report _balance _failover _pool_common _pool _pool_py
     request path  _transport httpx httpx2 openai;   shared health  _redis_common redis
     facade        gonka_pool/__init__ (picks the core; RoutingError from _transport)
     gonka         gonka/ (signing, discovery, refreshing, the judge, the clients)
@@ -48,7 +48,18 @@ TOOLS = 5
 # subpackage's modules share its layer.
 LAYERS = {
     **dict.fromkeys(
-        ["_endpoint", "_clock", "_convert", "_schedule", "_report", "_failover", "_pool_common", "_pool", "_pool_py"],
+        [
+            "_endpoint",
+            "_clock",
+            "_convert",
+            "_schedule",
+            "_report",
+            "_balance",
+            "_failover",
+            "_pool_common",
+            "_pool",
+            "_pool_py",
+        ],
         CORE,
     ),
     **dict.fromkeys(["_transport", "httpx", "httpx2", "openai", "_redis_common", "redis"], REQUEST_PATH),

@@ -11,7 +11,8 @@ import importlib.util
 import pytest
 
 PUBLIC_API = {
-    "gonka_pool": ["EndpointPool", "EndpointState", "GonkaEndpoint", "IMPLEMENTATION", "RoutingError"],
+    # Lease: added by issue 20 (pool.acquire()), on purpose.
+    "gonka_pool": ["EndpointPool", "EndpointState", "GonkaEndpoint", "IMPLEMENTATION", "Lease", "RoutingError"],
     "gonka_pool.gonka": [
         "ADDRESS_PREFIX",
         "AsyncGonkaPoolTransport",  # with httpx2 installed

@@ -15,6 +15,7 @@ COMMANDS = {
     "bench": "bench",
     "bench-failover": "bench_failover",
     "bench-scaleout": "bench_scaleout",
+    "bench-balance": "bench_balance",
 }
 
 
