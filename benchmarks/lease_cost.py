@@ -29,12 +29,14 @@ CALLS = 10  # calls per loop body, unrolled
 def loops(pool):
     nxt, acq = pool.next, pool.acquire
 
+    # fmt: off
     def next_loop():
         nxt(); nxt(); nxt(); nxt(); nxt(); nxt(); nxt(); nxt(); nxt(); nxt()  # noqa: E702
 
     def lease_loop():
         acq().success(); acq().success(); acq().success(); acq().success(); acq().success()  # noqa: E702
         acq().success(); acq().success(); acq().success(); acq().success(); acq().success()  # noqa: E702
+    # fmt: on
 
     return {"next()": next_loop, "acquire()+success()": lease_loop}
 

@@ -51,7 +51,8 @@ out (so every new node is tried once, and then waits for its answer); with
 weighted pool (weights are capacities there: ``from_gonka`` gives them) and the
 learned ``limit`` otherwise (1 with ``least_request``).  The cost is computed in
 IEEE doubles, ``float(latency) * float(in_flight + 1) * (1.0 / capacity)`` (the C
-core keeps each inverse, so that a pick multiplies), the same operations on both cores, and the least wins, the first in scan order among equals.
+core keeps each inverse, so that a pick multiplies), the same operations on both
+cores, and the least wins, the first in scan order among equals.
 """
 
 from __future__ import annotations
@@ -116,12 +117,13 @@ _MAX_DT_US = 1 << 28  # 4.5 minutes: beyond it the old estimate has no weight le
 
 def check_balance(balance: object) -> int:
     """The code of a ``balance=`` value; TypeError or ValueError otherwise."""
+    names = ", ".join(map(repr, BALANCE_POLICIES))
     if not isinstance(balance, str):
-        raise TypeError(f"balance must be one of {', '.join(map(repr, BALANCE_POLICIES))}, not {type(balance).__name__}")
+        raise TypeError(f"balance must be one of {names}, not {type(balance).__name__}")
     try:
         return BALANCE_POLICIES.index(balance)
     except ValueError:
-        raise ValueError(f"balance must be one of {', '.join(map(repr, BALANCE_POLICIES))}, got {balance!r}") from None
+        raise ValueError(f"balance must be one of {names}, got {balance!r}") from None
 
 
 def next_ewma(ewma_us: int, stamp_ns: int, sample_us: int, now_ns: int) -> int:

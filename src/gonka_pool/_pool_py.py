@@ -955,7 +955,8 @@ class Lease:
     @property
     def index(self) -> int:
         """The node's index in the membership in force when it was acquired."""
-        return self._state[1]
+        index: int = self._state[1]
+        return index
 
     @property
     def endpoint(self):
@@ -1004,7 +1005,7 @@ class Lease:
             self._settled = True
             if pool._orphans:
                 pool._drain_orphans()
-            idx, entered, level, failures = pool._settle_locked(self._state, kind, cooldown_ns_, floor_ns)
+            _, entered, level, failures = pool._settle_locked(self._state, kind, cooldown_ns_, floor_ns)
         endpoint = self._state[2]
         observer = pool._observer
         if entered:
