@@ -343,6 +343,63 @@ def test_in_a_correlated_failure_a_node_still_down_is_retried_four_times_a_secon
     assert attempts[2] >= 90
 
 
+def test_after_a_correlated_outage_every_node_answers_again_within_a_second(make_pool):
+    pool = clocked(make_pool, 8)
+    clock = [T0]
+    serve(pool, clock, [200] * 8)
+    for _ in range(200):  # 2 s of an outage: every attempt refused at once
+        clock[0] += 10 * MS
+        pool._set_clock(clock[0])
+        pool.acquire().failure()
+    assert not any(state.available for state in pool.snapshot())
+    # The network is back: 4 callers in a closed loop, 200 ms per answer.
+    answered = Counter()
+    out = []
+    for _ in range(100):  # 1 s in 10 ms steps
+        clock[0] += 10 * MS
+        pool._set_clock(clock[0])
+        for lease, t in out:
+            if clock[0] - t >= 200 * MS:
+                lease.success()
+        out = [(lease, t) for lease, t in out if not lease.settled]
+        while len(out) < 4:
+            lease = pool.acquire()
+            answered[lease.index] += 1
+            out.append((lease, clock[0]))
+    assert len(answered) == 8
+    assert max(answered.values()) <= 0.25 * sum(answered.values())
+    assert all(state.available for state in pool.snapshot())
+    assert all(state.consecutive_failures == 0 for state in pool.snapshot())
+
+
+def test_a_node_that_fails_again_after_a_correlated_outage_keeps_its_cooldown(make_pool):
+    pool = clocked(make_pool, 4)
+    for i in range(4):
+        pool.mark_failed(i, 30.0)
+    pool._set_clock(T0 + _balance.PANIC_RETRY_NS)
+    for lease in [pool.acquire() for _ in range(4)]:  # the panic: one probe each
+        if lease.index == 0:
+            lease.failure()  # still down, now that the others answer
+        else:
+            pool._set_clock(T0 + _balance.PANIC_RETRY_NS + MS)
+            lease.success()
+    # Its failure came while more than half cooled: one more probe, now that the
+    # others answer; failing that one, it is on its own and keeps its cooldown.
+    pool._set_clock(T0 + 3 * _balance.PANIC_RETRY_NS)
+    leases = [pool.acquire() for _ in range(4)]
+    assert [lease.index for lease in leases].count(0) == 1
+    for lease in leases:
+        if lease.index == 0:
+            lease.failure()
+        else:
+            lease.release()
+    for step in range(4, 40):
+        pool._set_clock(T0 + step * _balance.PANIC_RETRY_NS)
+        lease = pool.acquire()
+        assert lease.index != 0
+        lease.release()
+
+
 def test_one_lease_probes_a_node_whose_cooldown_ended(make_pool):
     pool = clocked(make_pool, 3)
     pool.mark_failed(0, 1.0)

@@ -567,6 +567,7 @@ cdef struct gp_core:
     uint64_t base_ns                  # backoff policy: first cooldown
     uint64_t max_ns                   # backoff policy: cap
     uint64_t balance                  # acquire()'s policy: _balance.BALANCE_POLICIES' index
+    gp_atomic_u64 panic_ns            # 1 + when a pick last found more than half cooling, or 0
     gp_stripe *stripes                # one cache line per stripe
     void *allocation
 
@@ -1389,9 +1390,11 @@ cdef inline double _weigh(int policy, gp_load *load, const double *capacity, Py_
 
 # A node's availability to a pick (only read while the membership counts a cooling
 # node), from best to worst: selectable; selectable by one lease that claims its
-# probe (its cooldown is over, not yet proven by an answer); cooling, but a
-# candidate through a probe claim in a correlated failure (PANIC_RETRY_NS after its
-# last failure); blocked (cooling, or another lease probes it).
+# probe (its cooldown is over, not yet proven by an answer, or it began in a
+# correlated failure, which is not trusted once PANIC_RETRY_NS has passed since the
+# node last failed); cooling, but a candidate through a probe claim while more than
+# half cool (the same PANIC_RETRY_NS after its last failure); blocked (cooling, or
+# another lease probes it).
 cdef enum:
     OPEN = 0
     TO_PROBE = 1
@@ -1399,7 +1402,7 @@ cdef enum:
     BLOCKED = 3
 
 
-cdef inline int _availability(gp_members *m, Py_ssize_t i, uint64_t now,
+cdef inline int _availability(gp_members *m, Py_ssize_t i, uint64_t now, uint64_t panic_ns,
                               uint64_t *probe_seen) noexcept nogil:
     cdef uint64_t deadline = gp_u64_load_relaxed(_deadline(m, i)), probe, failed_at
     if deadline == 0:
@@ -1412,8 +1415,16 @@ cdef inline int _availability(gp_members *m, Py_ssize_t i, uint64_t now,
         return TO_PROBE
     failed_at = gp_u64_load_relaxed(_failed_at(m, i))
     if now >= failed_at and now - failed_at >= GP_PANIC_RETRY_NS:
-        return TO_RETRY
+        # Last failed before a pick last saw more than half cooling: a cooldown of
+        # the correlated failure, retried until the node answers or fails anew.
+        return TO_PROBE if failed_at < panic_ns else TO_RETRY
     return BLOCKED
+
+
+cdef inline void _saw_panic(gp_core *core, uint64_t now) noexcept nogil:
+    """Remember that a pick found more than half the nodes cooling at ``now``."""
+    if gp_u64_load_relaxed(&core.panic_ns) != now + 1:
+        gp_u64_store_relaxed(&core.panic_ns, now + 1)
 
 
 cdef inline bint _claim(gp_members *m, Py_ssize_t i, uint64_t seen, uint64_t now,
@@ -1460,6 +1471,8 @@ cdef Py_ssize_t _pick_scan(gp_core *core, gp_members *m, gp_atomic_u64 *cursor, 
     cdef int policy = core.balance
     cdef gp_load *loads = m.load
     cdef const double *capacity = m.capacity
+    cdef uint64_t panic_ns
+    cdef bint panic
     if not cooling:
         # Every node available, none to probe, no panic: the least cost, no more
         # (the common case).  The costs first, each independent of the others so
@@ -1477,6 +1490,7 @@ cdef Py_ssize_t _pick_scan(gp_core *core, gp_members *m, gp_atomic_u64 *cursor, 
         i += best
         return i - n if i >= n else i
     every = 0
+    panic_ns = gp_u64_load_relaxed(&core.panic_ns)
     for scan in range(3):
         i = <Py_ssize_t>gp_mod(_scan_position(cursor), <uint64_t>n, m.n_inv)
         every = -1
@@ -1487,13 +1501,16 @@ cdef Py_ssize_t _pick_scan(gp_core *core, gp_members *m, gp_atomic_u64 *cursor, 
                 every, every_cost = i, seen[k].cost
             seen[k].node = i
             seen[k].probe = 0
-            seen[k].state = _availability(m, i, now, &seen[k].probe)
+            seen[k].state = _availability(m, i, now, panic_ns, &seen[k].probe)
             if seen[k].state >= TO_RETRY:
                 blocked += 1
             i += 1
             if i == n:
                 i = 0
-        best = _best(seen, n, TO_RETRY if blocked * GP_PANIC_DEN > n * GP_PANIC_NUM else TO_PROBE)
+        panic = blocked * GP_PANIC_DEN > n * GP_PANIC_NUM
+        if panic:
+            _saw_panic(core, now)
+        best = _best(seen, n, TO_RETRY if panic else TO_PROBE)
         if best < 0:
             return every
         if seen[best].state == OPEN or _claim(m, seen[best].node, seen[best].probe, now, claim):
@@ -1516,6 +1533,7 @@ cdef Py_ssize_t _pick_pairs(gp_core *core, gp_members *m, gp_atomic_u64 *cursor,
     cdef gp_load *loads = m.load
     cdef const double *capacity = m.capacity
     cdef gp_seen *two
+    cdef uint64_t panic_ns = gp_u64_load_relaxed(&core.panic_ns)
     for pair in range(4):
         two = &drawn[2 * pair]
         h = _mix64(_scan_position(cursor))
@@ -1527,7 +1545,7 @@ cdef Py_ssize_t _pick_pairs(gp_core *core, gp_members *m, gp_atomic_u64 *cursor,
             if every < 0 or two[k].cost < every_cost:
                 every, every_cost = two[k].node, two[k].cost
             two[k].probe = 0
-            two[k].state = _availability(m, two[k].node, now, &two[k].probe) if cooling else OPEN
+            two[k].state = _availability(m, two[k].node, now, panic_ns, &two[k].probe) if cooling else OPEN
         best = _best(two, 2, TO_PROBE)
         if best >= 0:
             if two[best].state == OPEN or _claim(m, two[best].node, two[best].probe, now, claim):
@@ -1537,6 +1555,7 @@ cdef Py_ssize_t _pick_pairs(gp_core *core, gp_members *m, gp_atomic_u64 *cursor,
             if best >= 0 and (two[best].state == OPEN
                               or _claim(m, two[best].node, two[best].probe, now, claim)):
                 return two[best].node
+    _saw_panic(core, now)  # eight draws and none available: more than half cool, most likely
     best = _best(drawn, 8, TO_RETRY)
     if best >= 0 and _claim(m, drawn[best].node, drawn[best].probe, now, claim):
         return drawn[best].node

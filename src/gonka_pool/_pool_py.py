@@ -203,6 +203,7 @@ class EndpointPool:
         "_observer",
         "_policy",
         "_orphans",
+        "_panic_ns",
     )
     # For type checkers, which do not follow __new__'s object.__new__(cls).
     _members: _Members
@@ -215,6 +216,7 @@ class EndpointPool:
     _observer: Any
     _policy: int
     _orphans: list
+    _panic_ns: int
 
     def __new__(cls, *args: object, **kwargs: object) -> EndpointPool:
         endpoints, weights, start, base_cooldown, max_cooldown, shared, shared_capacity, balance = (
@@ -243,6 +245,7 @@ class EndpointPool:
         # Leases dropped unsettled (Lease.__del__ takes no lock: a collection may run
         # it while this thread holds the pool's); released by the next locked call.
         self._orphans = []
+        self._panic_ns = 0  # 1 + when a pick last found more than half cooling, or 0
         return self
 
     # What inspect and help() show instead of (*args, **kwargs), as the first line
@@ -363,8 +366,10 @@ class EndpointPool:
         return float(latency) * float(in_flight + 1) * inverse
 
     def _availability(self, m: _Members, i: int, now: int) -> int:
-        """AVAILABLE; PROBE: its cooldown ended, a probe must claim it; RETRY:
-        cooling, but a candidate (with a claim) when more than half cool; BLOCKED."""
+        """AVAILABLE; PROBE: a probe must claim it (its cooldown ended, or began in
+        a correlated failure and PANIC_RETRY_NS has passed since it last failed);
+        RETRY: cooling, but a candidate (with a claim) when more than half cool;
+        BLOCKED."""
         deadline = m.failed_until[i]
         if deadline == 0:
             return _AVAILABLE
@@ -372,8 +377,9 @@ class EndpointPool:
             return _BLOCKED
         if deadline <= now:
             return _PROBE
-        if now - m.failed_at_ns[i] >= PANIC_RETRY_NS:
-            return _RETRY
+        failed_at = m.failed_at_ns[i]
+        if now >= failed_at and now - failed_at >= PANIC_RETRY_NS:
+            return _PROBE if failed_at < self._panic_ns else _RETRY
         return _BLOCKED
 
     def _claim(self, m: _Members, i: int, state: int, now: int) -> int:
@@ -405,6 +411,8 @@ class EndpointPool:
                 blocked += state >= _RETRY
                 seen.append((i, node_cost, state))
             panic = blocked * PANIC_SHARE[1] > n * PANIC_SHARE[0]
+            if panic:
+                self._panic_ns = now + 1
             best, state = _best(seen, _RETRY if panic else _PROBE)
             if best < 0:
                 return every, 0
@@ -429,6 +437,7 @@ class EndpointPool:
                 return best, self._claim(m, best, state, now)
             drawn += pair
         # Eight draws and none available: more than half cool, most likely.
+        self._panic_ns = now + 1
         best, state = _best(drawn, _RETRY)
         if best < 0:
             return every, 0
