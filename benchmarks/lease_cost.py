@@ -41,11 +41,14 @@ def loops(pool):
     return {"next()": next_loop, "acquire()+success()": lease_loop}
 
 
-def threaded(fn, threads: int, number: int) -> float:
-    """Calls per second of ``threads`` threads each running ``fn`` ``number`` times."""
+def threaded(pool, name: str, threads: int, number: int) -> float:
+    """Calls per second of ``threads`` threads each running the loop ``name`` on
+    ``pool`` ``number`` times, each with bound methods of its own (a function or
+    bound method shared by threads is a reference count they all write)."""
     barrier = threading.Barrier(threads + 1)
 
     def run():
+        fn = loops(pool)[name]
         barrier.wait()
         for _ in range(number):
             fn()
@@ -72,19 +75,20 @@ def main() -> None:
         pool = EndpointPool([GonkaEndpoint(f"https://n{i}.example", f"a{i}") for i in range(8)], balance=balance)
         fns = loops(pool)
         times: dict[str, list[float]] = {name: [] for name in fns}
-        ratios, scaling = [], []
+        ratios: list[float] = []
+        scaling: dict[str, list[float]] = {}
         for _ in range(args.rounds):
             for name, fn in fns.items():
                 times[name].append(timeit.timeit(fn, number=args.number) / (args.number * CALLS) * 1e9)
             ratios.append(times["acquire()+success()"][-1] / times["next()"][-1])
             if args.threads:
-                lease = fns["acquire()+success()"]
-                one = threaded(lease, 1, args.number)
-                scaling.append(threaded(lease, args.threads, args.number) / one)
+                for name in fns:
+                    one = threaded(pool, name, 1, args.number)
+                    scaling.setdefault(name, []).append(threaded(pool, name, args.threads, args.number) / one)
         line = ", ".join(f"{name} {statistics.median(values):.1f} ns" for name, values in times.items())
         print(f"balance={balance:14s} {line}, ratio {statistics.median(ratios):.2f}x", end="")
-        if scaling:
-            print(f", {args.threads} threads / 1: {statistics.median(scaling):.2f}x", end="")
+        for name, values in scaling.items():
+            print(f", {name} {args.threads} threads / 1: {statistics.median(values):.2f}x", end="")
         print()
 
 

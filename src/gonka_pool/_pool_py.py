@@ -274,7 +274,8 @@ class EndpointPool:
         return (fake, 0) if fake >= 0 else (monotonic_ns(), CLOCK[1])
 
     def _now(self) -> int:
-        return self._now_tick()[0]
+        fake = self._test_now
+        return fake if fake >= 0 else monotonic_ns()
 
     # -- selection (lock held) ---------------------------------------------------
 
@@ -393,6 +394,26 @@ class EndpointPool:
         """(index, probe claim or 0) by the pool's cost, as _pool.pyx's _pick."""
         n = m.n
         check = m.cooling > 0
+        if n <= SCAN_MAX and not check:
+            # Every node available, none to probe, no panic: the least cost, first
+            # among equals, computed inline (the twin's hot path).
+            position = self._cursor
+            self._cursor += 1
+            start = position % n
+            policy = self._policy
+            in_flight, ewma, stamp, last_event = m.in_flight, m.ewma_us, m.stamp_ns, m.last_event_ns
+            inverses = m.capacity
+            if inverses is None:
+                inverses = [1.0 / float(limit) for limit in m.limit] if policy == 0 else [1.0] * n
+            best = start
+            best_cost = math.inf
+            for i in (*range(start, n), *range(start)):
+                q = in_flight[i]
+                latency = 1 if policy == 1 else cost(0, ewma[i], stamp[i], q, last_event[i], now)
+                node_cost = float(latency) * float(q + 1) * inverses[i]
+                if node_cost < best_cost:
+                    best, best_cost = i, node_cost
+            return best, 0
         if n <= SCAN_MAX:
             # The C core scans again when another thread wins a probe claim; under
             # the lock a claim always succeeds, so one scan is all there is.
@@ -470,7 +491,9 @@ class EndpointPool:
         m.last_event_ns[idx] = now
         entered = level = failures = 0
         if kind == _SUCCESS:
-            sample = max(1, (now - start_ns) // 1000)
+            sample = (now - start_ns) // 1000 if now > start_ns else 0
+            if sample == 0:
+                sample = 1
             floor = m.floor_us[idx]
             m.limit[idx] = learn_limit(m.limit[idx], floor, sample, q)
             m.floor_us[idx] = next_floor(floor, sample)
