@@ -58,6 +58,10 @@ def demo_gonka(out: Callable[[str], object] = print) -> int:
         client = openai_client(
             DEMO_KEY,
             source_url=network.source_url,
+            # Round robin, so that each phase's few requests, one after another, visit
+            # every node and show its refusal: the default, peak_ewma, sends them to
+            # whichever node answers soonest and may never meet node2's 429.
+            pool_options={"balance": "round_robin"},
             refresh_interval=None,
             cooldown=COOLDOWN,
             deadline=10.0,
