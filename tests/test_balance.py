@@ -151,6 +151,7 @@ def test_failure_marks_like_mark_failed_and_reports_whether_it_entered_a_cooldow
     assert pool.snapshot()[1].cooldown_remaining == 20.0
 
 
+@pytest.mark.thread_unsafe(reason="caplog collects the records of every thread of the process")
 def test_failure_logs_the_reason_it_is_given(make_pool, caplog):
     pool = make_pool(2)
     with caplog.at_level("WARNING", logger="gonka_pool"):
