@@ -12,7 +12,9 @@ For the openai SDK, ``gonka_pool.openai.client(pool)`` builds this for you.
 ``PoolTransport(pool, *, transport=None, attempts=None, cooldown=None,
 timeout_cooldown=None, retry_statuses=DEFAULT_RETRY_STATUSES, on_request=None,
 origin="http://gonka", max_retry_after=300.0, deadline=None)`` sends each request
-for ``origin`` to the pool's next healthy node: the node's scheme, host and port,
+for ``origin`` to the node ``pool.acquire()`` picks (by the pool's ``balance=``
+policy; each attempt's lease is settled when its status line and headers arrive):
+the node's scheme, host and port,
 and its base path before the request's path (``/chat/completions`` becomes
 ``https://node/v1/chat/completions`` for a node at ``https://node/v1``).
 
@@ -28,7 +30,9 @@ and its base path before the request's path (``/chat/completions`` becomes
   ``retry_statuses`` (429 and 5xx) marks the node: for the pool's backoff with
   ``cooldown=None`` (the default), else for ``cooldown`` seconds; a timeout for
   ``timeout_cooldown`` when given (never less than ``cooldown``); longer where a
-  429/503 asks so with ``Retry-After``, up to ``max_retry_after`` seconds.  Then
+  429/503 asks so with ``Retry-After``, up to ``max_retry_after`` seconds.  A 429
+  without ``Retry-After`` (a node at capacity) is load: the node rests 0.25-0.75 s,
+  its backoff level untouched (``lease.overloaded()``).  Then
   a node this request has not tried is tried next: with ``attempts=None`` (the
   default) until every node has been tried or three attempts have timed out (fast
   failures do not count), with ``attempts=N`` at most N; with ``deadline`` seconds,
