@@ -114,8 +114,9 @@ here under the same names with a ``_`` prefix, on the same integers):
 
 - Per membership, in the pool's own block whether shared or not: one 64-byte line
   per node (``gp_load``: ``in_flight``, ``ewma_us``, ``stamp_ns``, ``floor_us``,
-  ``limit``, ``last_event_ns``), so settles of two nodes never write one line;
-  ``capacity`` (the weights as doubles, weighted pools only); ``generation`` (+1
+  ``limit`` and its inverse ``inv_limit``, ``last_event_ns``, the copy ``rank``),
+  so settles of two nodes never write one line; ``capacity`` (1.0 / each weight,
+  weighted pools only: a pick multiplies); ``generation`` (+1
   per ``update()``).  ``failed_at`` and ``probe`` sit beside the deadlines: in the
   block for a pool of its own, in the segment's records for ``shared=`` (layout 2),
   where every process must see one lease's probe claim.  ``_swap`` copies the loads
@@ -1102,22 +1103,30 @@ cdef uint64_t _fail(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t coold
     return ns
 
 
+cdef inline void _raise_deadline(gp_members *m, Py_ssize_t idx, uint64_t now, uint64_t tick,
+                                 uint64_t ns) noexcept nogil:
+    """Node idx's deadline to at least now + ``ns`` (saturating), by CAS: it only
+    ever rises, and nothing else of the node changes (no backoff level, no count)."""
+    cdef uint64_t deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
+    cdef uint64_t old
+    cdef bint done = False
+    while True:
+        old = gp_u64_load_relaxed(_deadline(m, idx))
+        if old >= deadline:
+            return
+        _set_deadline(m, idx, old, deadline, &done)
+        if done:
+            return
+
+
 cdef void _raise_remote(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t remaining_ns,
                         uint64_t failures) noexcept nogil:
     """``_apply_remote`` on one slot: each field only ever rises, by CAS."""
-    cdef uint64_t now, tick, old, deadline
-    cdef bint done = False
+    cdef uint64_t now, tick, old
     if remaining_ns != 0:
         now = _now_tick(core, &tick)
         gp_u64_store_relaxed(_failed_at(m, idx), now)
-        deadline = FOREVER if remaining_ns >= FOREVER - now - tick else now + tick + remaining_ns
-        while True:
-            old = gp_u64_load_relaxed(_deadline(m, idx))
-            if old >= deadline:
-                break
-            _set_deadline(m, idx, old, deadline, &done)
-            if done:
-                break
+        _raise_deadline(m, idx, now, tick, remaining_ns)
     while True:
         old = gp_u64_load_relaxed(_consecutive(m, idx))
         if old >= failures or gp_u64_cas_relaxed(_consecutive(m, idx), old, failures):
@@ -1438,7 +1447,7 @@ cdef inline bint _claim(gp_members *m, Py_ssize_t i, uint64_t seen, uint64_t now
 
 
 cdef struct gp_seen:
-    # A node a pick weighed: its cost num / cap, availability and probe value read.
+    # A node a pick weighed: its cost, availability and probe value read.
     Py_ssize_t node
     double cost
     int state
@@ -1575,7 +1584,7 @@ cdef void _settle_at(gp_core *core, gp_members *m, Py_ssize_t idx, int kind, uin
     """Settle a lease on node idx of ``m``, inside the marks' handshake."""
     cdef gp_load *load = &m.load[idx]
     cdef uint64_t tick, now = _now_tick(core, &tick)
-    cdef uint64_t sample_us, floor_us, deadline, old, ewma, ns
+    cdef uint64_t sample_us, floor_us, deadline, ewma, ns
     cdef bint done = False
     GP_ASSERT(idx >= 0)
     GP_ASSERT(idx < m.n)
@@ -1607,14 +1616,7 @@ cdef void _settle_at(gp_core *core, gp_members *m, Py_ssize_t idx, int kind, uin
         ns = _jitter_ns(GP_LOAD_COOLDOWN_NS, now, <uint64_t>idx) if cooldown_ns == POLICY else cooldown_ns
         gp_u64_store_relaxed(_failed_at(m, idx), now)
         if ns != 0:  # overloaded(0): no rest, the rest as any refusal
-            deadline = FOREVER if ns >= FOREVER - now - tick else now + tick + ns
-            while True:
-                old = gp_u64_load_relaxed(_deadline(m, idx))
-                if old >= deadline:
-                    break
-                _set_deadline(m, idx, old, deadline, &done)
-                if done:
-                    break
+            _raise_deadline(m, idx, now, tick, ns)
         _set_limit(load, _overloaded_limit(gp_u64_load_relaxed(&load.limit), q))
         if m.capacity != NULL:
             ewma = gp_u64_load_relaxed(&load.ewma_us)
@@ -2623,7 +2625,7 @@ cdef inline Lease _lease(EndpointPool pool, gp_members *m, uint64_t stripe, gp_a
     """The end of ``acquire()``, inside its handshake on ``m``: count the request
     in flight on node idx, leave the handshake, and make the lease."""
     cdef gp_load *load = &m.load[idx]
-    cdef uint64_t q, generation = m.generation
+    cdef uint64_t q, generation = m.generation, rank = load.rank
     cdef Lease lease
     # Counted inside the handshake: update() copies the count, or the count lands
     # on the membership update() publishes; never lost between the two.
@@ -2643,7 +2645,7 @@ cdef inline Lease _lease(EndpointPool pool, gp_members *m, uint64_t stripe, gp_a
     lease._start_ns = now
     lease._q = q
     lease._claim = claim
-    lease._rank = load.rank
+    lease._rank = rank  # read above: past _mark_end, m may be retired and freed
     return lease
 
 

@@ -183,7 +183,8 @@ _NO_SHARED = (
 
 
 class EndpointPool:
-    """Round-robin pool of endpoints that skips nodes in their failure cooldown.
+    """Pool of endpoints that skips nodes in their failure cooldown: ``next()`` in
+    round-robin order, ``acquire()`` by load (``balance=``).
 
     ``EndpointPool(endpoints, *, weights=None, start="random", base_cooldown=30.0,
     max_cooldown=300.0, shared=None, shared_capacity=None, balance="peak_ewma")`` takes any

@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import IMPLEMENTATION, EndpointPool, GonkaEndpoint
+from .argtypes import at_least, positive_seconds
 from .balance_nodes import (
     GRAY_FACTOR,
     GRAY_NODE,
@@ -368,27 +369,10 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
-
-
 def _fraction(text: str) -> float:
-    value = _positive_seconds(text)
+    value = positive_seconds(text)
     if value >= 1:
         raise argparse.ArgumentTypeError(f"must be under 1 (an overloaded queue never settles), got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -413,21 +397,24 @@ def _slots(text: str) -> list[int]:
     return slots
 
 
+_positive_int = at_least(1)
+
+
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--policies", type=_choices(POLICIES), default=list(POLICIES), help=f"default: {','.join(POLICIES)}")
     add("--phases", type=_choices(PHASES), default=list(PHASES), help=f"default: {','.join(PHASES)}")
-    add("--duration", type=_positive_seconds, default=20.0, help="seconds of each load phase (default: 20)")
+    add("--duration", type=positive_seconds, default=20.0, help="seconds of each load phase (default: 20)")
     add("--warmup", type=_seconds, default=3.0, help="seconds of load before the first phase, not counted (default: 3)")
     add("--rate-fraction", type=_fraction, default=0.7, help="arrival rate, of total capacity (default: 0.7)")
     add("--slots", type=_slots, default=list(SLOTS), help="slots of each node (default: 1,1,2,2,2,4,4,8)")
     add("--queue", type=_positive_int, default=QUEUE, help="waiting places per slot, then 429 (default: 2)")
     add("--workers", type=_positive_int, default=128, help="threads sending the load (default: 128)")
-    add("--outage", type=_positive_seconds, default=20.0, help="seconds every node refuses (default: 20)")
+    add("--outage", type=positive_seconds, default=20.0, help="seconds every node refuses (default: 20)")
     add("--outage-lead", type=_seconds, default=2.0, help="seconds of traffic before the outage (default: 2)")
-    add("--recovery", type=_positive_seconds, default=3.0, help="seconds measured after the outage (default: 3)")
+    add("--recovery", type=positive_seconds, default=3.0, help="seconds measured after the outage (default: 3)")
     add("--outage-pause", type=_seconds, default=0.05, help="a failed request's wait before the next (default: 0.05)")
-    add("--deadline", type=_positive_seconds, default=5.0, help="PoolTransport deadline= in the outage (default: 5)")
+    add("--deadline", type=positive_seconds, default=5.0, help="PoolTransport deadline= in the outage (default: 5)")
     add("--seed", type=int, default=20, help="seed of the arrivals and service times (default: 20)")
     add("--json", metavar="PATH", help="also write every figure as JSON to PATH")
     return parser
