@@ -334,36 +334,25 @@ def remaining(expires: float | None) -> float | None:
 def _settle_failed(lease: Any, verdict: tuple[Any, float, str, bool]) -> None:
     """Settle ``lease`` on a judged failure: failed, overloaded or released."""
     cooldown, at_least, reason, _ = verdict
-    endpoint = lease.endpoint
     if cooldown is PASS:
         lease.release()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "endpoint %s (%s) failed (%s); failing over without a cooldown",
-                endpoint.base_url,
-                endpoint.address,
-                reason,
-                extra={"gonka_endpoint": endpoint, "gonka_reason": reason},
-            )
-        return
-    if cooldown is LOAD:
+        _debug(lease.endpoint, reason, "failed (%s); failing over without a cooldown")
+    elif cooldown is LOAD:
         lease.overloaded()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "endpoint %s (%s) refused for load (%s); failing over without a backoff",
-                endpoint.base_url,
-                endpoint.address,
-                reason,
-                extra={"gonka_endpoint": endpoint, "gonka_reason": reason},
-            )
-        return
+        _debug(lease.endpoint, reason, "refused for load (%s); failing over without a backoff")
     # The lease resolves its node against the membership in force now, as a mark
     # by endpoint does (an update() may have moved it since the pick).  The pool
     # logs the one WARNING when this starts a cooldown, with our reason.
-    entered = lease.failure(cooldown, reason=reason, retry_after=at_least or None)
-    if not entered and log.isEnabledFor(logging.DEBUG):
+    elif not lease.failure(cooldown, reason=reason, retry_after=at_least or None):
+        _debug(lease.endpoint, reason, "failed (%s) while already cooling; failing over")
+
+
+def _debug(endpoint: GonkaEndpoint, reason: str, what: str) -> None:
+    """The DEBUG record of a failure that started no cooldown: ``what`` takes the
+    reason."""
+    if log.isEnabledFor(logging.DEBUG):
         log.debug(
-            "endpoint %s (%s) failed (%s) while already cooling; failing over",
+            "endpoint %s (%s) " + what,
             endpoint.base_url,
             endpoint.address,
             reason,
