@@ -5,6 +5,7 @@ segment, leases dropped after an update(), the GIL-free handshake on many thread
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import uuid
 
@@ -74,10 +75,33 @@ def test_a_lease_of_a_node_that_left_settles_without_touching_the_others():
     assert [state.total_failures for state in pool.snapshot()] == [0, 0]
 
 
-def test_a_lease_outlives_its_pool_reference():
-    lease = C.EndpointPool(nodes(2), start=0).acquire()
+def test_a_lease_outlives_its_pool():
+    pool = C.EndpointPool(nodes(2), start=0)
+    calls = []
+    pool._set_observer(lambda *event: calls.append(event[0]))
+    pool.mark_failed(0, 5.0)
+    pool.mark_failed(1, 5.0)
+    leases = [pool.acquire() for _ in range(4)]
+    pool.update(nodes(2)[::-1])  # the first two settle by endpoint, after an update
+    del pool
     gc.collect()
-    lease.success()  # the lease keeps its pool alive
+    leases[0].success()  # no pool left: settles on what the lease keeps alive
+    leases[1].failure(1.0)
+    leases[2].release()
+    assert [lease.settled for lease in leases] == [True, True, True, False]
+    assert calls == ["cooldown", "cooldown", "success"]
+    del leases  # the last one is released unsettled, with no pool either
+    gc.collect()
+
+
+def test_a_lease_keeps_no_reference_to_its_pool():
+    pool = C.EndpointPool(nodes(2), start=0)
+    before = sys.getrefcount(pool)
+    lease = pool.acquire()
+    assert sys.getrefcount(pool) == before  # what a lease holds is per stripe, not the pool
+    del pool
+    gc.collect()
+    lease.success()
     assert lease.settled
 
 

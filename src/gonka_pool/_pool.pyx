@@ -141,11 +141,25 @@ here under the same names with a ``_`` prefix, on the same integers):
   one stretch of C holding it, so the counts and the lease's settled flag use a
   plain load and store instead of locked operations (``_count_up``); the cursor
   stays atomic, since ``next_many`` advances it without the GIL.
-- A ``Lease`` holds its pool (to settle), its endpoint (the stripe's copy, as
-  ``next()`` returns it), index, generation, start, in-flight count at the pick
-  and probe claim; no collector tracking (it can close no cycle) and a freelist on
-  GIL builds (Cython disables freelists on free-threaded ones).  One dropped
-  unsettled is released in ``__dealloc__``, in C when its membership is in force.
+- A ``Lease`` holds its stripe's ``_Anchor`` (to settle), its endpoint (the
+  stripe's copy, as ``next()`` returns it), index, generation, start, in-flight
+  count at the pick and probe claim; no collector tracking (it can close no cycle)
+  and a freelist on GIL builds (Cython disables freelists on free-threaded ones).
+  One dropped unsettled is released in ``__dealloc__``, in C when its membership is
+  in force.
+- What keeps what alive: the pool holds a ``_CoreOwner`` and ``STRIPES`` anchors;
+  each anchor holds the owner and a copy of its core pointer; the owner frees the
+  ``gp_core`` block and holds what a settle may reach without the pool: the
+  membership in force (which pins the segment of a shared pool), the replaced ones
+  a free-threaded reader may still be inside, and the observer (with every one
+  ever set).  Nothing there refers to the pool, so a lease never keeps its pool
+  alive and closes no cycle: the pool is freed by reference counting when its last
+  user drops it, and a lease outliving it still settles (its counts land on a
+  membership nobody picks from any more).  A lease does not hold the pool itself
+  because on free-threaded builds every acquire() and settle would write the one
+  pool's reference count from every thread, a cache line bounced between cores
+  (``benchmarks/lease_cost.py --threads 2``); an anchor per stripe gives each
+  thread a count of its own.
 """
 
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
@@ -1714,6 +1728,45 @@ import_datetime()
 cdef double _INF = float("inf")
 
 
+@cython.final
+@cython.no_gc_clear
+@cython.auto_pickle(False)
+cdef class _CoreOwner:
+    """What a pool's leases need once the pool itself may be gone: the ``gp_core``
+    block (freed here, not by the pool), the membership in force, the replaced ones
+    not yet reclaimable, and the observer.  Refers to no pool and no anchor, so it
+    closes no cycle of its own; tracked by the collector only because an observer
+    may refer back to the pool (never cleared by it: the core must outlive
+    whatever still reaches it)."""
+
+    cdef gp_core *core
+    cdef _Members members             # the pool's current one (written under its _update_lock)
+    cdef list retired                 # [(collections started at retirement, _Members)]
+    cdef object observer              # the pool's observer, or None
+    cdef list observers_set           # every observer ever set (see _set_observer)
+
+    def __dealloc__(self):
+        if self.core != NULL:
+            PyMem_RawFree(self.core.allocation)
+            self.core = NULL
+
+
+@cython.final
+@cython.no_gc
+@cython.auto_pickle(False)
+cdef class _Anchor:
+    """What a lease holds instead of its pool: the owner of the core, and the core.
+    One per stripe, so that on free-threaded builds each thread's leases write the
+    reference count of an object of their own (one shared pool's count, written by
+    every lease of every thread, bounced its cache line between cores).  The padding
+    keeps two anchors' counts off one 64-byte line, and off one 128-byte pair of
+    lines (the adjacent-line prefetch)."""
+
+    cdef _CoreOwner owner
+    cdef gp_core *core
+    cdef char _padding[128]
+
+
 cdef class EndpointPool:
     """EndpointPool(endpoints, *, weights=None, start='random', base_cooldown=30.0, max_cooldown=300.0, shared=None, shared_capacity=None, balance='peak_ewma')
 --
@@ -1728,15 +1781,16 @@ round-robin order, ``acquire()`` by load (``balance=``).
     default), which every pool naming it sees, in any process of this machine.
     """
 
-    cdef gp_core *_core
+    cdef gp_core *_core               # _owner.core
+    cdef _CoreOwner _owner            # frees the core; what leases reach through _anchors
+    cdef tuple _anchors               # STRIPES _Anchor: a lease takes its stripe's
+    cdef PyObject **_anchor_items     # _anchors' items (read without writing the tuple's count)
     cdef _Members _members            # the current membership (written under _update_lock)
-    cdef list _retired                # [(collections started at retirement, _Members)]
     cdef object _update_lock
     cdef uint64_t _cursor_origin      # the stripes' starting positions, summed
     cdef list _starts                 # each stripe's starting position
     cdef _Segment _segment            # shared=: the segment holding node health, else None
     cdef object _observer             # _set_observer's fn, or None
-    cdef list _observers_set          # every observer ever set (see _set_observer)
 
     # The arguments are parsed by hand, so that a mistake is reported against
     # EndpointPool() as the twin reports it, not against __cinit__; the first line
@@ -1763,12 +1817,16 @@ round-robin order, ``acquire()`` by load (``balance=``).
         elif shared_capacity is not None:
             raise TypeError("shared_capacity= sizes a shared segment: pass shared= too")
         members = _Members(nodes, weights, schedule, self._segment)
+        cdef _CoreOwner owner = _CoreOwner.__new__(_CoreOwner)
+        cdef _Anchor anchor
         raw = <char *>PyMem_RawCalloc(1, line + head + <size_t>stripes * sizeof(gp_stripe))
         if raw == NULL:
             raise MemoryError()
         base = <char *>((<uintptr_t>raw + line - 1) // line * line)
-        self._core = <gp_core *>base
-        self._core.allocation = raw
+        owner.core = <gp_core *>base
+        owner.core.allocation = raw
+        self._owner = owner
+        self._core = owner.core
         self._core.stripes = <gp_stripe *>(base + head)
         self._core.stripe_mask = <uint64_t>stripes - 1
         self._core.base_ns = base_ns
@@ -1782,14 +1840,18 @@ round-robin order, ``acquire()`` by load (``balance=``).
             self._cursor_origin += offset
             self._starts.append(offset)
         self._members = members
+        owner.members = members
         gp_u64_store_relaxed(&self._core.members, <uintptr_t>members.m)
-        self._retired = []
+        owner.retired = []
+        anchors = []
+        for s in range(stripes):
+            anchor = _Anchor.__new__(_Anchor)
+            anchor.owner = owner
+            anchor.core = owner.core
+            anchors.append(anchor)
+        self._anchors = tuple(anchors)
+        self._anchor_items = PySequence_Fast_ITEMS(self._anchors)
         self._update_lock = _Lock()
-
-    def __dealloc__(self):
-        if self._core != NULL:
-            PyMem_RawFree(self._core.allocation)
-            self._core = NULL
 
     # -- selection (the hot path) ------------------------------------------------
 
@@ -2086,20 +2148,24 @@ round-robin order, ``acquire()`` by load (``balance=``).
                         count += 1
                 _swap(self._core, old.m, new.m, pairs, count)
                 self._members = new
+                self._owner.members = new
                 self._retire(old)
         finally:
             PyMem_RawFree(pairs)
 
     cdef _retire(self, _Members old):
+        # Kept by the owner, not the pool: a lease settling in another thread may be
+        # inside ``old`` when the pool's last reference goes.
+        cdef _CoreOwner owner = self._owner
         if not FREE_THREADED:
             return  # with the GIL no reader can be inside old; pins keep it alive
         finished = gp_u64_load_relaxed(&_gc_finished)
-        self._retired = [entry for entry in self._retired if entry[0] >= finished]
-        self._retired.append((gp_u64_load_relaxed(&_gc_started), old))
-        if len(self._retired) >= RETIRED_COLLECT_AT:
+        owner.retired = [entry for entry in owner.retired if entry[0] >= finished]
+        owner.retired.append((gp_u64_load_relaxed(&_gc_started), old))
+        if len(owner.retired) >= RETIRED_COLLECT_AT:
             _gc.collect()
             finished = gp_u64_load_relaxed(&_gc_finished)
-            self._retired = [entry for entry in self._retired if entry[0] >= finished]
+            owner.retired = [entry for entry in owner.retired if entry[0] >= finished]
 
     # -- reading ---------------------------------------------------------------------
 
@@ -2234,7 +2300,7 @@ round-robin order, ``acquire()`` by load (``balance=``).
             raise AssertionError("the membership in force is not the pool's current one")
         if gp_u64_load(&m.retired):
             raise AssertionError("the membership in force is retired")
-        for entry in self._retired:
+        for entry in self._owner.retired:
             if not gp_u64_load(&(<_Members>entry[1]).m.retired):
                 raise AssertionError("a replaced membership is not marked retired")
         for stripe in range(self._core.stripe_mask + 1):
@@ -2340,16 +2406,19 @@ round-robin order, ``acquire()`` by load (``balance=``).
 
         Marks read the observer without a lock, so one replaced here could still be
         running in another thread: every observer ever set is kept until the pool
-        dies, and a mark never calls one that has been freed."""
+        and its last lease die (by the owner of its core, which leases read it
+        from), and a mark never calls one that has been freed."""
         if fn is not None and not callable(fn):
             raise TypeError(f"observer must be callable or None, not {type(fn).__name__}")
+        cdef _CoreOwner owner = self._owner
         with self._update_lock:
             if fn is not None:
-                if self._observers_set is None:
-                    self._observers_set = []
-                if not any(seen is fn for seen in self._observers_set):
-                    self._observers_set.append(fn)
+                if owner.observers_set is None:
+                    owner.observers_set = []
+                if not any(seen is fn for seen in owner.observers_set):
+                    owner.observers_set.append(fn)
             self._observer = fn
+            owner.observer = fn
 
     def _mark_success_observed(self, target):
         """``mark_success`` while an observer is set.  The count is read just before
@@ -2438,13 +2507,14 @@ cdef class Lease:
     lease:``: a lease dropped unsettled is released when it is freed.  Leases come
     from ``acquire()`` only: ``Lease()`` is a TypeError.
 
-    Not tracked by the garbage collector (``no_gc``): a lease refers to its pool
-    and its endpoint only, neither of which can refer back to a lease, so it never
-    closes a cycle; creating it is then one allocation with no collector header,
-    which ``acquire()``'s cost needs.
+    Not tracked by the garbage collector (``no_gc``): a lease refers to its pool's
+    anchor and its endpoint only, neither of which can refer back to a lease, so it
+    never closes a cycle; creating it is then one allocation with no collector
+    header, which ``acquire()``'s cost needs.  It does not keep its pool alive, only
+    what settling needs (``_CoreOwner``), so it settles after the pool is gone.
     """
 
-    cdef EndpointPool _pool           # None for an object not made by acquire()
+    cdef _Anchor _anchor              # its stripe's; None for an object not made by acquire()
     cdef object _endpoint
     cdef Py_ssize_t _index            # in the membership of _generation
     cdef uint64_t _generation
@@ -2481,7 +2551,7 @@ cdef class Lease:
         if not self._settle(SETTLE_SUCCESS, 0, 0, &out):
             raise RuntimeError("lease already settled")
         if out.failures != 0:
-            observer = self._pool._observer
+            observer = self._anchor.owner.observer
             if observer is not None:
                 observer("success", self._endpoint, 0, 0)
 
@@ -2510,7 +2580,7 @@ cdef class Lease:
                     _log_cooldown(self._endpoint, out.entered, out.level)
                 finally:
                     _failure_report.reset(token)
-            observer = self._pool._observer
+            observer = self._anchor.owner.observer
             if observer is not None:
                 observer("cooldown", self._endpoint, out.entered, out.level)
             return True
@@ -2542,7 +2612,7 @@ cdef class Lease:
         self._settle(SETTLE_RELEASE, 0, 0, &out)
 
     def __repr__(self):
-        if self._pool is None:
+        if self._anchor is None:
             return "<Lease (not acquired)>"
         return (f"<Lease {self._index} {self._endpoint!r} "
                 f"({'settled' if gp_u64_load_relaxed(&self._settled) else 'in flight'})>")
@@ -2554,7 +2624,7 @@ cdef class Lease:
         # Cython keeps the object and its fields alive through this call, with any
         # exception being raised saved around it; nothing here may raise.
         cdef gp_settled out
-        if self._pool is None or gp_u64_load_relaxed(&self._settled):
+        if self._anchor is None or gp_u64_load_relaxed(&self._settled):
             return
         try:
             self._settle(SETTLE_RELEASE, 0, 0, &out)
@@ -2564,19 +2634,19 @@ cdef class Lease:
     cdef int _settle(self, int kind, uint64_t cooldown_ns, uint64_t floor_ns,
                      gp_settled *out) except -1:
         """1 when this call settled the lease, 0 when it already was.  The lease's
-        own membership, if still in force, in pure C (the pool is reached through
-        the lease's reference, without another reference-count write)."""
+        own membership, if still in force, in pure C (the core is reached through
+        the lease's anchor, without another reference-count write)."""
         cdef gp_core *core
         cdef gp_atomic_u64 *marks
         cdef gp_members *m
         out.entered = 0
         out.level = 0
         out.failures = 0
-        if self._pool is None:
+        if self._anchor is None:
             raise TypeError("this Lease did not come from pool.acquire()")
         if not _first_settle(&self._settled):
             return 0
-        core = self._pool._core
+        core = self._anchor.core
         # The stripe's count of marks in flight, which update() waits on: only
         # where marks announce themselves (no thread-slot lookup with the GIL).
         marks = &core.stripes[_stripe(core)].in_flight if GP_MARKS_ANNOUNCED else NULL
@@ -2597,8 +2667,8 @@ cdef class Lease:
         left, nothing to settle).  The lookup runs Python (the
         endpoint's ``__eq__``), so it resolves against a pinned membership and applies
         only if that one is still in force, as ``_mark_endpoint`` does."""
-        cdef gp_core *core = self._pool._core
-        cdef _Members members = <_Members>_current(core).owner
+        cdef gp_core *core = self._anchor.core
+        cdef _Members members = <_Members>_current(core).owner  # the owner keeps it
         cdef gp_atomic_u64 *marks
         cdef gp_members *m
         cdef tuple found
@@ -2638,7 +2708,8 @@ cdef inline Lease _lease(EndpointPool pool, gp_members *m, uint64_t stripe, gp_a
     endpoint = <object>_item(m, stripe, idx)
     _mark_end(marks)
     lease = Lease.__new__(Lease)
-    lease._pool = pool
+    # The stripe's anchor: this thread's leases write its count, not the pool's.
+    lease._anchor = <_Anchor>pool._anchor_items[stripe]
     lease._endpoint = endpoint
     lease._index = idx
     lease._generation = generation
