@@ -9,7 +9,12 @@ Issue 20's goal: at most 4x ``next()`` on the C core, one thread.
 
 With ``--threads 2`` (free-threaded builds) each round also times the same loop in
 two threads sharing the pool, started on a barrier, and prints the throughput of
-two threads against one (a ratio bounded by the machine's cores: say how many).
+two threads against one (a ratio bounded by the machine's cores: say how many);
+then the same with each thread on a pool of its own, the bound that sharing one
+pool's load counters costs against.  Every ``acquire()`` and settle writes its
+node's in-flight count, and a load-aware pick reads every node's: a thread reads,
+at each pick, the line the other thread wrote at its last one (``coherence.c``
+measures what that costs on the machine).
 """
 
 from __future__ import annotations
@@ -41,14 +46,15 @@ def loops(pool):
     return {"next()": next_loop, "acquire()+success()": lease_loop}
 
 
-def threaded(pool, name: str, threads: int, number: int) -> float:
+def threaded(pool, name: str, threads: int, number: int, make_pool=None) -> float:
     """Calls per second of ``threads`` threads each running the loop ``name`` on
     ``pool`` ``number`` times, each with bound methods of its own (a function or
-    bound method shared by threads is a reference count they all write)."""
+    bound method shared by threads is a reference count they all write); with
+    ``make_pool``, each thread on a pool of its own instead."""
     barrier = threading.Barrier(threads + 1)
 
     def run():
-        fn = loops(pool)[name]
+        fn = loops(pool if make_pool is None else make_pool())[name]
         barrier.wait()
         for _ in range(number):
             fn()
@@ -72,11 +78,16 @@ def main() -> None:
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     print(f"{IMPLEMENTATION} core, Python {sys.version.split()[0]}, GIL {'on' if gil else 'off'}, 8 nodes")
     for balance in ("peak_ewma", "least_request", "round_robin"):
-        pool = EndpointPool([GonkaEndpoint(f"https://n{i}.example", f"a{i}") for i in range(8)], balance=balance)
+
+        def make_pool(balance=balance):
+            return EndpointPool([GonkaEndpoint(f"https://n{i}.example", f"a{i}") for i in range(8)], balance=balance)
+
+        pool = make_pool()
         fns = loops(pool)
         times: dict[str, list[float]] = {name: [] for name in fns}
         ratios: list[float] = []
         scaling: dict[str, list[float]] = {}
+        apart: list[float] = []
         for _ in range(args.rounds):
             for name, fn in fns.items():
                 times[name].append(timeit.timeit(fn, number=args.number) / (args.number * CALLS) * 1e9)
@@ -85,10 +96,14 @@ def main() -> None:
                 for name in fns:
                     one = threaded(pool, name, 1, args.number)
                     scaling.setdefault(name, []).append(threaded(pool, name, args.threads, args.number) / one)
+                    if name == "acquire()+success()":
+                        apart.append(threaded(pool, name, args.threads, args.number, make_pool) / one)
         line = ", ".join(f"{name} {statistics.median(values):.1f} ns" for name, values in times.items())
         print(f"balance={balance:14s} {line}, ratio {statistics.median(ratios):.2f}x", end="")
         for name, values in scaling.items():
             print(f", {name} {args.threads} threads / 1: {statistics.median(values):.2f}x", end="")
+        if apart:
+            print(f" (a pool per thread: {statistics.median(apart):.2f}x)", end="")
         print()
 
 
