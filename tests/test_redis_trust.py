@@ -110,7 +110,6 @@ def test_local_failures_still_cool_nodes_beyond_the_remote_share(pool_impl, serv
         wait_until(lambda: health.stats()["remote_cooling"] == 2)
         pool.mark_failed(2)  # this process's own failure: no share applies
         assert [state.available for state in pool.snapshot()] == [False, False, False, True]
-        assert {pool.next() for _ in range(8)} == {pool.endpoints[3]}
         hostile_cooldown(hostile, channel, pool.endpoints[3])
         wait_until(lambda: health.stats()["refused"] == 1)
         assert pool.snapshot()[3].available
@@ -153,19 +152,19 @@ def test_a_deadline_31_years_ahead_in_the_hash_is_cut_back_on_load_and_pins_no_l
     from gonka_pool.redis import RedisHealth
 
     hostile = server.client()
-    first = pool_impl.make(4, base_cooldown=0.5, max_cooldown=1.0)
+    first = pool_impl.make(4, base_cooldown=0.5, max_cooldown=2.0)
     target = first.endpoints[0]
     hostile.hset(f"{channel}:cooldowns", node_key(target), f"{server_ms(hostile) + YEARS_31_MS}:9")
     with RedisHealth(first, server.client(), channel=channel) as health:
         connected(health)
         loaded_at = server_ms(hostile)
-        assert cooling(first, 0) and first.snapshot()[0].cooldown_remaining <= 1.02  # max_cooldown + a tick
+        assert cooling(first, 0) and first.snapshot()[0].cooldown_remaining <= 2.02  # max_cooldown + a tick
         # The hash itself no longer holds the hostile deadline, and expires with it.
-        assert stored_deadline_ms(hostile, channel, target) <= loaded_at + 1000
-        assert 0 < hostile.pttl(f"{channel}:cooldowns") <= 1000
+        assert stored_deadline_ms(hostile, channel, target) <= loaded_at + 2000
+        assert 0 < hostile.pttl(f"{channel}:cooldowns") <= 2000
         assert health.stats()["clamped"] == 1
-    wait_until(lambda: not hostile.exists(f"{channel}:cooldowns"), timeout=3)
-    later = pool_impl.make(4, base_cooldown=0.5, max_cooldown=1.0)
+    wait_until(lambda: not hostile.exists(f"{channel}:cooldowns"), timeout=4)
+    later = pool_impl.make(4, base_cooldown=0.5, max_cooldown=2.0)
     with RedisHealth(later, server.client(), channel=channel) as health:
         connected(health)
         assert all(state.available for state in later.snapshot())
