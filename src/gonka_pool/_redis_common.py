@@ -311,9 +311,10 @@ class _Shared:
             elif event == "cleared":
                 message = self._message("cleared", key, 0, 0)
                 calls.append((clear, [self.hash_key], [self.channel, key, message]))
-            else:
+            elif event == "success":
                 message = self._message("success", key, 0, 0)
                 calls.append((success, [self.hash_key], [self.channel, key, message]))
+            # An event a newer pool reports and this module does not know: not sent.
         return calls
 
     def _cap_ms(self) -> int:
