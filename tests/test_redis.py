@@ -326,7 +326,9 @@ def test_a_mark_in_one_pool_is_seen_by_anothers_next_within_50_ms(pool_impl, ser
     from gonka_pool.redis import RedisHealth
 
     a, b = pool_impl.make(8), pool_impl.make(8)
-    with RedisHealth(a, server.client(), channel=channel) as ha, RedisHealth(b, server.client(), channel=channel) as hb:
+    # b trusts this Redis with all its nodes (by default remote events cool at most half).
+    trusting = RedisHealth(b, server.client(), channel=channel, max_remote_cooling=1.0)
+    with RedisHealth(a, server.client(), channel=channel) as ha, trusting as hb:
         connected(ha, hb)
         delays = []
         for i in range(7):
@@ -409,7 +411,7 @@ def test_two_processes_share_their_marks_both_ways(server, channel):
 def test_a_pool_started_later_loads_the_cooldowns_still_running(pool_impl, server, channel):
     from gonka_pool.redis import RedisHealth
 
-    a, c = pool_impl.make(3), pool_impl.make(3)
+    a, c = pool_impl.make(4), pool_impl.make(4)
     with RedisHealth(a, server.client(), channel=channel) as ha:
         connected(ha)
         a.mark_failed(1, 30)
@@ -419,7 +421,7 @@ def test_a_pool_started_later_loads_the_cooldowns_still_running(pool_impl, serve
     with RedisHealth(c, server.client(), channel=channel) as hc:
         connected(hc)
         states = c.snapshot()
-        assert [s.available for s in states] == [True, False, False]
+        assert [s.available for s in states] == [True, False, False, True]
         assert 29 < states[1].cooldown_remaining <= 30.01
         assert states[1].consecutive_failures == 1
 

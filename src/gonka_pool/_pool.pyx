@@ -2492,6 +2492,13 @@ round-robin order, ``acquire()`` by load (``balance=``).
         is not in the pool."""
         return self._mark_endpoint(_check_endpoint(endpoint), 0, 0, True)
 
+    @property
+    def _max_ns(self):
+        """``max_cooldown`` in ns (the twin's attribute of the same name): what
+        gonka_pool.redis caps the deadlines it stores and loads at, and how long it
+        counts a remote cooldown as holding a node."""
+        return self._core.max_ns
+
 
 @cython.final
 @cython.no_gc

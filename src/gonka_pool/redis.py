@@ -14,7 +14,11 @@ What is shared
     running one, raises the consecutive count to at least the sender's, and is
     capped at the receiving pool's ``max_cooldown`` (a remote success resets the
     count and leaves a running cooldown to run, as ``mark_success`` does).  An
-    explicit clear (``mark_failed(node, 0)``) and ``update()`` stay local.
+    explicit clear (``mark_failed(node, 0)``) and ``update()`` stay local; a node
+    the pool clears because discovery listed it again (its "until cleared" state
+    after a refusal, at ``refresh()``) is cleared in Redis too: its stored
+    cooldown is deleted and the other processes end the cooldown that remote
+    events set for it (never one of their own failures).
 
 How
     Selection and marking never touch Redis.  The pool's observer hook (see
@@ -41,10 +45,23 @@ Startup, outages and restarts
     client a ``socket_timeout`` so a hung (not refused) server is noticed.
 
 Untrusted data
-    Anything on the channel or in the hash that is not a well-formed event about a
-    node of this pool is ignored and counted (``stats()["ignored"]``): never raised,
-    never applied beyond ``max_cooldown`` (``MAX_REMAINING_S`` bounds what is sent
-    and stored), never logged with its content.
+    Anyone who can write to the channel or the hash is trusted with this much and
+    no more.  Anything that is not a well-formed event about a node of this pool
+    is ignored and counted (``stats()["ignored"]``): never raised, never logged
+    with its content.  A well-formed remote cooldown is applied for at most the
+    pool's ``max_cooldown``, and remote events hold at most ``max_remote_cooling``
+    (default ``MAX_REMOTE_COOLING``, half) of the pool's nodes in cooldown at
+    once, rounded down (Envoy's ``max_ejection_percent``): a cooldown that would
+    cool one more node is refused and counted (``stats()["refused"]``;
+    ``stats()["remote_cooling"]`` is how many nodes remote events hold now), so
+    a writer that publishes cooldowns for every node steers traffic to no fewer
+    than the other half.  This process's own failures cool nodes beyond that as
+    always.  Deadlines are stored capped at now + the writer's ``max_cooldown``,
+    and each load cuts back any that lies further ahead, in the hash too
+    (``stats()["clamped"]``): a deadline written for years ahead pins a node for
+    at most one ``max_cooldown``, not at every start.  What this process loaded
+    or heard from others it never sends on as its own.  ``max_remote_cooling=1``
+    trusts Redis with every node; ``0`` applies no remote cooldown at all.
 
 With ``shared=`` pools (one machine's processes share one segment), one process
 per machine subscribing is enough: the others pass ``subscribe=False`` and only
@@ -65,7 +82,7 @@ import threading
 import time
 from typing import Any
 
-from ._redis_common import CLOSE_GRACE_S, POLL_S, QUEUE_SIZE, _Backoff, _Shared
+from ._redis_common import CLOSE_GRACE_S, MAX_REMOTE_COOLING, POLL_S, QUEUE_SIZE, _Backoff, _Shared
 from ._redis_common import node_key as node_key
 
 __all__ = ["AsyncRedisHealth", "RedisHealth"]
@@ -80,6 +97,8 @@ class RedisHealth(_Shared):
     threads: a sender and a listener.  See the module docstring for the rules.
 
     ``with RedisHealth(pool, redis.Redis(socket_timeout=1)):`` ... or call ``close()``.
+    ``max_remote_cooling`` (0 to 1) is the largest share of the pool's nodes that
+    remote events may hold in cooldown at once.
     """
 
     def __init__(
@@ -90,8 +109,9 @@ class RedisHealth(_Shared):
         channel: str = "gonka_pool",
         queue_size: int = QUEUE_SIZE,
         subscribe: bool = True,
+        max_remote_cooling: float = MAX_REMOTE_COOLING,
     ) -> None:
-        super().__init__(pool, client, channel, queue_size, subscribe)
+        super().__init__(pool, client, channel, queue_size, subscribe, max_remote_cooling)
         self._stop = threading.Event()
         self._flush_until = float("inf")
         self._queue_ready = threading.Condition(threading.Lock())
@@ -192,7 +212,7 @@ class RedisHealth(_Shared):
 
     def _resync(self) -> None:
         try:
-            self._load(self._scripts[2](keys=[self.hash_key], args=[]))
+            self._load(self._scripts[2](keys=[self.hash_key], args=[self._cap_ms()]))
         except self._reply_error:
             self._counts["ignored"] += 1
         self._queue_local_state()
@@ -232,8 +252,9 @@ class AsyncRedisHealth(_Shared):
         channel: str = "gonka_pool",
         queue_size: int = QUEUE_SIZE,
         subscribe: bool = True,
+        max_remote_cooling: float = MAX_REMOTE_COOLING,
     ) -> None:
-        super().__init__(pool, client, channel, queue_size, subscribe)
+        super().__init__(pool, client, channel, queue_size, subscribe, max_remote_cooling)
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         self._stopping = False
@@ -333,7 +354,7 @@ class AsyncRedisHealth(_Shared):
 
     async def _resync(self) -> None:
         try:
-            self._load(await self._scripts[2](keys=[self.hash_key], args=[]))
+            self._load(await self._scripts[2](keys=[self.hash_key], args=[self._cap_ms()]))
         except self._reply_error:
             self._counts["ignored"] += 1
         self._queue_local_state()
