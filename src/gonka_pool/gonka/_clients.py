@@ -44,14 +44,18 @@ def _pool_and_signer(
 ) -> tuple[Any, Signer, Refresher | None]:
     from .. import EndpointPool
 
-    if "on_request" in options:
-        raise TypeError(f"gonka_pool.gonka.{builder}() signs every attempt itself; on_request is taken")
-    if private_key is None:
-        private_key = os.environ.get(ENV_PRIVATE_KEY) or None
+    try:
+        if "on_request" in options:
+            raise TypeError(f"gonka_pool.gonka.{builder}() signs every attempt itself; on_request is taken")
         if private_key is None:
-            raise ValueError(f"{builder}() needs private_key= or {ENV_PRIVATE_KEY}")
-    signer = Signer(private_key, requester_address=os.environ.get(ENV_ADDRESS) or None)
-    del private_key
+            private_key = os.environ.get(ENV_PRIVATE_KEY) or None
+            if private_key is None:
+                raise ValueError(f"{builder}() needs private_key= or {ENV_PRIVATE_KEY}")
+        signer = Signer(private_key, requester_address=os.environ.get(ENV_ADDRESS) or None)
+    finally:
+        # In no frame that an error passes through, as in Signer: error reporters
+        # record frames' locals, and the key may have come from the environment.
+        del private_key
     pool_options = options.pop("pool_options", None) or {}
     discovery_timeout = options.pop("discovery_timeout", 10.0)
     refresh_interval = options.pop("refresh_interval", DEFAULT_REFRESH_INTERVAL)
@@ -108,7 +112,10 @@ def openai_client(
     from ..openai import _build
     from ._judge import GonkaPoolTransport
 
-    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "openai_client")
+    try:
+        pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "openai_client")
+    finally:
+        del private_key  # see _pool_and_signer
     return _attach(
         _build(pool, {**openai_kwargs, "on_request": signer}, "client", GonkaPoolTransport, asynchronous=False),
         pool,
@@ -128,7 +135,12 @@ def async_openai_client(
     from ..openai import _build
     from ._judge import AsyncGonkaPoolTransport
 
-    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "async_openai_client")
+    try:
+        pool, signer, refresher = _pool_and_signer(
+            private_key, source_url, endpoints, openai_kwargs, "async_openai_client"
+        )
+    finally:
+        del private_key  # see _pool_and_signer
     return _attach(
         _build(
             pool, {**openai_kwargs, "on_request": signer}, "async_client", AsyncGonkaPoolTransport, asynchronous=True
