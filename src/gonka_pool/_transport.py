@@ -217,7 +217,7 @@ class _PoolTransportCommon:
 
     @property
     def attempts(self) -> int | None:
-        """The most attempts per request, or None: every node, at most three timeouts."""
+        """The most attempts per request, or None: at most 8 nodes and three timeouts."""
         return self._attempts
 
     @property
