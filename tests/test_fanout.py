@@ -4,8 +4,9 @@ With ``attempts=None`` a request used to go on while failures were fast: over a
 source listing many participants on one host that answers 400 "AuthKey has
 already been used" (never marked, by design), each request sent one signed POST
 of its prompt per participant.  Now ``attempts=None`` tries at most
-``DEFAULT_MAX_ATTEMPTS`` (8) nodes, hence at most 8 hosts, and ``attempts=N``
-raises that.  The network test runs a real server on 127.0.0.1.
+``DEFAULT_MAX_ATTEMPTS`` (8) nodes, hence at most 8 hosts; ``attempts=N`` raises
+that; and the Gonka one-call clients give every request a deadline unless told
+otherwise.  The network test runs a real server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -158,3 +159,55 @@ def test_a_request_over_many_participants_on_one_host_sends_at_most_eight_signed
             asyncio.run(ask_async())
     assert one_host.posts == DEFAULT_MAX_ATTEMPTS
     assert len(client.gonka_pool) == MANY
+
+
+# -- the one-call clients' default deadline -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "longest_wait"),
+    [
+        ({}, 300.0),  # the default deadline
+        ({"deadline": 30.0}, 30.0),
+        ({"deadline": 900.0}, 600.0),  # raised: the SDK's own 600 s timeout is the bound again
+        ({"deadline": None}, 600.0),  # asked for none
+    ],
+)
+def test_the_one_call_clients_give_each_request_a_deadline_unless_told_otherwise(options, longest_wait):
+    gonka = pytest.importorskip("gonka_pool.gonka", reason="the [gonka] extra is not installed")
+    pytest.importorskip("openai", reason="the [openai] extra is not installed")
+    httpx2 = pytest.importorskip("httpx2")
+    waits: list[float] = []
+
+    def answer(request: Any) -> Any:
+        waits.append(max(value for value in request.extensions["timeout"].values() if value is not None))
+        return httpx2.Response(200, json=_completion())
+
+    for builder in ("openai_client", "async_openai_client"):
+        waits.clear()
+        client = getattr(gonka, builder)(
+            KEY, endpoints="http://node.example/v1;gonka1a", transport=httpx2.MockTransport(answer), **options
+        )
+        messages = [{"role": "user", "content": "hi"}]
+        if builder == "openai_client":
+            with client:
+                client.chat.completions.create(model="local", messages=messages)
+        else:
+            asyncio.run(_ask_async(client, messages))
+        # The time left when the attempt started: a little under the deadline.
+        assert waits and longest_wait - 5.0 < waits[0] <= longest_wait, (builder, waits)
+
+
+async def _ask_async(client: Any, messages: list[dict[str, str]]) -> None:
+    async with client:
+        await client.chat.completions.create(model="local", messages=messages)
+
+
+def _completion() -> dict[str, Any]:
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "local",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    }

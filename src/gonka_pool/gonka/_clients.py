@@ -19,6 +19,11 @@ ENV_PRIVATE_KEY = "GONKA_PRIVATE_KEY"
 ENV_ADDRESS = "GONKA_ADDRESS"
 ENV_ENDPOINTS = "GONKA_ENDPOINTS"
 ENV_SOURCE_URL = "GONKA_SOURCE_URL"
+# The whole request's deadline unless the caller gives one (None: none).  Without
+# it, a request over stalling nodes could take three of the SDK's 600 s timeouts;
+# 300 s still leaves a long non-streamed answer time to finish.  No attempt starts
+# after it, and each attempt's timeouts are cut to the time left.
+DEFAULT_DEADLINE = 300.0
 
 
 def _endpoints_from(endpoints: object) -> list[GonkaEndpoint]:
@@ -105,7 +110,9 @@ def openai_client(
     ``discovery_timeout=`` to ``discover``; when the nodes were discovered, a
     ``Refresher`` re-discovers every ``refresh_interval=`` seconds (600; None for
     never).  The rest go as to ``gonka_pool.openai.client`` (transport keywords
-    such as ``deadline``, ``attempts``; SDK keywords such as ``timeout``).
+    such as ``deadline``, ``attempts``; SDK keywords such as ``timeout``), but a
+    request's ``deadline`` is 300 s unless given (``deadline=None``: none).  A
+    request tries at most 8 nodes unless ``attempts=`` says otherwise.
     ``client.gonka_pool`` is the pool, ``client.gonka_refresher`` the refresher
     (or None); it stops when the client is garbage-collected, or at exit.
     """
@@ -116,6 +123,7 @@ def openai_client(
         pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "openai_client")
     finally:
         del private_key  # see _pool_and_signer
+    openai_kwargs.setdefault("deadline", DEFAULT_DEADLINE)
     return _attach(
         _build(pool, {**openai_kwargs, "on_request": signer}, "client", GonkaPoolTransport, asynchronous=False),
         pool,
@@ -141,6 +149,7 @@ def async_openai_client(
         )
     finally:
         del private_key  # see _pool_and_signer
+    openai_kwargs.setdefault("deadline", DEFAULT_DEADLINE)
     return _attach(
         _build(
             pool, {**openai_kwargs, "on_request": signer}, "async_client", AsyncGonkaPoolTransport, asynchronous=True
