@@ -101,7 +101,7 @@ def count(k: object) -> int:
 
 
 def check_attempts(attempts: object) -> int | None:
-    """``attempts`` as an int >= 1, or None (every node, at most three timeouts)."""
+    """``attempts`` as an int >= 1, or None (at most 8 nodes and three timeouts)."""
     if attempts is None:
         return None
     attempts = integer(attempts, "attempts", "an int or None")

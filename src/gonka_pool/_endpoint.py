@@ -38,6 +38,8 @@ _AUTHORITY_PREFIX: Final = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//")
 # The scheme as urlsplit finds it, matched here so that a URL with '@' can be refused
 # before urlsplit runs: its errors may quote the netloc, userinfo and all.
 _SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+# Where a query or a fragment starts.
+_QUERY_OR_FRAGMENT: Final = re.compile(r"[?#]")
 
 CREDENTIALS_MESSAGE: Final = (
     "invalid endpoint URL: user:password credentials are not allowed in an "
@@ -57,19 +59,31 @@ AT_IN_ADDRESS_MESSAGE: Final = (
 
 
 def redact(text: str) -> str:
-    """``text`` fit to quote in an error: everything that could be userinfo, from
-    after ``scheme://`` (or from the start) to the last ``@``, becomes ``***``.
+    """``text`` fit to quote in an error, repr or log: what could be userinfo, a
+    query or a fragment becomes ``***``.
 
-    The last ``@`` and not the first: a password may itself contain ``@``, and
+        >>> redact("https://user:pw@node.example/v1?api_key=sk-1#top")
+        'https://***@node.example/v1?***'
+
+    Userinfo is everything from after ``scheme://`` (or from the start) to the last
+    ``@``: the last and not the first, as a password may itself contain ``@``, and
     ``/``, ``?``, ``#``, ``;`` or ``,`` in it move where parsers split, so only the
-    last ``@`` is sure to lie after the password.
+    last ``@`` is sure to lie after the password.  A query or fragment carries
+    tokens as often (``?api_key=...``, OAuth's ``#access_token=...``): it is cut
+    after its ``?`` or ``#``, to the end of the text, since a mistaken URL may hold
+    a space or a ``;address`` after it.  A ``?`` or ``#`` before that last ``@`` is
+    either in a password or starts a query that holds an ``@``; the text cannot
+    tell which, so all of it after the scheme goes.
     """
     at = text.rfind("@")
-    if at < 0:
-        return text
-    prefix = _AUTHORITY_PREFIX.match(text)
-    keep = prefix.end() if prefix is not None and prefix.end() <= at else 0
-    return f"{text[:keep]}***{text[at:]}"
+    if at >= 0:
+        prefix = _AUTHORITY_PREFIX.match(text)
+        keep = prefix.end() if prefix is not None and prefix.end() <= at else 0
+        if _QUERY_OR_FRAGMENT.search(text, keep, at):
+            return f"{text[:keep]}***"
+        text = f"{text[:keep]}***{text[at:]}"
+    mark = _QUERY_OR_FRAGMENT.search(text)
+    return text if mark is None else f"{text[: mark.end()]}***"
 
 
 def _invalid(url: str, reason: str) -> ValueError:
@@ -92,7 +106,7 @@ def validate_base_url(url: object) -> str:
     ValueError messages contain ``invalid endpoint URL`` or ``must use http or https
     scheme``, as the seed's do.  A URL containing ``@`` (credentials) is rejected
     with a fixed text, and every message that quotes a URL quotes it through
-    ``redact``, so no password reaches an error, repr or log.
+    ``redact``, so no password, query or fragment reaches an error, repr or log.
     """
     if not isinstance(url, str):
         raise TypeError(f"base_url must be a str, not {type(url).__name__}")

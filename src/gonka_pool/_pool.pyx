@@ -2102,7 +2102,7 @@ round-robin order, ``acquire()`` by load (``balance=``).
         """``fn(endpoint)`` on the next healthy node, failing over while the node is
         at fault.
 
-        Keywords: ``attempts=None`` (every node, at most 3 timeouts; or at most N),
+        Keywords: ``attempts=None`` (at most 8 nodes and 3 timeouts; or at most N),
         ``cooldown=None`` (the pool's backoff; or seconds), ``timeout_cooldown=None``
         (a timeout is an error; or seconds, never less than ``cooldown``),
         ``retry_on=()`` and ``timeout_on=()`` (exception classes added to the node's

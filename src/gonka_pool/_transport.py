@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from ._convert import check_attempts, check_cooldown, check_deadline
-from ._endpoint import GonkaEndpoint
+from ._endpoint import GonkaEndpoint, redact
 from ._failover import (
     DEFAULT_MAX_RETRY_AFTER,
     Cooldowns,
@@ -110,7 +110,7 @@ def _check_origin(origin: object) -> tuple[str, tuple[str, str, int]]:
         raise ValueError(f"origin must be http(s)://host[:port] such as {DEFAULT_ORIGIN!r}, without credentials")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(
-            f"origin {origin!r} has a path, query or fragment; each request already gets "
+            f"origin {redact(origin)!r} has a path, query or fragment; each request already gets "
             "its node's base path (e.g. /v1): use "
             f"origin={parts.scheme + '://' + parts.netloc!r}, and the same as the client's base URL"
         )
@@ -217,7 +217,7 @@ class _PoolTransportCommon:
 
     @property
     def attempts(self) -> int | None:
-        """The most attempts per request, or None: every node, at most three timeouts."""
+        """The most attempts per request, or None: at most 8 nodes and three timeouts."""
         return self._attempts
 
     @property

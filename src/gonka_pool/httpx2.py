@@ -34,8 +34,9 @@ and its base path before the request's path (``/chat/completions`` becomes
   without ``Retry-After`` (a node at capacity) is load: the node rests 0.25-0.75 s,
   its backoff level untouched (``lease.overloaded()``).  Then
   a node this request has not tried is tried next: with ``attempts=None`` (the
-  default) until every node has been tried or three attempts have timed out (fast
-  failures do not count), with ``attempts=N`` at most N; with ``deadline`` seconds,
+  default) until 8 nodes (or every node) have been tried or three attempts have
+  timed out (fast failures do not count against the three), with ``attempts=N`` at
+  most N (``len(pool)``: every node); with ``deadline`` seconds,
   none is started after it (each attempt's timeouts are cut to the time left).  Any other
   answer, 401 included, goes back to the caller and marks its node a success.
 - When the attempts run out the last outcome stands: its transport error is

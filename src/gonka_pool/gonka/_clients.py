@@ -19,6 +19,11 @@ ENV_PRIVATE_KEY = "GONKA_PRIVATE_KEY"
 ENV_ADDRESS = "GONKA_ADDRESS"
 ENV_ENDPOINTS = "GONKA_ENDPOINTS"
 ENV_SOURCE_URL = "GONKA_SOURCE_URL"
+# The whole request's deadline unless the caller gives one (None: none).  Without
+# it, a request over stalling nodes could take three of the SDK's 600 s timeouts;
+# 300 s still leaves a long non-streamed answer time to finish.  No attempt starts
+# after it, and each attempt's timeouts are cut to the time left.
+DEFAULT_DEADLINE = 300.0
 
 
 def _endpoints_from(endpoints: object) -> list[GonkaEndpoint]:
@@ -44,14 +49,18 @@ def _pool_and_signer(
 ) -> tuple[Any, Signer, Refresher | None]:
     from .. import EndpointPool
 
-    if "on_request" in options:
-        raise TypeError(f"gonka_pool.gonka.{builder}() signs every attempt itself; on_request is taken")
-    if private_key is None:
-        private_key = os.environ.get(ENV_PRIVATE_KEY) or None
+    try:
+        if "on_request" in options:
+            raise TypeError(f"gonka_pool.gonka.{builder}() signs every attempt itself; on_request is taken")
         if private_key is None:
-            raise ValueError(f"{builder}() needs private_key= or {ENV_PRIVATE_KEY}")
-    signer = Signer(private_key, requester_address=os.environ.get(ENV_ADDRESS) or None)
-    del private_key
+            private_key = os.environ.get(ENV_PRIVATE_KEY) or None
+            if private_key is None:
+                raise ValueError(f"{builder}() needs private_key= or {ENV_PRIVATE_KEY}")
+        signer = Signer(private_key, requester_address=os.environ.get(ENV_ADDRESS) or None)
+    finally:
+        # In no frame that an error passes through, as in Signer: error reporters
+        # record frames' locals, and the key may have come from the environment.
+        del private_key
     pool_options = options.pop("pool_options", None) or {}
     discovery_timeout = options.pop("discovery_timeout", 10.0)
     refresh_interval = options.pop("refresh_interval", DEFAULT_REFRESH_INTERVAL)
@@ -101,14 +110,20 @@ def openai_client(
     ``discovery_timeout=`` to ``discover``; when the nodes were discovered, a
     ``Refresher`` re-discovers every ``refresh_interval=`` seconds (600; None for
     never).  The rest go as to ``gonka_pool.openai.client`` (transport keywords
-    such as ``deadline``, ``attempts``; SDK keywords such as ``timeout``).
+    such as ``deadline``, ``attempts``; SDK keywords such as ``timeout``), but a
+    request's ``deadline`` is 300 s unless given (``deadline=None``: none).  A
+    request tries at most 8 nodes unless ``attempts=`` says otherwise.
     ``client.gonka_pool`` is the pool, ``client.gonka_refresher`` the refresher
     (or None); it stops when the client is garbage-collected, or at exit.
     """
     from ..openai import _build
     from ._judge import GonkaPoolTransport
 
-    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "openai_client")
+    try:
+        pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "openai_client")
+    finally:
+        del private_key  # see _pool_and_signer
+    openai_kwargs.setdefault("deadline", DEFAULT_DEADLINE)
     return _attach(
         _build(pool, {**openai_kwargs, "on_request": signer}, "client", GonkaPoolTransport, asynchronous=False),
         pool,
@@ -128,7 +143,13 @@ def async_openai_client(
     from ..openai import _build
     from ._judge import AsyncGonkaPoolTransport
 
-    pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "async_openai_client")
+    try:
+        pool, signer, refresher = _pool_and_signer(
+            private_key, source_url, endpoints, openai_kwargs, "async_openai_client"
+        )
+    finally:
+        del private_key  # see _pool_and_signer
+    openai_kwargs.setdefault("deadline", DEFAULT_DEADLINE)
     return _attach(
         _build(
             pool, {**openai_kwargs, "on_request": signer}, "async_client", AsyncGonkaPoolTransport, asynchronous=True

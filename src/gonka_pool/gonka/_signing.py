@@ -91,31 +91,41 @@ def _check_address(address: object, name: str) -> str:
     return address
 
 
-def _private_key_bytes(private_key: object) -> bytes:
-    """32 bytes from hex (with or without 0x) or bytes; errors never echo the key."""
+def _parse_private_key(private_key: object) -> tuple[bytes | None, Exception | None]:
+    """The 32 bytes of a key given as hex (with or without 0x) or bytes, or else
+    the error to raise; errors never echo the key.
+
+    It returns its error rather than raising it: a raise from here would keep the
+    key in this frame's locals, reachable from the error's traceback (and one from
+    inside an ``except`` would chain an error whose frames hold it), and error
+    reporters that record every frame's locals (Sentry's default) would send it.
+    """
     if isinstance(private_key, (bytes, bytearray, memoryview)):
-        secret = bytes(private_key)
+        try:
+            secret = bytes(private_key)
+        except ValueError:  # a released memoryview
+            return None, ValueError("private_key could not be read as bytes")
     elif isinstance(private_key, str):
         text = private_key.strip()
         if text[:2] in ("0x", "0X"):
             text = text[2:]
         if len(text) != 64:
-            raise ValueError(
+            return None, ValueError(
                 f"private_key must be 64 hex digits (32 bytes), with or without 0x; got {len(text)} characters"
             )
         try:
             secret = bytes.fromhex(text)
         except ValueError:
-            raise ValueError(
+            return None, ValueError(
                 "private_key must be 64 hex digits (32 bytes), with or without 0x; it has a character that is not hex"
-            ) from None
+            )
     else:
-        raise TypeError(f"private_key must be a hex str or 32 bytes, not {type(private_key).__name__}")
+        return None, TypeError(f"private_key must be a hex str or 32 bytes, not {type(private_key).__name__}")
     if len(secret) != 32:
-        raise ValueError(f"private_key must be 32 bytes, got {len(secret)}")
+        return None, ValueError(f"private_key must be 32 bytes, got {len(secret)}")
     if not 0 < int.from_bytes(secret, "big") < _N:
-        raise ValueError("private_key is not a valid secp256k1 key (0 or not below the group order)")
-    return secret
+        return None, ValueError("private_key is not a valid secp256k1 key (0 or not below the group order)")
+    return secret, None
 
 
 class _CoincurveBackend:
@@ -162,6 +172,18 @@ class _EcdsaBackend:
         return "<ecdsa key>"
 
 
+def _pick_backend(backend: object) -> tuple[Any, Any]:
+    """The module and backend class ``backend`` names (None: the first installed)."""
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, not {backend!r}")
+    for name in (backend,) if backend else BACKENDS:
+        module = _load_coincurve() if name == "coincurve" else _load_ecdsa()
+        if module is not None:
+            return module, (_CoincurveBackend if name == "coincurve" else _EcdsaBackend)
+    wanted = backend or "coincurve or ecdsa"
+    raise ImportError(f"Signer needs {wanted}: pip install 'gonka-pool[gonka]'")
+
+
 class Signer:
     """Signs requests for the Gonka network with one account's key.
 
@@ -178,8 +200,9 @@ class Signer:
     the wall clock for every timestamp (nodes check it against the chain's last
     block time, within about 10 s).
 
-    The key stays inside: it is in no repr, log record or exception, and a
-    ``Signer`` refuses to be pickled or copied.  Safe to share between threads.
+    The key stays inside: it is in no repr, log record or exception (nor in the
+    frame locals of an error's traceback, nor in an exception chained to it), and
+    a ``Signer`` refuses to be pickled or copied.  Safe to share between threads.
     """
 
     __slots__ = ("_backend", "_address", "_public_key", "_lock", "_last_ns", "clock_offset_ns")
@@ -192,36 +215,33 @@ class Signer:
         backend: str | None = None,
         clock_offset_ns: int = 0,
     ) -> None:
+        # A traceback keeps the locals of each frame it passes through, and error
+        # reporters record them (Sentry does by default): no error leaves here while
+        # this frame, or a frame that the error holds, has the key.  So the other
+        # arguments are checked first, and the key is dropped before any raise.
         try:
-            secret = _private_key_bytes(private_key)
-            refused = None
-        except (TypeError, ValueError) as exc:
-            refused = exc
-        # Neither in this frame's locals nor in the parser's frame if it raised: an
-        # error reporter that records every frame's locals (Sentry does) sees no key.
+            module, backend_class = _pick_backend(backend)
+            if requester_address is not None:
+                requester_address = _check_address(requester_address, "requester_address")
+            if isinstance(clock_offset_ns, bool) or not isinstance(clock_offset_ns, int):
+                raise TypeError("clock_offset_ns must be an int")
+        except BaseException:
+            del private_key
+            raise
+        secret, refused = _parse_private_key(private_key)
         del private_key
         if refused is not None:
-            raise refused.with_traceback(None) from None
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS} or None, not {backend!r}")
-        self._backend: Any = None
-        for name in (backend,) if backend else BACKENDS:
-            module = _load_coincurve() if name == "coincurve" else _load_ecdsa()
-            if module is not None:
-                self._backend = (_CoincurveBackend if name == "coincurve" else _EcdsaBackend)(module, secret)
-                break
+            raise refused  # made, never raised, by the parser: no traceback or context of its own
+        try:
+            self._backend: Any = backend_class(module, secret)
+            failed = None
+        except Exception as exc:  # noqa: BLE001 - re-raised below without its frames, which hold the key
+            failed = type(exc).__name__
         del secret
-        if self._backend is None:
-            wanted = backend or "coincurve or ecdsa"
-            raise ImportError(f"Signer needs {wanted}: pip install 'gonka-pool[gonka]'")
+        if failed is not None:
+            raise RuntimeError(f"the {backend_class.name} backend refused the key ({failed})")
         self._public_key = self._backend.public_key()
-        self._address = (
-            address_from_public_key(self._public_key)
-            if requester_address is None
-            else _check_address(requester_address, "requester_address")
-        )
-        if isinstance(clock_offset_ns, bool) or not isinstance(clock_offset_ns, int):
-            raise TypeError("clock_offset_ns must be an int")
+        self._address = address_from_public_key(self._public_key) if requester_address is None else requester_address
         self.clock_offset_ns = clock_offset_ns
         self._lock = threading.Lock()
         self._last_ns = 0
