@@ -336,3 +336,70 @@ def test_a_forked_child_holds_its_records_after_the_parent_lets_go(name, caplog)
     assert full_warnings(caplog) == 0
     q.mark_failed(1, 60.0)
     assert not r.snapshot()[1].available
+
+
+# -- 9. a node discovery lists again is cleared everywhere ----------------------------
+
+
+def test_readmit_ends_only_a_cooldown_until_cleared_and_tells_the_observer(pool_impl):
+    p = pool_impl.make(3)
+    events = []
+    p._set_observer(lambda *event: events.append(event))
+    p.mark_failed(0, math.inf)
+    p.mark_failed(1, 120.0)
+    events.clear()
+    assert p._readmit(nodes(3)[0]) is True
+    assert events == [("cleared", nodes(3)[0], 0, 0)]
+    assert p._readmit(nodes(3)[0]) is False  # nothing left to clear: no event
+    assert p._readmit(nodes(3)[1]) is False  # any other cooldown runs on
+    assert p._readmit(nodes(4)[3]) is False  # not in the pool
+    assert events == [("cleared", nodes(3)[0], 0, 0)]
+    states = p.snapshot()
+    assert states[0].available and states[0].consecutive_failures == 0 and states[0].total_failures == 1
+    assert not states[1].available and states[1].consecutive_failures == 1
+    p._check_consistency()
+    with pytest.raises(TypeError):
+        p._readmit("https://node0.example")
+
+
+@pytest.fixture(scope="module")
+def network():
+    gonka = pytest.importorskip("gonka_pool.gonka", reason="the [gonka] extra is not installed")
+    from gonka_pool.testing import LocalGonkaNetwork
+
+    net = LocalGonkaNetwork()
+    for i in range(3):
+        net.add_node(f"n{i}", gonka.Signer(format(2000 + i, "064x"), backend="ecdsa").address)
+    net.start()
+    yield net
+    net.stop()
+
+
+def test_refresh_clears_a_node_until_cleared_and_tells_the_observer(pool_impl, network):
+    from gonka_pool import gonka
+
+    p = gonka.pool_from_gonka(network.source_url, pool_class=pool_impl.EndpointPool)
+    events = []
+    p._set_observer(lambda *event: events.append(event))
+    p.mark_failed(p[0], math.inf)  # what a 403 "Transfer Agent not allowed" does
+    p.mark_failed(p[1], 120.0)
+    events.clear()
+    gonka.refresh(p, network.source_url)
+    assert [s.available for s in p.snapshot()] == [True, False, True]
+    assert events == [("cleared", p[0], 0, 0)]
+
+
+@needs_segments
+@pytest.mark.thread_unsafe(reason="one named segment per test")
+def test_refresh_clears_a_node_until_cleared_in_the_segment_for_every_pool(name, network):
+    from gonka_pool import gonka
+
+    p = gonka.pool_from_gonka(network.source_url, pool_class=C.EndpointPool, shared=name)
+    other = C.EndpointPool(list(p)[::-1], shared=name)  # another worker of the host
+    p.mark_failed(p[0], math.inf)
+    other.mark_failed(p[2], math.inf)  # by another pool: cooling in p too
+    assert [s.available for s in p.snapshot()] == [False, True, False]
+    gonka.refresh(p, network.source_url)
+    assert all(s.available for s in other.snapshot())
+    assert all(s.available for s in C.EndpointPool(list(p), shared=name).snapshot())  # a restart
+    assert all(s.available for s in p.snapshot())

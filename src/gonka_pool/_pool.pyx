@@ -1512,6 +1512,19 @@ cdef void _raise_remote(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t r
             break
 
 
+cdef bint _clear_forever(gp_members *m, Py_ssize_t idx) noexcept nogil:
+    """``_readmit`` on one slot: a deadline of FOREVER ("until cleared") becomes 0,
+    by CAS (any other cooldown runs on), and the backoff level resets; whether it
+    was FOREVER."""
+    cdef bint done = False
+    if gp_u64_load_relaxed(_deadline(m, idx)) != FOREVER:
+        return False
+    _set_deadline(m, idx, FOREVER, 0, &done)
+    if done:
+        gp_u64_store_relaxed(_consecutive(m, idx), 0)
+    return done
+
+
 # -- marks against update() (the module docstring, "Marks and update()") ---------
 
 cdef inline gp_members *_mark_begin(gp_core *core, gp_atomic_u64 *in_flight) noexcept nogil:
@@ -2746,7 +2759,8 @@ round-robin order, ``acquire()`` by load (``balance=``).
         """Call ``fn(event, endpoint, remaining_ns, failures)`` after this process's
         own marks, outside any lock, never from selection: ``"cooldown"`` when a mark
         enters a cooldown (the log line's moment and figures), ``"success"`` (0, 0)
-        when ``mark_success`` resets a non-zero consecutive count.  None stops it.
+        when ``mark_success`` resets a non-zero consecutive count, ``"cleared"`` (0, 0)
+        when ``_readmit`` ends a cooldown "until cleared".  None stops it.
         ``fn`` must not raise: it runs inside ``mark_failed``.
 
         Marks read the observer without a lock, so one replaced here could still be
@@ -2833,6 +2847,41 @@ round-robin order, ``acquire()`` by load (``balance=``).
         running cooldown is left to run.  No observer call.  False when ``endpoint``
         is not in the pool."""
         return self._mark_endpoint(_check_endpoint(endpoint), 0, 0, True)
+
+    def _readmit(self, endpoint):
+        """Discovery lists ``endpoint`` again (``gonka.refresh``): a cooldown "until
+        cleared" ends now, with its backoff level; any other cooldown runs on.  With
+        ``shared=`` the record in the segment is cleared, so every pool on it sees the
+        node back, not only this one.  The observer hears ``("cleared", endpoint, 0,
+        0)`` when something was cleared (which the return value says)."""
+        cdef _Members members = <_Members>_current(self._core).owner
+        cdef gp_atomic_u64 *in_flight
+        cdef gp_members *m
+        cdef Py_ssize_t idx, k
+        cdef bint applied, cleared = False
+        cdef tuple found
+        _check_endpoint(endpoint)
+        while True:
+            found = members.indices_of(endpoint)
+            applied = True
+            for k in range(PyTuple_GET_SIZE(found)):
+                idx = found[k]
+                in_flight = &self._core.stripes[_stripe(self._core)].in_flight
+                m = _mark_begin(self._core, in_flight)
+                # As _mark: indices resolved against ``members`` apply only there.
+                applied = m == members.m
+                if applied and _clear_forever(m, idx):
+                    cleared = True
+                _mark_end(in_flight)
+                if not applied:
+                    members = <_Members>m.owner
+                    break
+            if applied:
+                break
+        observer = self._observer
+        if cleared and observer is not None:
+            observer("cleared", endpoint, 0, 0)
+        return cleared
 
 
 @cython.final
