@@ -39,6 +39,12 @@ def name():
     C.EndpointPool.unlink_shared(segment)
 
 
+def segment_file(name: str) -> str:
+    """Where segment ``name`` lies on Linux: its POSIX name, which holds the user's uid."""
+    assert C is not None
+    return DEV_SHM + C.module._segment_file(name)
+
+
 def pool(endpoints, name, **options):
     return C.EndpointPool(endpoints, shared=name, start=0, **options)
 
@@ -182,7 +188,7 @@ def test_a_record_half_written_by_a_dead_process_is_taken_over(name):
     exited = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     )
-    with open(os.path.join(DEV_SHM, "gonka_pool." + name), "r+b") as segment:
+    with open(segment_file(name), "r+b") as segment:
         segment.seek(128)  # the record's state word: claimed by a process now gone
         segment.write(((int(exited.stdout) << 2) | 1).to_bytes(8, "little"))
     started = time.monotonic()
@@ -192,14 +198,25 @@ def test_a_record_half_written_by_a_dead_process_is_taken_over(name):
     assert not pool(nodes(1), name).snapshot()[0].available
 
 
-def test_a_full_segment_says_so_and_leaves_the_pool_unchanged(name):
+def test_a_full_segment_leaves_a_membership_its_own_health_with_one_warning(name, caplog):
     p = pool(nodes(2), name, shared_capacity=2)
-    with pytest.raises(RuntimeError, match=r"is full: its 2 endpoint records are taken"):
-        pool(nodes(3), name)
-    with pytest.raises(RuntimeError, match="is full"):
-        p.update(nodes(3))
-    assert p.endpoints == tuple(nodes(2))
+    with caplog.at_level("WARNING", logger="gonka_pool"):
+        q = pool(nodes(3), name)  # p holds both records: q's node2 has none
+        q.update(nodes(3)[::-1])
+    assert [r.getMessage() for r in caplog.records if "is full" in r.getMessage()] == [
+        (
+            f"shared memory segment {name!r} is full: its 2 endpoint records are held by live pools; "
+            "this membership of 3 nodes keeps its health to itself (shared again once it fits; or create "
+            f"the segment larger with shared_capacity=, after EndpointPool.unlink_shared({name!r}))"
+        )
+    ]
+    q.mark_failed(nodes(3)[0], 60.0)
+    assert p.snapshot()[0].available  # q's health is its own
+    q._check_consistency()
     p.update(nodes(2)[::-1])  # nodes it already has need no new record
+    p.mark_failed(nodes(2)[1], 60.0)
+    q.update(nodes(2))  # fits again: shared
+    assert [s.available for s in q.snapshot()] == [True, False]
 
 
 def test_a_segment_of_another_capacity_or_layout_is_refused_clearly(name):
@@ -208,7 +225,7 @@ def test_a_segment_of_another_capacity_or_layout_is_refused_clearly(name):
         pool(nodes(1), name, shared_capacity=32)
     assert pool(nodes(1), name).shared == name  # no capacity given: the segment's
     if os.path.isdir(DEV_SHM):
-        with open(os.path.join(DEV_SHM, "gonka_pool." + name), "r+b") as segment:
+        with open(segment_file(name), "r+b") as segment:
             segment.write(b"not ours")
         with pytest.raises(ValueError, match="another layout or version"):
             pool(nodes(1), name)

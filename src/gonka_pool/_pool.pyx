@@ -181,9 +181,11 @@ cimport cython
 import errno
 import gc as _gc
 import hashlib as _hashlib
+import logging as _logging
 import os as _os
 import re as _re
 import time as _time
+import weakref as _weakref
 from ._schedule import random_offset as _random_offset
 import sysconfig as _sysconfig
 
@@ -253,10 +255,16 @@ cdef extern from "_atomics.h" nogil:
 
 cdef extern from "_shared.h" nogil:
     const bint GP_SHARED_SUPPORTED
-    int gp_shm_map(const char *name, size_t size, int *created, void **base, size_t *length) noexcept
+    const int GP_SHM_FOREIGN
+    int gp_shm_map(const char *name, size_t size, int *created, void **base, size_t *length,
+                   int *fd, uint64_t *owner, uint64_t *mode) noexcept
+    int gp_shm_size(int fd, size_t *length) noexcept
+    void gp_shm_close(int fd) noexcept
     int gp_shm_unlink(const char *name) noexcept
     void gp_shm_unmap(void *base, size_t length) noexcept
     uint64_t gp_pid() noexcept
+    uint64_t gp_euid() noexcept
+    uint64_t gp_pid_namespace() noexcept
     bint gp_pid_alive(uint64_t pid) noexcept
 
 
@@ -591,27 +599,46 @@ cdef struct gp_core:
 
 # A segment, all 64-bit words, cache-line aligned sections:
 #   header  [0] magic  [1] layout  [2] capacity  [3] ready (1 once laid out)
-#           [4] records taken  [5] creator's pid;  byte 64: cooling (its own line,
-#           read by every next() of every process, written by marks)
-#   records states[capacity] (0 free, CLAIMING | pid << 2 while its key is written,
-#           READY after), keys[capacity] (32-byte BLAKE2b of the endpoint), then the
-#           health arrays deadlines, consecutive, total, failed_at, probe [capacity]
-#           each, which memberships of shared pools index through slot_of (layout 2
-#           added the last two: a lease's probe claim must be seen by every process).
-# No lock anywhere: a process killed at any instruction leaves every word valid.
-# The one two-step write, claiming a record, names its claimant, and a record whose
-# claimant is gone is taken over; the cooling count errs high only (raised before a
-# deadline is set, lowered after it is cleared), which costs a clock read, never a
-# wrong pick.
+#           [4] records ever taken  [5] creator's pid  [6] claims so far;  byte 64:
+#           cooling (its own line, read by every next() of every process, written by
+#           marks)
+#   records states[capacity] (0 never used, CLAIMING | pid << 2 while its key is
+#           written, READY | claim number << 2 after), keys[capacity] (32-byte
+#           BLAKE2b of the endpoint), then the health arrays deadlines, consecutive,
+#           total, failed_at, probe [capacity] each, which memberships of shared pools
+#           index through slot_of (layout 2 added the last two: a lease's probe claim
+#           must be seen by every process), then holders[capacity][_HOLDER_WORDS]
+#   attachments [_ATTACHMENTS] x (pid, pid namespace): one per _Segment mapping it
+#           (0: free; pid | _REAPING while a process frees a dead one's holds)
+# Layout 3 added the holders and attachments: a record whose holder bits are all
+# clear is held by no live membership, and a claim that finds no never-used record
+# takes such a one over (its key and health reset), so the segment never fills for
+# good.  Bit b of a record's holders is attachment b's; a _Segment keeps a
+# process-local count per record and owns the bit while the count is above zero.
+# An attachment whose process is gone (same pid namespace, pid not alive) is reaped:
+# its bit is cleared from every record and the slot freed.
+# Holding and taking over race through two seq_cst steps each: a holder sets its bit,
+# then reads the record's state (unchanged: held); a claimant swaps the state to
+# CLAIMING, then reads the holder bits (all clear: it may take the record, else it
+# puts the state back).  One of the two always sees the other's write.
+# No lock anywhere in the segment: a process killed at any instruction leaves every
+# word valid.  The one two-step write, claiming a record, names its claimant, and a
+# record whose claimant is gone is taken over; the cooling count errs high only
+# (raised before a deadline is set, lowered after it is cleared), which costs a clock
+# read, never a wrong pick.
 DEFAULT_SHARED_CAPACITY = 1024
 MAX_SHARED_CAPACITY = 1 << 20
 SHARED_SUPPORTED = bool(GP_SHARED_SUPPORTED) and bool(gp_atomics_lock_free())
 cdef uint64_t _SHM_MAGIC = 0x314C4F4F50414B4EULL      # "NKAPOOL1"
-cdef uint64_t _SHM_LAYOUT = 2
+cdef uint64_t _SHM_LAYOUT = 3
 cdef size_t _SHM_HEADER = 128
-cdef uint64_t _CLAIMING = 1, _READY = 2
+cdef uint64_t _CLAIMING = 1, _READY = 2, _STATE_KIND = 3
+DEF _HOLDER_WORDS = 4
+DEF _ATTACHMENTS = 256                                # _HOLDER_WORDS * 64
+cdef uint64_t _REAPING = 1ULL << 62
 cdef double _SHM_WAIT_S = 2.0                         # for a creator or claimant at work
 _SHM_NAME = _re.compile(r"[A-Za-z0-9_.-]{1,200}")
+_log = _logging.getLogger("gonka_pool")
 
 
 cdef size_t _aligned(size_t size) noexcept nogil:
@@ -619,23 +646,59 @@ cdef size_t _aligned(size_t size) noexcept nogil:
 
 
 cdef size_t _segment_size(uint64_t capacity) noexcept nogil:
-    return _SHM_HEADER + 6 * _aligned(capacity * 8) + _aligned(capacity * 32)
+    return (_SHM_HEADER + 6 * _aligned(capacity * 8) + _aligned(capacity * 32)
+            + _aligned(capacity * 8 * _HOLDER_WORDS) + _aligned(_ATTACHMENTS * 16))
 
 
 cdef bytes _segment_path(object name):
+    """The POSIX name of segment ``name``: per user (the effective uid in it), so
+    that two users' pools naming one segment never meet."""
     if not isinstance(name, str):
         raise TypeError(f"shared must be a str naming the segment, not {type(name).__name__}")
     if not _SHM_NAME.fullmatch(name):
         raise ValueError("shared must be 1 to 200 letters, digits, '_', '.' or '-', "
                          f"got {name[:40]!r}")
-    return ("/gonka_pool." + name).encode("ascii")
+    return f"/gonka_pool.{gp_euid()}.{name}".encode("ascii")
+
+
+def _segment_file(name):
+    """Segment ``name``'s POSIX shared-memory name (on Linux, a file of that name in
+    /dev/shm); for tests and for the error messages that tell a user what to remove."""
+    return _segment_path(name).decode("ascii")
+
+
+cdef inline void _lock_local(gp_atomic_u64 *lock) noexcept nogil:
+    cdef unsigned spins = 0
+    while not gp_u64_cas(lock, 0, 1):
+        gp_spin_wait(&spins)
+
+
+cdef inline void _unlock_local(gp_atomic_u64 *lock) noexcept nogil:
+    gp_u64_store(lock, 0)
+
+
+cdef inline void _bits_set(gp_atomic_u64 *word, uint64_t bits) noexcept nogil:
+    cdef uint64_t old = gp_u64_load(word)
+    while not gp_u64_cas(word, old, old | bits):
+        old = gp_u64_load(word)
+
+
+cdef inline void _bits_clear(gp_atomic_u64 *word, uint64_t bits) noexcept nogil:
+    cdef uint64_t old = gp_u64_load(word)
+    while old & bits and not gp_u64_cas(word, old, old & ~bits):
+        old = gp_u64_load(word)
+
+
+_segments = _weakref.WeakSet()          # every live _Segment, re-attached in a forked child
 
 
 cdef class _Segment:
-    """A mapped shared-memory segment of endpoint health records (see above)."""
+    """A mapped shared-memory segment of endpoint health records (see above), and
+    this mapping's attachment: the records its memberships hold."""
 
     cdef char *base
     cdef size_t length
+    cdef int fd                       # kept open to check the segment's size (-1: none)
     cdef readonly str name
     cdef readonly uint64_t capacity
     cdef gp_atomic_u64 *header
@@ -647,14 +710,29 @@ cdef class _Segment:
     cdef gp_atomic_u64 *total
     cdef gp_atomic_u64 *failed_at
     cdef gp_atomic_u64 *probe
+    cdef gp_atomic_u64 *holders       # _HOLDER_WORDS per record
+    cdef gp_atomic_u64 *attachments   # (pid, pid namespace) per attachment
+    cdef Py_ssize_t attachment        # this mapping's attachment, or -1 (holds nothing)
+    cdef uint64_t attached_pid        # the process that took it
+    cdef uint64_t namespace
+    cdef gp_atomic_u64 *counts        # process-local: this mapping's holds of each record
+    cdef gp_atomic_u64 lock           # process-local: guards counts and this mapping's bits
+    cdef gp_atomic_u64 lost           # 1 once found truncated: never touched again
+    cdef bint warned_full             # the full warning is out (until a membership fits)
+    cdef bint warned_lost
+    cdef Py_ssize_t fork_slot         # between fork()'s hooks: the child's attachment, or -1
+    cdef size_t mapped                # the mapping's length (the file's at open)
+    cdef object __weakref__
 
     def __cinit__(self, name, capacity):
         cdef bytes path = _segment_path(name)
-        cdef uint64_t wanted = DEFAULT_SHARED_CAPACITY, taken
+        cdef uint64_t wanted = DEFAULT_SHARED_CAPACITY, taken, owner = 0, mode = 0
         cdef void *base = NULL
         cdef size_t length = 0
-        cdef int created = 0, err
+        cdef int created = 0, err, fd = -1
         cdef double give_up = _time.monotonic() + _SHM_WAIT_S
+        self.fd = -1
+        self.attachment = self.fork_slot = -1
         if not SHARED_SUPPORTED:
             raise NotImplementedError(
                 "shared= needs POSIX shared memory and lock-free 64-bit atomics, which "
@@ -666,14 +744,29 @@ cdef class _Segment:
             wanted = capacity
         self.name = name
         while True:
-            err = gp_shm_map(path, _segment_size(wanted), &created, &base, &length)
+            err = gp_shm_map(path, _segment_size(wanted), &created, &base, &length, &fd, &owner, &mode)
             if err == 0:
                 break
-            if err != errno.EAGAIN or _time.monotonic() > give_up:
+            if err == GP_SHM_FOREIGN or err == errno.EACCES:
+                raise PermissionError(
+                    errno.EACCES,
+                    f"shared memory segment {name!r} ({path.decode()}) is not this user's alone "
+                    + ("(this user may not open it)" if err == errno.EACCES else
+                       f"(owner uid {owner}, mode 0o{mode:03o})")
+                    + f": a segment must belong to uid {gp_euid()} with mode 0600, since "
+                    "anyone who can write it steers this pool's picks; use another shared= "
+                    f"name, or have its owner or root remove it (on Linux: rm /dev/shm{path.decode()})")
+            if err == errno.EAGAIN and _time.monotonic() > give_up:
+                raise RuntimeError(
+                    f"shared memory segment {name!r} is empty (its creator exited while "
+                    "creating it, or it was truncated): remove it with "
+                    f"EndpointPool.unlink_shared({name!r})")
+            if err != errno.EAGAIN:
                 raise OSError(err, f"shared memory segment {name!r}: {_os.strerror(err)}")
             _time.sleep(0.001)
         self.base = <char *>base
-        self.length = length
+        self.length = self.mapped = length
+        self.fd = fd
         self.header = <gp_atomic_u64 *>base
         if created:
             gp_u64_store_relaxed(&self.header[0], _SHM_MAGIC)
@@ -698,12 +791,14 @@ cdef class _Segment:
             taken = gp_u64_load_relaxed(&self.header[2])
             if taken < 1 or taken > MAX_SHARED_CAPACITY or _segment_size(taken) > length:
                 raise ValueError(f"shared memory segment {name!r} is damaged (capacity "
-                                 f"{taken} in {length} bytes)")
+                                 f"{taken} in {length} bytes): remove it with "
+                                 f"EndpointPool.unlink_shared({name!r})")
             if capacity is not None and taken != wanted:
                 raise ValueError(f"shared memory segment {name!r} holds {taken} endpoints, "
                                  f"not shared_capacity={capacity!r}")
             wanted = taken
         self.capacity = wanted
+        self.length = _segment_size(wanted)  # what is used; a longer file is no harm
         self.cooling = <gp_atomic_i64 *>(self.base + 64)
         self.states = <gp_atomic_u64 *>(self.base + _SHM_HEADER)
         self.keys = <unsigned char *>(self.base + _SHM_HEADER + _aligned(wanted * 8))
@@ -712,51 +807,310 @@ cdef class _Segment:
         self.total = <gp_atomic_u64 *>(<char *>self.consecutive + _aligned(wanted * 8))
         self.failed_at = <gp_atomic_u64 *>(<char *>self.total + _aligned(wanted * 8))
         self.probe = <gp_atomic_u64 *>(<char *>self.failed_at + _aligned(wanted * 8))
+        self.holders = <gp_atomic_u64 *>(<char *>self.probe + _aligned(wanted * 8))
+        self.attachments = <gp_atomic_u64 *>(<char *>self.holders
+                                              + _aligned(wanted * 8 * _HOLDER_WORDS))
+        self.counts = <gp_atomic_u64 *>PyMem_RawCalloc(wanted, sizeof(gp_atomic_u64))
+        if self.counts == NULL:
+            raise MemoryError()
+        self.namespace = gp_pid_namespace()
+        if not self._attach():
+            _log.warning("shared memory segment %r has no free attachment (%d processes' pools "
+                         "map it): this pool keeps its nodes' health to itself", name, _ATTACHMENTS)
+            self.warned_full = True
+        _segments.add(self)
 
     def __dealloc__(self):
+        cdef uint64_t mine
         if self.base != NULL:
-            gp_shm_unmap(self.base, self.length)
+            if self.attachment >= 0 and self.attached_pid == gp_pid() and self._intact():
+                # Every membership is gone (each held this mapping), so its holds are too.
+                mine = self.attached_pid
+                gp_u64_cas(&self.attachments[2 * self.attachment], mine, 0)
+            gp_shm_unmap(self.base, self.mapped)
+        if self.fd >= 0:
+            gp_shm_close(self.fd)
+        PyMem_RawFree(self.counts)
 
-    def record_of(self, node):
-        """The record of ``node`` (base URL and address), claimed if new."""
+    cdef bint _intact(self) noexcept nogil:
+        """Whether the segment still spans its layout; once it does not (truncated
+        by a process of this user, or root), it is never read or written again here:
+        a page past its end would raise SIGBUS."""
+        cdef size_t now_length = 0
+        if gp_u64_load_relaxed(&self.lost):
+            return False
+        if gp_shm_size(self.fd, &now_length) != 0 or now_length < self.length:
+            gp_u64_store_relaxed(&self.lost, 1)
+            return False
+        return True
+
+    cdef bint _dead(self, uint64_t word, uint64_t namespace) noexcept nogil:
+        """Whether attachment word ``word`` names a process that is gone."""
+        cdef uint64_t pid = word & ~_REAPING
+        return (word != 0 and namespace == self.namespace and pid != gp_pid()
+                and not gp_pid_alive(pid))
+
+    cdef void _clear_bit(self, Py_ssize_t attachment) noexcept nogil:
+        cdef uint64_t i
+        cdef uint64_t bit = 1ULL << (attachment % 64)
+        for i in range(self.capacity):
+            _bits_clear(&self.holders[i * _HOLDER_WORDS + attachment // 64], bit)
+
+    cdef Py_ssize_t _take_slot(self) noexcept nogil:
+        """Take a free attachment, or the one of a process that is gone (after
+        clearing its holds), for this process: its index, or -1 when every one
+        belongs to a live process."""
+        cdef Py_ssize_t s
+        cdef uint64_t word, mine = gp_pid()
+        for s in range(_ATTACHMENTS):
+            word = gp_u64_load(&self.attachments[2 * s])
+            if word == 0 or self._dead(word, gp_u64_load(&self.attachments[2 * s + 1])):
+                if gp_u64_cas(&self.attachments[2 * s], word, mine):
+                    gp_u64_store(&self.attachments[2 * s + 1], self.namespace)
+                    if word != 0:
+                        self._clear_bit(s)
+                    return s
+        return -1
+
+    cdef bint _attach(self) noexcept nogil:
+        self.attachment = self._take_slot()
+        self.attached_pid = gp_pid()
+        return self.attachment >= 0
+
+    cdef bint _reap(self) noexcept nogil:
+        """Free every attachment whose process is gone, with its holds; whether any was."""
+        cdef Py_ssize_t s
+        cdef uint64_t word
+        cdef bint reaped = False
+        for s in range(_ATTACHMENTS):
+            word = gp_u64_load(&self.attachments[2 * s])
+            if self._dead(word, gp_u64_load(&self.attachments[2 * s + 1])):
+                if gp_u64_cas(&self.attachments[2 * s], word, gp_pid() | _REAPING):
+                    self._clear_bit(s)
+                    gp_u64_store(&self.attachments[2 * s], 0)
+                    reaped = True
+        return reaped
+
+    cdef bint _unheld(self, uint64_t i) noexcept nogil:
+        cdef Py_ssize_t w
+        for w in range(_HOLDER_WORDS):
+            if gp_u64_load(&self.holders[i * _HOLDER_WORDS + w]) != 0:
+                return False
+        return True
+
+    cdef bint _take(self, uint64_t i, uint64_t state) noexcept nogil:
+        """Hold record i, READY as ``state`` when its key was compared: False when it
+        changed meanwhile (taken over for another key), and nothing is held."""
+        cdef gp_atomic_u64 *word = &self.holders[i * _HOLDER_WORDS + self.attachment // 64]
+        cdef uint64_t bit = 1ULL << (self.attachment % 64)
+        cdef bint held = True
+        _lock_local(&self.lock)
+        if gp_u64_load_relaxed(&self.counts[i]) == 0:
+            _bits_set(word, bit)  # then the state, read again: see above
+            held = gp_u64_load(&self.states[i]) == state
+            if not held:
+                _bits_clear(word, bit)
+        if held:
+            gp_u64_store_relaxed(&self.counts[i], gp_u64_load_relaxed(&self.counts[i]) + 1)
+        _unlock_local(&self.lock)
+        return held
+
+    cdef void _claim(self, uint64_t i, const unsigned char *key, uint64_t was) noexcept nogil:
+        """Record i, whose state this process has just swapped to CLAIMING from
+        ``was``, becomes ``key``'s: health reset, held, READY."""
+        if gp_u64_exchange_relaxed(&self.deadlines[i], 0) != 0:
+            gp_i64_fetch_add_relaxed(self.cooling, -1)
+        gp_u64_store_relaxed(&self.consecutive[i], 0)
+        gp_u64_store_relaxed(&self.total[i], 0)
+        gp_u64_store_relaxed(&self.failed_at[i], 0)
+        gp_u64_store_relaxed(&self.probe[i], 0)
+        memcpy(self.keys + 32 * i, key, 32)
+        _lock_local(&self.lock)
+        _bits_set(&self.holders[i * _HOLDER_WORDS + self.attachment // 64],
+                  1ULL << (self.attachment % 64))
+        gp_u64_store_relaxed(&self.counts[i], gp_u64_load_relaxed(&self.counts[i]) + 1)
+        _unlock_local(&self.lock)
+        gp_u64_store(&self.states[i], (gp_u64_fetch_add(&self.header[6], 1) + 1) << 2 | _READY)
+        if was == 0:
+            gp_u64_fetch_add(&self.header[4], 1)
+
+    cdef void release(self, uint64_t i) noexcept nogil:
+        """One hold of record i less; this mapping's bit clears with the last."""
+        if self.attachment < 0:
+            return
+        _lock_local(&self.lock)
+        if gp_u64_load_relaxed(&self.counts[i]) == 1 and not gp_u64_load_relaxed(&self.lost):
+            _bits_clear(&self.holders[i * _HOLDER_WORDS + self.attachment // 64],
+                        1ULL << (self.attachment % 64))
+        gp_u64_store_relaxed(&self.counts[i], gp_u64_load_relaxed(&self.counts[i]) - 1)
+        _unlock_local(&self.lock)
+
+    cdef Py_ssize_t _hold_key(self, const unsigned char *key, uint64_t start) except -2:
+        """The record of ``key``, held: found, else claimed (a never-used record,
+        else one no live membership holds); -1 when there is none to claim."""
+        cdef uint64_t mine = gp_pid() << 2 | _CLAIMING, state, spare_state = 0
+        cdef uint64_t probe, i
+        cdef Py_ssize_t spare
+        cdef double give_up
+        cdef int rounds
+        for rounds in range(3):  # a spare taken by another claimant: look again
+            spare = -1
+            for probe in range(self.capacity):
+                i = (start + probe) % self.capacity
+                give_up = 0.0
+                while True:
+                    state = gp_u64_load(&self.states[i])
+                    if state & _STATE_KIND == _READY:
+                        if memcmp(self.keys + 32 * i, key, 32) == 0:
+                            if self._take(i, state):
+                                return i
+                            continue
+                        if spare < 0 and self._unheld(i):
+                            spare, spare_state = i, state
+                        break
+                    if state == 0 or (state & _CLAIMING and not gp_pid_alive(state >> 2)):
+                        # never used (the key is nowhere further on), or its claimant
+                        # died while writing the key: take it
+                        if gp_u64_cas(&self.states[i], state, mine):
+                            self._claim(i, key, state)
+                            return i
+                        continue
+                    if give_up == 0.0:  # another process is writing this record's key
+                        give_up = _time.monotonic() + _SHM_WAIT_S
+                    elif _time.monotonic() > give_up:
+                        raise TimeoutError(f"shared memory segment {self.name!r}: record {i} "
+                                           "stayed half-written")
+                    _time.sleep(0.0001)
+            if spare < 0:
+                return -1
+            if gp_u64_cas(&self.states[spare], spare_state, mine):
+                if self._unheld(spare):
+                    self._claim(spare, key, spare_state)
+                    return spare
+                gp_u64_store(&self.states[spare], spare_state)  # held meanwhile: put back
+        return -1
+
+    cdef Py_ssize_t hold(self, node) except -2:
+        """The record of ``node`` (base URL and address), held for a membership until
+        ``release``; -1 when the segment has no room for it, even after reaping the
+        holds of processes that are gone."""
         cdef bytes key = _hashlib.blake2b(
             f"{len(node.base_url)}:{node.base_url}{node.address}".encode(),
             digest_size=32, person=b"gonka_pool").digest()
-        cdef const unsigned char *k = key
-        cdef uint64_t mine = gp_pid() << 2 | _CLAIMING, state
         cdef uint64_t start = int.from_bytes(key[:8], "little") % self.capacity
-        cdef uint64_t probe, i
-        cdef double give_up
-        for probe in range(self.capacity):
-            i = (start + probe) % self.capacity
-            give_up = 0.0
-            while True:
-                state = gp_u64_load(&self.states[i])
-                if state == _READY:
-                    if memcmp(self.keys + 32 * i, k, 32) == 0:
-                        return i
-                    break
-                if state == 0 or (state & _CLAIMING and not gp_pid_alive(state >> 2)):
-                    # free, or its claimant died while writing the key: take it
-                    if gp_u64_cas(&self.states[i], state, mine):
-                        memcpy(self.keys + 32 * i, k, 32)
-                        gp_u64_store(&self.states[i], _READY)
-                        if state == 0:
-                            gp_u64_fetch_add(&self.header[4], 1)
-                        return i
-                    continue
-                if give_up == 0.0:  # another process is writing this record's key
-                    give_up = _time.monotonic() + _SHM_WAIT_S
-                elif _time.monotonic() > give_up:
-                    raise TimeoutError(f"shared memory segment {self.name!r}: record {i} "
-                                       "stayed half-written")
-                _time.sleep(0.0001)
-        raise RuntimeError(
-            f"shared memory segment {self.name!r} is full: its {self.capacity} endpoint "
-            "records are taken (records are never freed); create it larger with "
-            "shared_capacity=, after EndpointPool.unlink_shared() of this one")
+        cdef Py_ssize_t i = self._hold_key(key, start)
+        if i < 0 and self._reap():
+            i = self._hold_key(key, start)
+        return i
+
+    cdef Py_ssize_t hold_all(self, tuple nodes, uint32_t *records) except -1:
+        """Hold the record of every node into ``records``: the number held, or 0
+        (nothing held, one warning) when the segment cannot take them all, the
+        membership then keeping its health to itself."""
+        cdef Py_ssize_t n = PyTuple_GET_SIZE(nodes), k, i
+        if self.attachment < 0:
+            return 0  # warned when it was mapped
+        if not self._intact():
+            if self.warned_lost:
+                return 0
+            self.warned_lost = True
+            _log.warning("shared memory segment %r is shorter than its layout (truncated "
+                         "by another process?): this pool keeps its nodes' health to itself "
+                         "from now on; remove it with EndpointPool.unlink_shared(%r)",
+                         self.name, self.name)
+            return 0
+        if <uint64_t>n > self.capacity and <uint64_t>len(set(nodes)) > self.capacity:
+            self._warn_full(n)  # without claiming records it could never keep
+            return 0
+        try:
+            for k in range(n):
+                i = self.hold(nodes[k])
+                if i < 0:
+                    for i in range(k):
+                        self.release(records[i])
+                    self._warn_full(n)
+                    return 0
+                records[k] = <uint32_t>i
+        except BaseException:
+            for i in range(k):
+                self.release(records[i])
+            raise
+        self.warned_full = False
+        return n
+
+    cdef _warn_full(self, Py_ssize_t n):
+        if not self.warned_full:  # once, until a membership fits again
+            self.warned_full = True
+            _log.warning(
+                "shared memory segment %r is full: its %d endpoint records are held by live "
+                "pools; this membership of %d nodes keeps its health to itself (shared again "
+                "once it fits; or create the segment larger with shared_capacity=, after "
+                "EndpointPool.unlink_shared(%r))", self.name, self.capacity, n, self.name)
+
+    cdef void _sync_bits(self, Py_ssize_t slot) noexcept nogil:
+        """Attachment ``slot``'s bit of each record set exactly where this mapping
+        holds it."""
+        cdef uint64_t i, bit = 1ULL << (slot % 64)
+        _lock_local(&self.lock)
+        for i in range(self.capacity):
+            if gp_u64_load_relaxed(&self.counts[i]) != 0:
+                _bits_set(&self.holders[i * _HOLDER_WORDS + slot // 64], bit)
+            else:
+                _bits_clear(&self.holders[i * _HOLDER_WORDS + slot // 64], bit)
+        _unlock_local(&self.lock)
+
+    # fork(): the child's memberships are copies of the parent's and read the same
+    # records, so the child needs holds of its own, or the parent's exit (or its
+    # next update()) would let the records go under the child.  The parent takes an
+    # attachment for the child before forking, holding all it holds, and the child
+    # makes it its own.  Without a free one, the child goes on under the parent's
+    # holds, and shares no new membership.
+
+    cdef void prepare_fork(self) noexcept nogil:
+        self.fork_slot = -1
+        if self.attachment >= 0 and self._intact():
+            self.fork_slot = self._take_slot()
+            if self.fork_slot >= 0:
+                self._sync_bits(self.fork_slot)
+
+    cdef void forked_parent(self) noexcept nogil:
+        self.fork_slot = -1  # the child's now
+
+    cdef void forked_child(self) noexcept nogil:
+        cdef uint64_t parent = self.attached_pid
+        gp_u64_store(&self.lock, 0)  # a parent's thread may have held it at fork
+        if self.attachment < 0:
+            return
+        self.attachment = self.fork_slot
+        self.attached_pid = gp_pid()
+        self.fork_slot = -1
+        if self.attachment >= 0:
+            gp_u64_cas(&self.attachments[2 * self.attachment], parent, self.attached_pid)
+            if self._intact():
+                self._sync_bits(self.attachment)  # holds taken or dropped meanwhile
 
 
+def _prepare_fork():
+    for segment in list(_segments):
+        (<_Segment>segment).prepare_fork()
+
+
+def _forked_parent():
+    for segment in list(_segments):
+        (<_Segment>segment).forked_parent()
+
+
+def _forked_child():
+    for segment in list(_segments):
+        (<_Segment>segment).forked_child()
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(before=_prepare_fork, after_in_parent=_forked_parent,
+                         after_in_child=_forked_child)
+
+
+@cython.no_gc_clear  # __dealloc__ releases its records through ``segment``
 cdef class _Members:
     """One membership: the nodes tuple, weights, and the C block of their state."""
 
@@ -767,6 +1121,8 @@ cdef class _Members:
     cdef tuple stripe_nodes           # stripes x n endpoints: each stripe's own copies
     cdef dict positions               # endpoint -> tuple of indices, read-only once built
     cdef _Segment segment             # the shared segment holding the health, or None
+    cdef uint32_t *held               # shared: the records this membership holds
+    cdef Py_ssize_t n_held            # how many (n), or 0
 
     def __cinit__(self, tuple nodes not None, weights, schedule, _Segment segment=None):
         cdef Py_ssize_t n = PyTuple_GET_SIZE(nodes), i
@@ -784,12 +1140,20 @@ cdef class _Members:
         cdef int failed = 0
         if n == 0:
             raise ValueError("EndpointPool requires at least one node")
-        cdef list records = None
         if segment is not None:
-            # Each node's health record in the segment (claimed on first sight); the
-            # block then holds the record numbers instead of the three arrays.
-            records = [segment.record_of(node) for node in nodes]
-            per_array = (<size_t>n * sizeof(uint32_t) + line - 1) // line * line
+            # Each node's health record in the segment (claimed on first sight), held
+            # until this membership is freed; the block then holds the record numbers
+            # instead of the health arrays.  A segment that cannot take them all (full
+            # of live pools' records, or truncated) leaves the health to this block.
+            self.held = <uint32_t *>PyMem_RawMalloc(<size_t>n * sizeof(uint32_t))
+            if self.held == NULL:
+                raise MemoryError()
+            self.segment = segment
+            self.n_held = segment.hold_all(nodes, self.held)
+            if self.n_held == 0:
+                self.segment = segment = None
+            else:
+                per_array = (<size_t>n * sizeof(uint32_t) + line - 1) // line * line
         # Laid out as: this header, the loads, the health arrays (five of their own,
         # or the record numbers of a shared pool), the capacities, the schedule.
         health = per_array if segment is not None else 5 * per_array
@@ -820,7 +1184,6 @@ cdef class _Members:
                 self.m.failed_at = <gp_atomic_u64 *>(base + head + loads + 3 * per_array)
                 self.m.probe = <gp_atomic_u64 *>(base + head + loads + 4 * per_array)
             else:
-                self.segment = segment
                 self.m.cooling = segment.cooling
                 self.m.failed_until = segment.deadlines
                 self.m.consecutive = segment.consecutive
@@ -829,7 +1192,7 @@ cdef class _Members:
                 self.m.probe = segment.probe
                 self.m.slot_of = <uint32_t *>(base + head + loads)
                 for i in range(n):
-                    self.m.slot_of[i] = <uint32_t>records[i]
+                    self.m.slot_of[i] = self.held[i]
             if weights is not None:
                 self.m.capacity = <double *>(base + head + loads + health)
                 for i in range(n):
@@ -865,7 +1228,23 @@ cdef class _Members:
         self.positions = positions
 
     def __dealloc__(self):
+        self.release_records()
+        PyMem_RawFree(self.held)
         PyMem_RawFree(self.allocation)
+
+    cdef void release_records(self) noexcept:
+        """Let go of the segment's records, once: when ``update()`` retires this
+        membership (under its lock), else when it is freed.  At retirement, not when
+        freed: without the GIL a retired membership lives until a collection, and its
+        records must not wait that long.  Nothing writes them through a retired
+        membership (marks land on the one in force); a pick still running in it may
+        read a record that was taken over meanwhile, and picks as on a read a moment
+        stale: the mapping stays, so nothing faults."""
+        cdef Py_ssize_t i, n = self.n_held
+        self.n_held = 0
+        if n and self.segment._intact():
+            for i in range(n):
+                self.segment.release(self.held[i])
 
     cdef tuple indices_of(self, object endpoint):
         """Every index holding ``endpoint`` (duplicates are separate slots)."""
@@ -1147,6 +1526,19 @@ cdef void _raise_remote(gp_core *core, gp_members *m, Py_ssize_t idx, uint64_t r
             break
 
 
+cdef bint _clear_forever(gp_members *m, Py_ssize_t idx) noexcept nogil:
+    """``_readmit`` on one slot: a deadline of FOREVER ("until cleared") becomes 0,
+    by CAS (any other cooldown runs on), and the backoff level resets; whether it
+    was FOREVER."""
+    cdef bint done = False
+    if gp_u64_load_relaxed(_deadline(m, idx)) != FOREVER:
+        return False
+    _set_deadline(m, idx, FOREVER, 0, &done)
+    if done:
+        gp_u64_store_relaxed(_consecutive(m, idx), 0)
+    return done
+
+
 # -- marks against update() (the module docstring, "Marks and update()") ---------
 
 cdef inline gp_members *_mark_begin(gp_core *core, gp_atomic_u64 *in_flight) noexcept nogil:
@@ -1206,10 +1598,34 @@ cdef inline void _copy_load(gp_load *old, gp_load *new) noexcept nogil:
     gp_u64_store_relaxed(&new.last_event_ns, gp_u64_load_relaxed(&old.last_event_ns))
 
 
+cdef void _bound_shared(gp_core *core, gp_members *m) noexcept nogil:
+    """A shared membership's health as other processes left it, bounded by this
+    pool's rules before it is used: a deadline at most ``max_cooldown`` ahead (but
+    FOREVER, "until cleared", which ``refresh()`` clears when discovery lists the
+    node again), a probe claim at most ``GP_PROBE_NS`` ahead, no failure dated after
+    now.  Only this user's processes can write the segment (``gp_shm_map``); this
+    bounds what one of them, or a bug, can leave there."""
+    cdef uint64_t tick, now = _now_tick(core, &tick), value, limit
+    cdef Py_ssize_t i
+    for i in range(m.n):
+        limit = FOREVER - 1 if core.max_ns >= FOREVER - 1 - now - tick else now + tick + core.max_ns
+        value = gp_u64_load_relaxed(_deadline(m, i))
+        if value != FOREVER and value > limit:
+            gp_u64_cas_relaxed(_deadline(m, i), value, limit)  # non-zero to non-zero
+        limit = now + GP_PROBE_NS
+        value = gp_u64_load_relaxed(_probe(m, i))
+        if value > limit:
+            gp_u64_cas_relaxed(_probe(m, i), value, limit)
+        value = gp_u64_load_relaxed(_failed_at(m, i))
+        if value > now:
+            gp_u64_cas_relaxed(_failed_at(m, i), value, now)
+
+
 cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pairs,
-                Py_ssize_t count) noexcept nogil:
+                Py_ssize_t count, bint old_health) noexcept nogil:
     """Retire ``old``, wait out the marks in flight, copy the state of each pair
-    (old index, new index) and publish ``new``."""
+    (old index, new index) and publish ``new``.  ``old_health``: whether old's
+    health may be read (not when it lies in a segment found truncated)."""
     cdef Py_ssize_t k, i, j
     cdef uint64_t stripe, deadline
     cdef unsigned spins
@@ -1227,15 +1643,19 @@ cdef void _swap(gp_core *core, gp_members *old, gp_members *new, Py_ssize_t *pai
         _copy_load(&old.load[i], &new.load[j])
     if new.slot_of != NULL:
         count = 0  # a shared pool's nodes keep their health records in the segment
+        _bound_shared(core, new)
+    elif not old_health:
+        count = 0
     for k in range(count):
+        # old may be shared (new keeps its health to itself: the segment was full)
         i, j = pairs[2 * k], pairs[2 * k + 1]
         GP_ASSERT(i < old.n)
         GP_ASSERT(j < new.n)
-        gp_u64_store_relaxed(&new.failed_at[j], gp_u64_load_relaxed(&old.failed_at[i]))
-        gp_u64_store_relaxed(&new.probe[j], gp_u64_load_relaxed(&old.probe[i]))
-        gp_u64_store_relaxed(&new.consecutive[j], gp_u64_load_relaxed(&old.consecutive[i]))
-        gp_u64_store_relaxed(&new.total[j], gp_u64_load_relaxed(&old.total[i]))
-        deadline = gp_u64_load_relaxed(&old.failed_until[i])
+        gp_u64_store_relaxed(&new.failed_at[j], gp_u64_load_relaxed(_failed_at(old, i)))
+        gp_u64_store_relaxed(&new.probe[j], gp_u64_load_relaxed(_probe(old, i)))
+        gp_u64_store_relaxed(&new.consecutive[j], gp_u64_load_relaxed(_consecutive(old, i)))
+        gp_u64_store_relaxed(&new.total[j], gp_u64_load_relaxed(_total(old, i)))
+        deadline = gp_u64_load_relaxed(_deadline(old, i))
         if deadline != 0:
             gp_u64_store_relaxed(&new.failed_until[j], deadline)
             gp_i64_fetch_add_relaxed(new.cooling, 1)
@@ -1841,6 +2261,8 @@ round-robin order, ``acquire()`` by load (``balance=``).
             self._starts.append(offset)
         self._members = members
         owner.members = members
+        if members.m.slot_of != NULL:
+            _bound_shared(self._core, members.m)
         gp_u64_store_relaxed(&self._core.members, <uintptr_t>members.m)
         owner.retired = []
         anchors = []
@@ -2146,9 +2568,11 @@ round-robin order, ``acquire()`` by load (``balance=``).
                         pairs[2 * count] = same[k]
                         pairs[2 * count + 1] = j
                         count += 1
-                _swap(self._core, old.m, new.m, pairs, count)
+                _swap(self._core, old.m, new.m, pairs, count,
+                      old.segment is None or old.segment._intact())
                 self._members = new
                 self._owner.members = new
+                old.release_records()
                 self._retire(old)
         finally:
             PyMem_RawFree(pairs)
@@ -2401,7 +2825,8 @@ round-robin order, ``acquire()`` by load (``balance=``).
         """Call ``fn(event, endpoint, remaining_ns, failures)`` after this process's
         own marks, outside any lock, never from selection: ``"cooldown"`` when a mark
         enters a cooldown (the log line's moment and figures), ``"success"`` (0, 0)
-        when ``mark_success`` resets a non-zero consecutive count.  None stops it.
+        when ``mark_success`` resets a non-zero consecutive count, ``"cleared"`` (0, 0)
+        when ``_readmit`` ends a cooldown "until cleared".  None stops it.
         ``fn`` must not raise: it runs inside ``mark_failed``.
 
         Marks read the observer without a lock, so one replaced here could still be
@@ -2498,6 +2923,41 @@ round-robin order, ``acquire()`` by load (``balance=``).
         gonka_pool.redis caps the deadlines it stores and loads at, and how long it
         counts a remote cooldown as holding a node."""
         return self._core.max_ns
+
+    def _readmit(self, endpoint):
+        """Discovery lists ``endpoint`` again (``gonka.refresh``): a cooldown "until
+        cleared" ends now, with its backoff level; any other cooldown runs on.  With
+        ``shared=`` the record in the segment is cleared, so every pool on it sees the
+        node back, not only this one.  The observer hears ``("cleared", endpoint, 0,
+        0)`` when something was cleared (which the return value says)."""
+        cdef _Members members = <_Members>_current(self._core).owner
+        cdef gp_atomic_u64 *in_flight
+        cdef gp_members *m
+        cdef Py_ssize_t idx, k
+        cdef bint applied, cleared = False
+        cdef tuple found
+        _check_endpoint(endpoint)
+        while True:
+            found = members.indices_of(endpoint)
+            applied = True
+            for k in range(PyTuple_GET_SIZE(found)):
+                idx = found[k]
+                in_flight = &self._core.stripes[_stripe(self._core)].in_flight
+                m = _mark_begin(self._core, in_flight)
+                # As _mark: indices resolved against ``members`` apply only there.
+                applied = m == members.m
+                if applied and _clear_forever(m, idx):
+                    cleared = True
+                _mark_end(in_flight)
+                if not applied:
+                    members = <_Members>m.owner
+                    break
+            if applied:
+                break
+        observer = self._observer
+        if cleared and observer is not None:
+            observer("cleared", endpoint, 0, 0)
+        return cleared
 
 
 @cython.final

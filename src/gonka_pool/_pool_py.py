@@ -926,7 +926,8 @@ class EndpointPool:
         """Call ``fn(event, endpoint, remaining_ns, failures)`` after this process's
         own marks, outside the lock, never from selection: ``"cooldown"`` when a mark
         enters a cooldown (the log line's moment and figures), ``"success"`` (0, 0)
-        when ``mark_success`` resets a non-zero consecutive count.  None stops it.
+        when ``mark_success`` resets a non-zero consecutive count, ``"cleared"`` (0, 0)
+        when ``_readmit`` ends a cooldown "until cleared".  None stops it.
         ``fn`` must not raise: it runs inside ``mark_failed``."""
         if fn is not None and not callable(fn):
             raise TypeError(f"observer must be callable or None, not {type(fn).__name__}")
@@ -996,6 +997,26 @@ class EndpointPool:
             for idx in indices:
                 m.consecutive[idx] = 0
         return bool(indices)
+
+    def _readmit(self, endpoint) -> bool:
+        """Discovery lists ``endpoint`` again (``gonka.refresh``): a cooldown "until
+        cleared" ends now, with its backoff level; any other cooldown runs on.  The
+        observer hears ``("cleared", endpoint, 0, 0)`` when something was cleared
+        (which the return value says)."""
+        endpoint = _check_endpoint(endpoint)
+        cleared = False
+        with self._lock:
+            m = self._members
+            for idx in m.indices_of(endpoint):
+                if m.failed_until[idx] == FOREVER:
+                    m.failed_until[idx] = 0
+                    m.cooling -= 1
+                    m.consecutive[idx] = 0
+                    cleared = True
+        observer = self._observer
+        if cleared and observer is not None:
+            observer("cleared", endpoint, 0, 0)
+        return cleared
 
 
 class Lease:

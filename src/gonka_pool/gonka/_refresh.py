@@ -28,22 +28,17 @@ def refresh(
 ) -> list[Participant]:
     """Re-discover and ``pool.update()`` to the participants found, weighted.
 
-    Nodes that stay keep their state, except those cooling "until cleared" (a 403
-    "Transfer Agent not allowed"): discovery listing them again means the chain
-    admits them, so they come back fresh (they are dropped and re-added, by two
-    updates).  Raises what ``discover`` raises, and leaves the pool as it was.
+    Nodes that stay keep their state, except that a cooldown "until cleared" (a 403
+    "Transfer Agent not allowed") ends: discovery listing the node means the chain
+    admits it.  It ends in a ``shared=`` segment too, for every pool on it, and the
+    pool's observer hears ``"cleared"`` (``RedisHealth`` passes it on).  Raises what
+    ``discover`` raises, and leaves the pool as it was.
     """
     participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout)
-    endpoints = [p.endpoint for p in participants]
-    weights = pool_weights(participants)
-    listed = set(endpoints)
-    shut_out = {
-        state.endpoint for state in pool.snapshot() if state.cooldown_remaining == math.inf and state.endpoint in listed
-    }
-    if shut_out and len(shut_out) < len(endpoints):
-        keep = [i for i, e in enumerate(endpoints) if e not in shut_out]
-        pool.update([endpoints[i] for i in keep], [weights[i] for i in keep])
-    pool.update(endpoints, weights)
+    pool.update([p.endpoint for p in participants], pool_weights(participants))
+    for state in pool.snapshot():
+        if state.cooldown_remaining == math.inf:
+            pool._readmit(state.endpoint)
     return participants
 
 
