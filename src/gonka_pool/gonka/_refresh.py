@@ -34,6 +34,12 @@ def refresh(
     updates).  Raises what ``discover`` raises, and leaves the pool as it was.
     """
     participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout)
+    update_membership(pool, participants)
+    return participants
+
+
+def update_membership(pool: Any, participants: list[Participant]) -> None:
+    """``pool.update()`` to ``participants``, weighted, as ``refresh`` does."""
     endpoints = [p.endpoint for p in participants]
     weights = pool_weights(participants)
     listed = set(endpoints)
@@ -44,7 +50,6 @@ def refresh(
         keep = [i for i, e in enumerate(endpoints) if e not in shut_out]
         pool.update([endpoints[i] for i in keep], [weights[i] for i in keep])
     pool.update(endpoints, weights)
-    return participants
 
 
 class _RefresherBase:
@@ -62,11 +67,16 @@ class _RefresherBase:
         self.refreshes = 0  # successful refreshes so far
         self.failures = 0
 
+    def _refresh(self) -> None:
+        """Re-discover and update the pool (gonka_pool.gonka.GonkaOpenAI's refresher
+        discovers its own way: file sources, proofs, delegates)."""
+        refresh(self.pool, self.source_url, **self._discovery)
+
     def refresh_now(self) -> bool:
         """One refresh, now, in this thread: True when the pool was updated; a
         failure keeps the membership and is logged once per outage."""
         try:
-            refresh(self.pool, self.source_url, **self._discovery)
+            self._refresh()
         except Exception as exc:  # noqa: BLE001 - the refresher must outlive any error
             self.failures += 1
             if not self._failing:
