@@ -15,9 +15,12 @@ PUBLIC_API = {
     "gonka_pool": ["EndpointPool", "EndpointState", "GonkaEndpoint", "IMPLEMENTATION", "Lease", "RoutingError"],
     "gonka_pool.gonka": [
         "ADDRESS_PREFIX",
+        "AsyncGonkaOpenAI",  # with openai and httpx2 installed; issue 22, on purpose
         "AsyncGonkaPoolTransport",  # with httpx2 installed
         "AsyncRefresher",
         "DiscoveryError",
+        "Endpoint",  # gonka-openai's Endpoint: issue 22, on purpose
+        "GonkaOpenAI",  # with openai and httpx2 installed; issue 22, on purpose
         "GonkaPoolTransport",  # with httpx2 installed
         "Participant",
         "Refresher",
@@ -76,6 +79,8 @@ def test_the_public_names_are_exactly_the_listed_ones(module_name):
     expected = set(PUBLIC_API[module_name])
     if module_name == "gonka_pool.gonka" and importlib.util.find_spec("httpx2") is None:
         expected -= {"AsyncGonkaPoolTransport", "GonkaPoolTransport"}
+    if module_name == "gonka_pool.gonka" and None in (importlib.util.find_spec(m) for m in ("httpx2", "openai")):
+        expected -= {"AsyncGonkaOpenAI", "GonkaOpenAI"}
     assert sorted(module.__all__) == sorted(expected)
     assert len(module.__all__) == len(set(module.__all__))
     assert [name for name in module.__all__ if not hasattr(module, name)] == []

@@ -25,13 +25,19 @@ nodes, and read the network's own refusals.
   ``pool.update()`` the membership.
 - ``openai_client()`` / ``async_openai_client()`` put it all together, reading
   gonka-openai's environment variables.
+- ``GonkaOpenAI`` / ``AsyncGonkaOpenAI`` are gonka-openai's ``GonkaOpenAI``
+  as a drop-in (its arguments, variables and precedence; its delegate transfer
+  agents, ``file://`` sources and proof check); ``Endpoint`` is its endpoint
+  (docs/migrating.md).
 
 Install with ``pip install 'gonka-pool[gonka]'``.
 
 One module per concern: ``_signing`` (the key, the two backends, addresses),
 ``_discovery`` (participants, the allowlist, the bounds, the internal-host
 check), ``_refresh`` (the refreshers), ``_judge`` (the network's refusals and the
-transports that read them), ``_clients`` (the one-call clients).  This module
+transports that read them), ``_clients`` (the one-call clients), ``_proof`` (the
+ICS23 proof check), ``_sources`` (gonka-openai's sources and delegates),
+``_compat`` (the drop-in clients).  This module
 only gathers their public names.
 """
 
@@ -60,11 +66,14 @@ from ._refresh import AsyncRefresher, Refresher, refresh
 from ._signing import ADDRESS_PREFIX, Signer, verify_signature
 from ._signing import BACKENDS as BACKENDS
 from ._signing import address_from_public_key as address_from_public_key
+from ._sources import ENV_VERIFY_PROOF as ENV_VERIFY_PROOF
+from ._sources import Endpoint
 
 __all__ = [
     "ADDRESS_PREFIX",
     "AsyncRefresher",
     "DiscoveryError",
+    "Endpoint",
     "Participant",
     "Refresher",
     "Signer",
@@ -84,3 +93,10 @@ except ImportError:  # pragma: no cover - depends on the environment
     pass
 else:
     __all__ += ["AsyncGonkaPoolTransport", "GonkaPoolTransport"]
+
+try:  # the drop-in clients need the openai SDK too
+    from ._compat import AsyncGonkaOpenAI, GonkaOpenAI
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+else:
+    __all__ += ["AsyncGonkaOpenAI", "GonkaOpenAI"]

@@ -35,11 +35,17 @@ def refresh(
     ``discover`` raises, and leaves the pool as it was.
     """
     participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout)
+    update_membership(pool, participants)
+    return participants
+
+
+def update_membership(pool: Any, participants: list[Participant]) -> None:
+    """``pool.update()`` to ``participants``, weighted, as ``refresh`` does: then
+    every node still cooling "until cleared" is readmitted (``pool._readmit``)."""
     pool.update([p.endpoint for p in participants], pool_weights(participants))
     for state in pool.snapshot():
         if state.cooldown_remaining == math.inf:
             pool._readmit(state.endpoint)
-    return participants
 
 
 class _RefresherBase:
@@ -57,11 +63,16 @@ class _RefresherBase:
         self.refreshes = 0  # successful refreshes so far
         self.failures = 0
 
+    def _refresh(self) -> None:
+        """Re-discover and update the pool (gonka_pool.gonka.GonkaOpenAI's refresher
+        discovers its own way: file sources, proofs, delegates)."""
+        refresh(self.pool, self.source_url, **self._discovery)
+
     def refresh_now(self) -> bool:
         """One refresh, now, in this thread: True when the pool was updated; a
         failure keeps the membership and is logged once per outage."""
         try:
-            refresh(self.pool, self.source_url, **self._discovery)
+            self._refresh()
         except Exception as exc:  # noqa: BLE001 - the refresher must outlive any error
             self.failures += 1
             if not self._failing:

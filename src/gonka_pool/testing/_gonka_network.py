@@ -20,8 +20,12 @@ transfer agent that checks a chat request the way a real node does
    another TA from <url>/v1/epochs/current/participants".
 
 Then it answers "hello from <name>".  Every node also serves the network's
-``/v1/epochs/current/participants`` and the chain params
-(``/chain-api/productscience/inference/inference/params``).  Errors are echo's
+``/v1/epochs/current/participants``, the chain params
+(``/chain-api/productscience/inference/inference/params``) and, when its
+``delegate_ta`` is set, ``/v1/identity`` naming its delegate transfer agents
+(``{"data": {"delegate_ta": {url: address}}}``, as gonka-openai reads it).  A
+delegate is a node added with ``listed=False`` and ``delegate_for=`` the
+participant it serves: it checks signatures made for that participant's address.  Errors are echo's
 JSON, ``{"message": "..."}``.  Standard library only, except the signature check,
 which uses ``gonka_pool.gonka.verify_signature`` (the ``ecdsa`` package of the
 ``[gonka]`` extra): a curve is not written by hand here either.
@@ -41,6 +45,7 @@ __all__ = ["LocalGonkaNetwork", "LocalGonkaNode"]
 
 PARTICIPANTS_PATH = "/v1/epochs/current/participants"
 PARAMS_PATH = "/chain-api/productscience/inference/inference/params"
+IDENTITY_PATH = "/v1/identity"
 CHAT_PATH = "/v1/chat/completions"
 
 
@@ -63,11 +68,21 @@ class LocalGonkaNetwork:
             self.public_keys[signer.address] = signer.public_key
 
     def add_node(
-        self, name: str, address: str, *, weight: int = 10, models: tuple[str, ...] = ("local",)
+        self,
+        name: str,
+        address: str,
+        *,
+        weight: int = 10,
+        models: tuple[str, ...] = ("local",),
+        listed: bool = True,
+        delegate_for: str | None = None,
     ) -> LocalGonkaNode:
-        """A new node of this network (listed among the participants); started
-        with the network, or by its own ``start()`` once the network runs."""
-        node = LocalGonkaNode(self, name, address, weight=weight, models=models)
+        """A new node of this network (listed among the participants unless
+        ``listed=False``: a delegate transfer agent, which checks signatures made
+        for ``delegate_for``); started with the network, or by its own
+        ``start()`` once the network runs."""
+        node = LocalGonkaNode(self, name, address, weight=weight, models=models, delegate_for=delegate_for)
+        node.listed = listed
         self.nodes.append(node)
         return node
 
@@ -104,11 +119,12 @@ class LocalGonkaNetwork:
                 "seed": None,
             }
             for node in self.nodes
+            if node.listed
         ]
         entries.extend(self.extra_entries)
         return {
             "active_participants": {"participants": entries, "epoch_id": self.epoch_id},
-            "addresses": [node.address for node in self.nodes],
+            "addresses": [node.address for node in self.nodes if node.listed],
             "excluded_participants": [{"address": a, "reason": "test"} for a in self.excluded],
             "block": {"app_hash": ""},
         }
@@ -129,6 +145,7 @@ class LocalGonkaNode:
         weight: int = 10,
         models: tuple[str, ...] = ("local",),
         window_s: float = 10.0,
+        delegate_for: str | None = None,
     ) -> None:
         self.network = network
         self.name = name
@@ -136,6 +153,11 @@ class LocalGonkaNode:
         self.weight = weight
         self.models = models
         self.window_s = window_s
+        self.listed = True  # among the epoch's participants
+        self.delegate_for = delegate_for  # the participant whose requests it serves as delegate
+        # What /v1/identity names as this node's delegate transfer agents
+        # ({url: address}); None: no such route (404), as nodes before delegates.
+        self.delegate_ta: dict[str, str] | None = None
         self.clock_offset_ns = 0  # the node's (chain's) clock minus the wall clock
         self.at_capacity = False
         self.port = 0
@@ -144,6 +166,8 @@ class LocalGonkaNode:
         self.statuses: Counter[int] = Counter()
         self.refusals: Counter[str] = Counter()
         self.served = 0
+        # (lower-case headers, body) of every POST it read, in order.
+        self.requests: list[tuple[dict[str, str], bytes]] = []
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -161,6 +185,7 @@ class LocalGonkaNode:
             self.statuses.clear()
             self.refusals.clear()
             self.served = 0
+            self.requests.clear()
 
     def start(self) -> LocalGonkaNode:
         if self._server is not None:
@@ -201,7 +226,8 @@ class LocalGonkaNode:
             timestamp = int(headers.get("X-Timestamp") or "")
         except ValueError:
             return 400, "X-Timestamp must be an integer"
-        if not verify_signature(public_key, body, timestamp, self.address, signature):
+        signed_for = self.delegate_for or self.address
+        if not verify_signature(public_key, body, timestamp, signed_for, signature):
             return 401, "Unable to validate request against PubKey:invalid signature"
         offset = time.time_ns() + self.clock_offset_ns - timestamp
         window = int(self.window_s * 1e9)
@@ -247,12 +273,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, network.participants_payload())
         elif path == PARAMS_PATH:
             self._json(200, network.params_payload())
+        elif path == IDENTITY_PATH and self.server.node.delegate_ta is not None:
+            node = self.server.node
+            self._json(200, {"data": {"address": node.address, "delegate_ta": dict(node.delegate_ta or {})}})
         else:
             self._json(404, {"message": "Not Found"})
 
     def do_POST(self) -> None:
         node = self.server.node
         body = self._body()
+        with node._lock:
+            node.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
         if self.path.partition("?")[0] != CHAT_PATH:
             self._json(404, {"message": "Not Found"})
             return
