@@ -43,7 +43,7 @@ from .._endpoint import GonkaEndpoint
 from .._failover import failover_plan
 from .._transport import DEFAULT_ORIGIN, _check_origin, _origin_key
 from ..openai import TRANSPORT_OPTIONS, _AsyncOpenAI, _OpenAI
-from ._clients import ENV_ADDRESS, ENV_ENDPOINTS, ENV_PRIVATE_KEY, ENV_SOURCE_URL
+from ._clients import DEFAULT_DEADLINE, ENV_ADDRESS, ENV_ENDPOINTS, ENV_PRIVATE_KEY, ENV_SOURCE_URL
 from ._discovery import pool_weights
 from ._judge import _GonkaJudge
 from ._refresh import DEFAULT_REFRESH_INTERVAL, Refresher, update_membership
@@ -362,6 +362,8 @@ def _network(
     discovery_timeout = options.pop("discovery_timeout", 10.0)
     refresh_interval = options.pop("refresh_interval", DEFAULT_REFRESH_INTERVAL)
     transport_options = {name: options.pop(name) for name in list(options) if name in TRANSPORT_OPTIONS}
+    # As openai_client(): a request ends within DEFAULT_DEADLINE unless told otherwise.
+    transport_options.setdefault("deadline", DEFAULT_DEADLINE)
     delegates = Delegates()
     listed: tuple[Any, ...] | None = None
     refresher: Refresher | None = None
