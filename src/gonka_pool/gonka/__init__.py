@@ -15,8 +15,10 @@ nodes, and read the network's own refusals.
   ``Authorization``, ``X-Requester-Address`` and ``X-Timestamp`` for
   ``endpoint.address`` with a fresh, strictly increasing timestamp.
 - ``discover(source_url)`` reads ``/v1/epochs/current/participants`` and the
-  chain's transfer-agent allowlist; ``pool_from_gonka(source_url)`` builds an
-  ``EndpointPool`` weighted by the participants' weights.
+  chain's transfer-agent allowlist; ``pool_from_gonka(source_url)`` builds an ``EndpointPool`` weighted by the
+  participants' weights.  Participants on this machine or a private network are
+  skipped, and the transports refuse to connect to such an address, unless the
+  user allows it: ``allow_private=True`` or ``GONKA_ALLOW_PRIVATE=1``.
 - ``GonkaPoolTransport`` / ``AsyncGonkaPoolTransport`` (httpx2) judge the
   network's refusals: 403 "Transfer Agent not allowed" keeps the node out, a 400
   for a reused signature or a timestamp outside the window fails over to a
@@ -29,14 +31,15 @@ nodes, and read the network's own refusals.
 Install with ``pip install 'gonka-pool[gonka]'``.
 
 One module per concern: ``_signing`` (the key, the two backends, addresses),
-``_discovery`` (participants, the allowlist, the bounds, the internal-host
-check), ``_refresh`` (the refreshers), ``_judge`` (the network's refusals and the
-transports that read them), ``_clients`` (the one-call clients).  This module
-only gathers their public names.
+``_discovery`` (participants, the allowlist, the bounds), ``_addresses`` (what is this machine or a private
+network, at discovery and at connect time), ``_refresh`` (the refreshers),
+``_judge`` (the network's refusals and the transports that read them),
+``_clients`` (the one-call clients).  This module only gathers their public names.
 """
 
 from __future__ import annotations
 
+from ._addresses import ENV_ALLOW_PRIVATE as ENV_ALLOW_PRIVATE
 from ._clients import ENV_ADDRESS as ENV_ADDRESS
 from ._clients import ENV_ENDPOINTS as ENV_ENDPOINTS
 from ._clients import ENV_PRIVATE_KEY as ENV_PRIVATE_KEY

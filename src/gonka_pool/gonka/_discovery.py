@@ -1,16 +1,14 @@
 """Discovery: the participants of an epoch as a Gonka node reports them, less
 the excluded ones and those off the chain's transfer-agent allowlist; the bounds
-on what a source may send; the check that keeps a public source from steering
-requests to this machine or a private network; the pool built from them.
+on what a source may send; the check that keeps a source from steering requests
+to this machine or a private network (``_addresses``); the pool built from them.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -19,6 +17,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .._endpoint import GonkaEndpoint, redact
+from ._addresses import ENV_ALLOW_PRIVATE, allow_private_from, ascii_host, host_name_or_literal
+from ._addresses import internal_host as _internal_host
 
 log = logging.getLogger("gonka_pool")
 
@@ -107,31 +107,23 @@ def _text(value: object) -> str | None:
     return value if type(value) is str and 0 < len(value) <= MAX_TEXT else None
 
 
-def _internal_host(host: str | None) -> bool:
-    """Whether ``host`` names this machine or a private network by itself: a
-    ``localhost`` name or an IP literal that is not global (loopback, private,
-    link-local such as 169.254.169.254, shared, reserved), in any spelling a
-    resolver takes (``127.1``, ``2130706433``, ``0x7f000001``, ``::ffff:10.0.0.1``).
-    A DNS name is not resolved: what it points at can change after discovery."""
-    if not host:
-        return False
-    host = host.rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
-    except ValueError:
-        try:  # the forms inet_aton accepts, as getaddrinfo does
-            address = ipaddress.IPv4Address(socket.inet_aton(host))
-        except (OSError, ValueError):
-            return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not address.is_global
+def _connected_url(url: str) -> str:
+    """``url`` with its host as the HTTP client connects to it: a non-ASCII host
+    IDNA-mapped to ASCII (``127。0。0。1`` becomes ``127.0.0.1``), so that the pool
+    holds, and the check reads, the very host a request goes to."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if host is None or host.isascii():
+        return url
+    mapped = ascii_host(host)
+    if not host_name_or_literal(mapped):
+        raise ValueError(f"host {mapped[:60]!r} is no DNS name or IP address")
+    netloc = mapped if parts.port is None else f"{mapped}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _participant(
-    entry: object, excluded: set[str], skips: _Skips, position: int, internal_allowed: bool = True
+    entry: object, excluded: set[str], skips: _Skips, position: int, allow_private: bool
 ) -> Participant | None:
     if not isinstance(entry, dict):
         skips.skip(position, f"not an object ({type(entry).__name__})")
@@ -146,16 +138,19 @@ def _participant(
     if not url.endswith("/v1"):
         url += "/v1"
     try:
-        endpoint = GonkaEndpoint(url, address)
+        GonkaEndpoint(url, address)  # the URL as sent, checked before it is mapped
+        endpoint = GonkaEndpoint(_connected_url(url), address)
     except (TypeError, ValueError) as exc:
         skips.skip(position, str(exc))
         return None
-    if not internal_allowed and _internal_host(urlsplit(url).hostname):
-        # A participant is a third party: from a public source it must not steer
-        # this server's requests (and signatures) to its own machine, its private
-        # network or a cloud metadata address.
+    if not allow_private and _internal_host(urlsplit(endpoint.base_url).hostname):
+        # A participant is a third party: it must not steer this server's requests
+        # (and signatures) to its own machine, its private network or a cloud
+        # metadata address, wherever the source runs, unless the user says so.
         skips.skip(
-            position, f"inference_url {redact(url)!r} is on a private network or this machine, and the source is not"
+            position,
+            f"inference_url {redact(url)!r} is on a private network or this machine "
+            f"(allow_private=True or {ENV_ALLOW_PRIVATE}=1 allows it)",
         )
         return None
     weight = entry.get("weight", 0)
@@ -189,7 +184,12 @@ def _allowed_addresses(root: str, timeout: float) -> frozenset[str] | None:
 
 
 def discover(
-    source_url: str, *, epoch: str | int = "current", allowlist: bool = True, timeout: float = 10.0
+    source_url: str,
+    *,
+    epoch: str | int = "current",
+    allowlist: bool = True,
+    timeout: float = 10.0,
+    allow_private: bool | None = None,
 ) -> list[Participant]:
     """The active participants of ``epoch`` as ``source_url`` (any Gonka node)
     reports them: ``GET {source_url}/v1/epochs/{epoch}/participants``, less the
@@ -199,10 +199,12 @@ def discover(
     Every entry is checked (a string address, an http(s) URL, a non-negative
     integer weight, a list of model names); bad ones are skipped and logged, as
     are nodes on this machine or a private network (``localhost``, ``10.0.0.5``,
-    ``169.254.169.254``) unless ``source_url`` is itself on one.
+    ``169.254.169.254``, ``127。0。0。1``, ``[64:ff9b::a9fe:a9fe]``), wherever the
+    source runs, unless ``allow_private`` is True (None: ``GONKA_ALLOW_PRIVATE=1``
+    says so).  A non-ASCII host is kept IDNA-mapped, as the client connects to it.
+
     Raises ``DiscoveryError`` when nothing usable remains or the source cannot be
-    read; never returns an empty list.  The ICS23 proof is not checked (as
-    gonka-openai by default).
+    read; never returns an empty list.  The ICS23 proof is not checked (as gonka-openai by default).
     """
     root = _source_root(source_url)
     if isinstance(epoch, bool) or not (
@@ -211,6 +213,7 @@ def discover(
         raise ValueError(f"epoch must be 'current' or an epoch number, not {epoch!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    allow_private = allow_private_from(allow_private)
     url = root + PARTICIPANTS_PATH.format(epoch=quote(str(epoch), safe=""))
     payload = _get_json(url, timeout)
     if not isinstance(payload, dict):
@@ -234,11 +237,8 @@ def discover(
     skips = _Skips(root)
     found: list[Participant] = []
     seen: set[str] = set()
-    # A chain on this machine or a private network (a local testnet) may list nodes
-    # there; a public one may not.
-    internal_allowed = _internal_host(urlsplit(root).hostname)
     for position, entry in enumerate(entries):
-        participant = _participant(entry, excluded, skips, position, internal_allowed)
+        participant = _participant(entry, excluded, skips, position, allow_private)
         if participant is None:
             continue
         if participant.endpoint.address in seen:
@@ -275,6 +275,7 @@ def pool_from_gonka(
     epoch: str | int = "current",
     allowlist: bool = True,
     timeout: float = 10.0,
+    allow_private: bool | None = None,
     pool_class: Any = None,
     **pool_options: Any,
 ) -> Any:
@@ -286,6 +287,6 @@ def pool_from_gonka(
     if pool_class is None:
         from .. import EndpointPool as pool_class
 
-    participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout)
+    participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout, allow_private=allow_private)
     pool_options.setdefault("weights", pool_weights(participants))
     return pool_class([p.endpoint for p in participants], **pool_options)

@@ -13,6 +13,7 @@ import weakref
 from typing import Any
 
 from .._endpoint import redact
+from ._addresses import allow_private_from
 from ._discovery import Participant, _source_root, discover, pool_weights
 
 log = logging.getLogger("gonka_pool")
@@ -24,7 +25,13 @@ DEFAULT_REFRESH_INTERVAL = 600.0
 
 
 def refresh(
-    pool: Any, source_url: str, *, epoch: str | int = "current", allowlist: bool = True, timeout: float = 10.0
+    pool: Any,
+    source_url: str,
+    *,
+    epoch: str | int = "current",
+    allowlist: bool = True,
+    timeout: float = 10.0,
+    allow_private: bool | None = None,
 ) -> list[Participant]:
     """Re-discover and ``pool.update()`` to the participants found, weighted.
 
@@ -33,7 +40,7 @@ def refresh(
     admits them, so they come back fresh (they are dropped and re-added, by two
     updates).  Raises what ``discover`` raises, and leaves the pool as it was.
     """
-    participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout)
+    participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout, allow_private=allow_private)
     endpoints = [p.endpoint for p in participants]
     weights = pool_weights(participants)
     listed = set(endpoints)
@@ -49,7 +56,14 @@ def refresh(
 
 class _RefresherBase:
     def __init__(
-        self, pool: Any, source_url: str, interval: float, epoch: str | int, allowlist: bool, timeout: float
+        self,
+        pool: Any,
+        source_url: str,
+        interval: float,
+        epoch: str | int,
+        allowlist: bool,
+        timeout: float,
+        allow_private: bool | None,
     ) -> None:
         _source_root(source_url)  # a bad URL fails here, not in the background
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < math.inf:
@@ -57,7 +71,13 @@ class _RefresherBase:
         self.pool = pool
         self.source_url = source_url
         self.interval = float(interval)
-        self._discovery: dict[str, Any] = {"epoch": epoch, "allowlist": allowlist, "timeout": timeout}
+        self._discovery: dict[str, Any] = {
+            "epoch": epoch,
+            "allowlist": allowlist,
+            "timeout": timeout,
+            # Read once: the choice stays what it was when the refresher started.
+            "allow_private": allow_private_from(allow_private),
+        }
         self._failing = False
         self.refreshes = 0  # successful refreshes so far
         self.failures = 0
@@ -118,8 +138,9 @@ class Refresher(_RefresherBase):
         epoch: str | int = "current",
         allowlist: bool = True,
         timeout: float = 10.0,
+        allow_private: bool | None = None,
     ) -> None:
-        super().__init__(pool, source_url, interval, epoch, allowlist, timeout)
+        super().__init__(pool, source_url, interval, epoch, allowlist, timeout, allow_private)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gonka_pool Refresher", daemon=True)
         _live_refreshers.add(self)
@@ -168,8 +189,9 @@ class AsyncRefresher(_RefresherBase):
         epoch: str | int = "current",
         allowlist: bool = True,
         timeout: float = 10.0,
+        allow_private: bool | None = None,
     ) -> None:
-        super().__init__(pool, source_url, interval, epoch, allowlist, timeout)
+        super().__init__(pool, source_url, interval, epoch, allowlist, timeout, allow_private)
         self._task: Any = None
 
     def start(self) -> AsyncRefresher:
