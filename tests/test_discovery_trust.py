@@ -14,18 +14,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 gonka = pytest.importorskip("gonka_pool.gonka", reason="the [gonka] extra is not installed")
+import gonka_pool  # noqa: E402
 from gonka_pool import GonkaEndpoint  # noqa: E402
-from gonka_pool.gonka import discover  # noqa: E402
+from gonka_pool.gonka import DiscoveryError, discover  # noqa: E402
 from gonka_pool.testing import LocalNode  # noqa: E402
 
 pytestmark = pytest.mark.thread_unsafe(reason="patches the process's name resolution and GONKA_ALLOW_PRIVATE")
@@ -242,3 +247,87 @@ def test_a_discovered_node_whose_name_resolves_to_this_machine_gets_no_signed_re
         with client, pytest.raises(openai.APIConnectionError):
             client.chat.completions.create(**CHAT)
         assert node.seen == []
+
+
+# -- 2. a slow, redirecting or oversized source --------------------------------------------
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_source_that_drips_its_answer_is_cut_at_the_discovery_timeout(public_names, make_source, phase):
+    def drip_headers(line: str, sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            sock.sendall(b"a")
+            time.sleep(0.2)
+
+    source = make_source(drip_headers if phase == "headers" else dripping(4.0))
+    started = time.monotonic()
+    with pytest.raises(DiscoveryError, match="did not answer in time"):
+        discover(source.url(), timeout=1.0)
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_source_that_never_finishes_the_tls_handshake_is_cut_at_the_discovery_timeout(public_names, make_source):
+    source = make_source(lambda line, sock: None)  # reads the ClientHello, answers nothing
+    started = time.monotonic()
+    with pytest.raises(DiscoveryError, match="did not answer in time"):
+        discover(f"https://chain.gonka.example:{source.port}", timeout=0.5)
+    assert time.monotonic() - started < 1.5
+
+
+def test_discovery_follows_no_redirect(public_names, make_source):
+    internal = make_source(listing(PUBLIC))  # what a redirect would reach: a private service
+
+    def redirect(line: str, sock: socket.socket) -> None:
+        location = f"http://127.0.0.1:{internal.port}/latest/meta-data"
+        sock.sendall(f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode())
+
+    source = make_source(redirect)
+    with pytest.raises(DiscoveryError, match="HTTP 302, a redirect"):
+        discover(source.url())
+    assert internal.requests == []
+
+
+def test_one_unreadable_entry_is_skipped_and_counted_never_aborting_the_rest(public_names, make_source, caplog):
+    source = make_source(listing("https://a.gonka.example", "https://b.gonka.example", weights=("\u00b2", "7")))
+    with caplog.at_level(logging.WARNING, logger="gonka_pool"):
+        found = discover(source.url(), allowlist=False)
+    assert [(p.endpoint.address, p.weight) for p in found] == [("gonka1p1", 7)]
+    assert ["weight" in r.getMessage() for r in caplog.records] == [True]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads ru_maxrss in KiB, as Linux reports it")
+def test_a_huge_document_is_refused_before_it_is_built_in_memory(make_source):
+    body = b'{"active_participants": {"participants": [' + b",".join([b"{}"] * 5_000_000) + b"]}}"
+    assert len(body) > 14 * 2**20  # under MAX_RESPONSE_BYTES: the count of values refuses it
+
+    def huge(line: str, sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    source = make_source(huge)
+    # A fresh interpreter, so that its peak resident memory is discovery's alone.
+    script = f"""
+import resource
+from gonka_pool.gonka import DiscoveryError, discover
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    discover("http://127.0.0.1:{source.port}", timeout=30.0)
+except DiscoveryError as exc:
+    print(exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+    out = run_python(script, timeout=30.0).splitlines()
+    assert "more than" in out[0] and "JSON values" in out[0]
+    # 433 MiB before; now the body, its text, then at most MAX_JSON_VALUES small values.
+    assert int(out[1]) < 96 * 1024, f"peak grew by {int(out[1]) // 1024} MiB"
+
+
+def run_python(script: str, timeout: float) -> str:
+    """``script``'s output, run by this interpreter with this checkout's package."""
+    env = {**os.environ, "PYTHONPATH": str(Path(gonka_pool.__file__).resolve().parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

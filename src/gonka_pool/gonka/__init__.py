@@ -15,7 +15,8 @@ nodes, and read the network's own refusals.
   ``Authorization``, ``X-Requester-Address`` and ``X-Timestamp`` for
   ``endpoint.address`` with a fresh, strictly increasing timestamp.
 - ``discover(source_url)`` reads ``/v1/epochs/current/participants`` and the
-  chain's transfer-agent allowlist; ``pool_from_gonka(source_url)`` builds an ``EndpointPool`` weighted by the
+  chain's transfer-agent allowlist, within one deadline, following no redirect;
+  ``pool_from_gonka(source_url)`` builds an ``EndpointPool`` weighted by the
   participants' weights.  Participants on this machine or a private network are
   skipped, and the transports refuse to connect to such an address, unless the
   user allows it: ``allow_private=True`` or ``GONKA_ALLOW_PRIVATE=1``.
@@ -31,7 +32,8 @@ nodes, and read the network's own refusals.
 Install with ``pip install 'gonka-pool[gonka]'``.
 
 One module per concern: ``_signing`` (the key, the two backends, addresses),
-``_discovery`` (participants, the allowlist, the bounds), ``_addresses`` (what is this machine or a private
+``_discovery`` (participants, the allowlist, the bounds), ``_fetch`` (the one
+bounded GET discovery makes), ``_addresses`` (what is this machine or a private
 network, at discovery and at connect time), ``_refresh`` (the refreshers),
 ``_judge`` (the network's refusals and the transports that read them),
 ``_clients`` (the one-call clients).  This module only gathers their public names.
@@ -45,6 +47,7 @@ from ._clients import ENV_ENDPOINTS as ENV_ENDPOINTS
 from ._clients import ENV_PRIVATE_KEY as ENV_PRIVATE_KEY
 from ._clients import ENV_SOURCE_URL as ENV_SOURCE_URL
 from ._clients import async_openai_client, openai_client
+from ._discovery import MAX_JSON_VALUES as MAX_JSON_VALUES
 from ._discovery import MAX_LOGGED_SKIPS as MAX_LOGGED_SKIPS
 from ._discovery import MAX_MODELS as MAX_MODELS
 from ._discovery import MAX_PARTICIPANTS as MAX_PARTICIPANTS

@@ -6,11 +6,9 @@ to this machine or a private network (``_addresses``); the pool built from them.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +17,7 @@ from urllib.parse import quote, urlsplit
 from .._endpoint import GonkaEndpoint, redact
 from ._addresses import ENV_ALLOW_PRIVATE, allow_private_from, ascii_host, host_name_or_literal
 from ._addresses import internal_host as _internal_host
+from ._fetch import DeadlinePassed, FetchError, TooManyValues, fetch, parse_json
 
 log = logging.getLogger("gonka_pool")
 
@@ -41,6 +40,11 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_PARTICIPANTS = 10_000
 MAX_MODELS = 256
 MAX_TEXT = 2048  # an address, URL or model name longer than this is refused
+# JSON values (objects, arrays, strings, numbers) one answer may build: about 12
+# per participant today, 32 per participant at MAX_PARTICIPANTS.  The parse stops
+# past it, before the document exists whole: with the body's bound, what one
+# answer costs stays under 64 MiB however it nests (test_discovery_trust.py).
+MAX_JSON_VALUES = 32 * MAX_PARTICIPANTS
 # Skipped entries logged one by one, then counted: a hostile source cannot flood the log.
 MAX_LOGGED_SKIPS = 10
 PARTICIPANTS_PATH = "/v1/epochs/{epoch}/participants"
@@ -67,24 +71,20 @@ def _source_root(source_url: object) -> str:
     return root[:-3] if root.endswith("/v1") else root
 
 
-def _get_json(url: str, timeout: float) -> Any:
-    """GET ``url`` as JSON: the standard library, so discovery needs no HTTP
-    client installed; bounded in time and size; no proxy from the environment
-    (as the transports use trust_env=False)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "gonka-pool"})
+def _get_json(url: str, deadline: float) -> Any:
+    """GET ``url`` as JSON by ``deadline`` (a ``time.monotonic()`` instant), within
+    the bounds above: the one network boundary of discovery (``_fetch``)."""
     try:
-        with opener.open(request, timeout=timeout) as response:
-            data = response.read(MAX_RESPONSE_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise DiscoveryError(f"GET {url} answered HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
-        raise DiscoveryError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
-    if len(data) > MAX_RESPONSE_BYTES:
-        raise DiscoveryError(f"GET {url} sent more than {MAX_RESPONSE_BYTES} bytes")
+        body = fetch(url, deadline, MAX_RESPONSE_BYTES)
+    except DeadlinePassed:
+        raise DiscoveryError(f"GET {url} did not answer in time") from None
+    except FetchError as exc:
+        raise DiscoveryError(f"GET {url} {exc}") from None
     try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
+        return parse_json(body, MAX_JSON_VALUES)
+    except TooManyValues as exc:
+        raise DiscoveryError(f"GET {url} sent {exc}") from None
+    except ValueError:
         raise DiscoveryError(f"GET {url} did not answer JSON") from None
 
 
@@ -154,7 +154,8 @@ def _participant(
         )
         return None
     weight = entry.get("weight", 0)
-    if isinstance(weight, str) and weight.isdigit() and len(weight) <= 30:
+    # isascii: "²".isdigit() is True, and int("²") raises.
+    if isinstance(weight, str) and weight.isascii() and weight.isdigit() and len(weight) <= 30:
         weight = int(weight)  # protobuf JSON sends int64 as a string
     if type(weight) is not int or not 0 <= weight < 1 << 63:
         skips.skip(position, f"weight {redact(str(weight))[:40]!r} is not a non-negative integer")
@@ -167,10 +168,10 @@ def _participant(
     return Participant(endpoint, weight, names)
 
 
-def _allowed_addresses(root: str, timeout: float) -> frozenset[str] | None:
+def _allowed_addresses(root: str, deadline: float) -> frozenset[str] | None:
     """The chain's transfer-agent allowlist, or None when it restricts nothing
     (empty or absent: the node then lets every transfer agent serve)."""
-    payload = _get_json(root + PARAMS_PATH, timeout)
+    payload = _get_json(root + PARAMS_PATH, deadline)
     params = payload.get("params") if isinstance(payload, dict) else None
     if not isinstance(params, dict):
         raise DiscoveryError(f"{root}{PARAMS_PATH} has no params object")
@@ -197,14 +198,18 @@ def discover(
     transfer-agent allowlist leaves out (``GET {source_url}/chain-api/...params``).
 
     Every entry is checked (a string address, an http(s) URL, a non-negative
-    integer weight, a list of model names); bad ones are skipped and logged, as
-    are nodes on this machine or a private network (``localhost``, ``10.0.0.5``,
+    integer weight, a list of model names); bad ones are skipped and logged (the
+    first ``MAX_LOGGED_SKIPS``, then a count), never aborting the rest, as are nodes
+    on this machine or a private network (``localhost``, ``10.0.0.5``,
     ``169.254.169.254``, ``127。0。0。1``, ``[64:ff9b::a9fe:a9fe]``), wherever the
     source runs, unless ``allow_private`` is True (None: ``GONKA_ALLOW_PRIVATE=1``
     says so).  A non-ASCII host is kept IDNA-mapped, as the client connects to it.
 
-    Raises ``DiscoveryError`` when nothing usable remains or the source cannot be
-    read; never returns an empty list.  The ICS23 proof is not checked (as gonka-openai by default).
+    ``timeout`` bounds the whole discovery, both requests from connect to the last
+    byte, however slowly the source sends (name resolution aside, which the system
+    resolver bounds); no redirect is followed.  Raises ``DiscoveryError`` when
+    nothing usable remains or the source cannot be read in time; never returns an
+    empty list.  The ICS23 proof is not checked (as gonka-openai by default).
     """
     root = _source_root(source_url)
     if isinstance(epoch, bool) or not (
@@ -214,8 +219,9 @@ def discover(
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     allow_private = allow_private_from(allow_private)
+    deadline = time.monotonic() + timeout
     url = root + PARTICIPANTS_PATH.format(epoch=quote(str(epoch), safe=""))
-    payload = _get_json(url, timeout)
+    payload = _get_json(url, deadline)
     if not isinstance(payload, dict):
         raise DiscoveryError(f"{url} did not answer a JSON object")
     active = payload.get("active_participants")
@@ -238,7 +244,11 @@ def discover(
     found: list[Participant] = []
     seen: set[str] = set()
     for position, entry in enumerate(entries):
-        participant = _participant(entry, excluded, skips, position, allow_private)
+        try:
+            participant = _participant(entry, excluded, skips, position, allow_private)
+        except Exception as exc:  # noqa: BLE001 - one hostile entry never aborts the others
+            skips.skip(position, f"unreadable ({type(exc).__name__})")
+            continue
         if participant is None:
             continue
         if participant.endpoint.address in seen:
@@ -248,7 +258,7 @@ def discover(
         found.append(participant)
     skips.summary()
     if allowlist and found:
-        allowed = _allowed_addresses(root, timeout)
+        allowed = _allowed_addresses(root, deadline)
         if allowed is not None:
             found = [p for p in found if p.endpoint.address in allowed]
             if not found:
