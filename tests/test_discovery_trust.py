@@ -323,6 +323,60 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
     assert int(out[1]) < 96 * 1024, f"peak grew by {int(out[1]) // 1024} MiB"
 
 
+def test_closing_a_refresher_returns_within_its_bound_and_updates_nothing_after(pool_impl, public_names, make_source):
+    source = make_source(dripping(6.0))
+    pool = pool_impl.EndpointPool([GonkaEndpoint(PUBLIC, "gonka1p0")])
+    refresher = gonka.Refresher(pool, source.url(), interval=0.05, timeout=1.5)
+    deadline = time.monotonic() + 5.0
+    while not source.requests:  # a refresh is under way, reading the drip
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    started = time.monotonic()
+    refresher.close()
+    assert time.monotonic() - started < 1.5 + gonka.CLOSE_SLACK
+    assert not refresher.running
+    assert list(pool) == [GonkaEndpoint(PUBLIC, "gonka1p0")] and refresher.refreshes == 0
+
+
+def test_a_closed_refresher_never_updates_the_pool_even_from_a_discovery_under_way(
+    pool_impl, public_names, make_source
+):
+    release = threading.Event()
+
+    def late(line: str, sock: socket.socket) -> None:
+        release.wait(5.0)
+        listing("https://late.gonka.example")(line, sock)
+
+    source = make_source(late)
+    pool = pool_impl.EndpointPool([GonkaEndpoint(PUBLIC, "gonka1p0")])
+    refresher = gonka.Refresher(pool, source.url(), interval=0.05, timeout=5.0, allowlist=False)
+    deadline = time.monotonic() + 5.0
+    while not source.requests:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    refresher.close(timeout=0)  # returns at once, the discovery still under way
+    release.set()
+    refresher._thread.join(5.0)
+    assert list(pool) == [GonkaEndpoint(PUBLIC, "gonka1p0")] and refresher.refreshes == 0
+
+
+def test_an_async_refresher_and_asyncio_run_exit_at_once_whatever_the_source_does(pool_impl, public_names, make_source):
+    source = make_source(dripping(6.0))
+    pool = pool_impl.EndpointPool([GonkaEndpoint(PUBLIC, "gonka1p0")])
+
+    async def main() -> None:
+        async with gonka.AsyncRefresher(pool, source.url(), interval=0.05, timeout=5.0):
+            for _ in range(500):
+                if source.requests:
+                    return
+                await asyncio.sleep(0.01)
+
+    started = time.monotonic()
+    asyncio.run(main())
+    assert source.requests and time.monotonic() - started < 1.5
+    assert list(pool) == [GonkaEndpoint(PUBLIC, "gonka1p0")]
+
+
 def run_python(script: str, timeout: float) -> str:
     """``script``'s output, run by this interpreter with this checkout's package."""
     env = {**os.environ, "PYTHONPATH": str(Path(gonka_pool.__file__).resolve().parent.parent)}
@@ -331,3 +385,26 @@ def run_python(script: str, timeout: float) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_interpreter_exit_waits_at_most_exit_wait_for_a_refresher(make_source):
+    source = make_source(dripping(10.0))
+    script = f"""
+import time
+from gonka_pool import EndpointPool, GonkaEndpoint
+from gonka_pool.gonka import Refresher
+pool = EndpointPool([GonkaEndpoint("https://node.example", "gonka1p0")])
+refresher = Refresher(pool, "http://127.0.0.1:{source.port}", interval=0.05, timeout=30.0)
+time.sleep(0.5)  # a refresh is under way, reading the drip
+print("exiting", flush=True)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(gonka_pool.__file__).resolve().parent.parent)}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "exiting\n"
+        started = time.monotonic()
+        assert process.wait(timeout=9.0) == 0
+        assert source.requests and time.monotonic() - started < gonka.EXIT_WAIT + 1.0
+    finally:
+        process.kill()
+        process.communicate()

@@ -61,7 +61,9 @@ from ._judge import NOT_ALLOWED as NOT_ALLOWED
 from ._judge import REUSED as REUSED
 from ._judge import TIMESTAMP as TIMESTAMP
 from ._judge import TIMESTAMP_AGE_WORDS as TIMESTAMP_AGE_WORDS
+from ._refresh import CLOSE_SLACK as CLOSE_SLACK
 from ._refresh import DEFAULT_REFRESH_INTERVAL as DEFAULT_REFRESH_INTERVAL
+from ._refresh import EXIT_WAIT as EXIT_WAIT
 from ._refresh import AsyncRefresher, Refresher, refresh
 from ._signing import ADDRESS_PREFIX, Signer, verify_signature
 from ._signing import BACKENDS as BACKENDS
