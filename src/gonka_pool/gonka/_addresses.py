@@ -57,12 +57,12 @@ def allow_private_from(allow_private: object) -> bool:
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that ``address`` reaches, by mapping or through a
+    translator or relay (NAT64, 6to4), or None."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]  # the client's address (the server's is public)
     if address in _NAT64 or address in _COMPATIBLE or address in _TRANSLATED:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
@@ -75,14 +75,13 @@ def internal_address(address: Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
         if address in _LOCAL_NAT64:
             return True
+        if address.teredo is not None and internal_address(address.teredo[1]):
+            return True  # the client's address (Python reads 2001::/32 as not global anyway)
         embedded = _embedded_ipv4(address)
         if embedded is not None:
-            # A mapped or compatible address is the IPv4 one; the other forms
-            # reach it through a gateway: either side being internal is enough.
-            if internal_address(embedded):
-                return True
-            if address.ipv4_mapped is not None or address in _COMPATIBLE or address in _TRANSLATED:
-                return False
+            # The IPv4 address decides, whatever the Python version thinks of the
+            # prefix (3.13 reads all of 2002::/16 as not global, 3.11 as global).
+            return internal_address(embedded)
     return not address.is_global or address.is_multicast
 
 
