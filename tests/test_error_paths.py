@@ -306,25 +306,28 @@ def test_discovery_refuses_an_allowlist_it_cannot_read(gonka, monkeypatch, param
     assert [p.endpoint.address for p in gonka.discover("http://x.example", allowlist=False)] == ["gonka1node"]
 
 
-@pytest.mark.thread_unsafe(reason="patches urllib's opener for the whole process")
-def test_a_source_that_answers_no_json_is_a_discovery_error(gonka, monkeypatch):
-    class Answer:
-        def __enter__(self):
-            return self
+def test_a_source_that_answers_no_json_is_a_discovery_error(gonka):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        def __exit__(self, *exc_info):
-            return None
+    class Maintenance(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html>maintenance</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-        def read(self, limit):
-            return b"<html>maintenance</html>"
+        def log_message(self, *args):
+            pass
 
-    class Opener:
-        def open(self, request, timeout):
-            return Answer()
-
-    monkeypatch.setattr(gonka._discovery.urllib.request, "build_opener", lambda *handlers: Opener())
-    with pytest.raises(gonka.DiscoveryError, match="did not answer JSON"):
-        gonka.discover("http://x.example")
+    with ThreadingHTTPServer(("127.0.0.1", 0), Maintenance) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with pytest.raises(gonka.DiscoveryError, match="did not answer JSON"):
+                gonka.discover(f"http://127.0.0.1:{server.server_port}", timeout=5.0)
+        finally:
+            server.shutdown()
 
 
 def test_one_call_clients_refuse_endpoints_they_cannot_read(gonka):

@@ -284,7 +284,11 @@ def running_network():
 
 
 @pytest.fixture
-def net(running_network) -> LocalGonkaNetwork:
+def net(running_network, monkeypatch) -> LocalGonkaNetwork:
+    # The local network lives on 127.0.0.1: its tests allow private addresses, as
+    # a user's local testnet must, explicitly (tests/test_discovery_trust.py checks
+    # that nothing else does).
+    monkeypatch.setenv("GONKA_ALLOW_PRIVATE", "1")
     network = running_network
     network.allowlist = []
     network.excluded = []
@@ -373,7 +377,7 @@ def test_public_hosts_and_dns_names_are_not_internal(host):
 
 
 @pytest.mark.thread_unsafe(reason="patches _discovery._get_json")
-def test_a_public_source_cannot_list_nodes_on_this_machine_or_a_private_network(monkeypatch, caplog):
+def test_no_source_can_list_nodes_on_this_machine_or_a_private_network_unless_the_user_allows_it(monkeypatch, caplog):
     entries = [
         {"index": f"gonka1n{i}", "inference_url": url, "weight": 1}
         for i, url in enumerate(
@@ -390,20 +394,25 @@ def test_a_public_source_cannot_list_nodes_on_this_machine_or_a_private_network(
     ]
     asked = []
 
-    def get_json(url, timeout):  # the one network boundary of discovery
+    def get_json(url, deadline):  # the one network boundary of discovery
         asked.append(url)
         if url.endswith(gonka.PARAMS_PATH):
             return {"params": {}}
         return {"active_participants": {"participants": entries}}
 
     monkeypatch.setattr(_discovery, "_get_json", get_json)
+    monkeypatch.delenv("GONKA_ALLOW_PRIVATE", raising=False)
     with caplog.at_level(logging.WARNING, logger="gonka_pool"):
         found = discover("https://chain.gonka.example")
     assert [p.endpoint.address for p in found] == ["gonka1n6"]
     skipped = [r.getMessage() for r in caplog.records if "skipped participant" in r.getMessage()]
     assert len(skipped) == 6 and all("private network" in m for m in skipped)
-    # the same list from a source on a private network (a local testnet) is kept
-    assert len(discover("http://10.0.0.2:26657")) == 7
+    # Where the source runs decides nothing (a user's own node may sync the public
+    # chain); the user's explicit choice does, by keyword or environment variable.
+    assert len(discover("http://10.0.0.2:26657")) == 1
+    assert len(discover("http://10.0.0.2:26657", allow_private=True)) == 7
+    monkeypatch.setenv("GONKA_ALLOW_PRIVATE", "1")
+    assert len(discover("https://chain.gonka.example")) == 7
     assert all(url.startswith(("https://chain.gonka.example", "http://10.0.0.2")) for url in asked)
 
 

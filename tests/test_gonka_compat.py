@@ -78,6 +78,10 @@ def net(running_network, monkeypatch):
         node.delegate_ta = None
     for name in ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
+    # The local network runs on this machine: its tests allow private addresses
+    # explicitly, as a user of a local network must (the gonka-openai programs
+    # run unchanged, so through the environment).
+    monkeypatch.setenv("GONKA_ALLOW_PRIVATE", "1")
     return network
 
 
@@ -376,6 +380,23 @@ def test_a_public_node_cannot_name_a_delegate_on_this_machine_or_a_private_netwo
     assert "private network" in caplog.text and "10.0.0.5" in caplog.text
 
 
+def test_discovered_nodes_and_delegates_on_this_machine_are_refused_unless_private_addresses_are_allowed(
+    net, monkeypatch
+):
+    monkeypatch.delenv("GONKA_ALLOW_PRIVATE")
+    with pytest.raises(DiscoveryError, match="no usable participant"):
+        GonkaOpenAI(gonka_private_key=KEY, source_url=net.source_url, refresh_interval=None)
+    client = GonkaOpenAI(gonka_private_key=KEY, source_url=net.source_url, refresh_interval=None, allow_private=True)
+    assert ask(client).startswith("hello from n")
+    # Nodes the user names are the user's choice; a delegate their node names is not.
+    n0, delegate = net.nodes[0], net.nodes[3]
+    n0.delegate_ta = {delegate.root_url: delegate.address}
+    monkeypatch.setenv("GONKA_ENDPOINTS", f"{n0.url};{n0.address}")
+    named = GonkaOpenAI(gonka_private_key=KEY)
+    assert named.gonka_delegates == {}
+    assert ask(named) == "hello from n0"
+
+
 def test_an_empty_allowlist_restricts_nothing_and_a_full_one_keeps_its_nodes(net):
     client = GonkaOpenAI(gonka_private_key=KEY, source_url=net.source_url, refresh_interval=None)
     assert len(client.gonka_pool) == 3
@@ -489,7 +510,7 @@ def test_gonka_verify_proof_judges_each_proof_as_gonka_openai_does(net, case, mo
         theirs = str(exc)
     try:
         _proof.verify_participants_proof(payload)
-        ours = [(p.endpoint.base_url, p.endpoint.address) for p in _sources._participants_in(payload, "x", True)]
+        ours = [(p.endpoint.base_url, p.endpoint.address) for p in _sources.participants_in(payload, "x", True)[0]]
     except _proof.ProofError as exc:
         ours = str(exc)
     assert ours == theirs

@@ -30,6 +30,7 @@ Install with ``pip install gonka-pool[openai]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -83,7 +84,9 @@ def async_client(pool: Any, **kwargs: Any) -> _openai.AsyncOpenAI:
     return built
 
 
-def _build(pool: Any, kwargs: dict[str, Any], builder: str, transport_class: type, *, asynchronous: bool) -> Any:
+def _build(
+    pool: Any, kwargs: dict[str, Any], builder: str, transport_class: Callable[..., Any], *, asynchronous: bool
+) -> Any:
     """The SDK client over ``transport_class(pool, ...)`` (a ``PoolTransport`` or a
     subclass, such as ``gonka_pool.gonka``'s), with ``kwargs`` split as the module
     says; ``builder`` names the public function in error messages."""

@@ -48,7 +48,8 @@ def demo_gonka(out: Callable[[str], object] = print) -> int:
     network.register(signer)
     failed = 0
     with network:
-        found = discover(network.source_url)
+        # The local network is on 127.0.0.1: private addresses are allowed, by choice.
+        found = discover(network.source_url, allow_private=True)
         out(
             f"gonka: discovered {len(found)} nodes from {network.source_url}"
             f"{'/v1/epochs/current/participants'}: "
@@ -58,6 +59,7 @@ def demo_gonka(out: Callable[[str], object] = print) -> int:
         client = openai_client(
             DEMO_KEY,
             source_url=network.source_url,
+            allow_private=True,
             # Round robin, so that each phase's few requests, one after another, visit
             # every node and show its refusal: the default, peak_ewma, sends them to
             # whichever node answers soonest and may never meet node2's 429.
@@ -91,7 +93,7 @@ def demo_gonka(out: Callable[[str], object] = print) -> int:
         network.allowlist = [network.nodes[0].address, network.nodes[1].address]
         phase("node2 at capacity (429), node3 off the allowlist (403)")
         network.nodes[1].at_capacity = False
-        refresh(client.gonka_pool, network.source_url)
+        refresh(client.gonka_pool, network.source_url, allow_private=True)
         time.sleep(COOLDOWN + 0.1)
         out(f"gonka: after a refresh the pool has {len(client.gonka_pool)} nodes (node3 dropped by the allowlist)")
         phase("node2 recovered")

@@ -15,8 +15,11 @@ nodes, and read the network's own refusals.
   ``Authorization``, ``X-Requester-Address`` and ``X-Timestamp`` for
   ``endpoint.address`` with a fresh, strictly increasing timestamp.
 - ``discover(source_url)`` reads ``/v1/epochs/current/participants`` and the
-  chain's transfer-agent allowlist; ``pool_from_gonka(source_url)`` builds an
-  ``EndpointPool`` weighted by the participants' weights.
+  chain's transfer-agent allowlist, within one deadline, following no redirect;
+  ``pool_from_gonka(source_url)`` builds an ``EndpointPool`` weighted by the
+  participants' weights.  Participants on this machine or a private network are
+  skipped, and the transports refuse to connect to such an address, unless the
+  user allows it: ``allow_private=True`` or ``GONKA_ALLOW_PRIVATE=1``.
 - ``GonkaPoolTransport`` / ``AsyncGonkaPoolTransport`` (httpx2) judge the
   network's refusals: 403 "Transfer Agent not allowed" keeps the node out, a 400
   for a reused signature or a timestamp outside the window fails over to a
@@ -33,21 +36,24 @@ nodes, and read the network's own refusals.
 Install with ``pip install 'gonka-pool[gonka]'``.
 
 One module per concern: ``_signing`` (the key, the two backends, addresses),
-``_discovery`` (participants, the allowlist, the bounds, the internal-host
-check), ``_refresh`` (the refreshers), ``_judge`` (the network's refusals and the
-transports that read them), ``_clients`` (the one-call clients), ``_proof`` (the
-ICS23 proof check), ``_sources`` (gonka-openai's sources and delegates),
-``_compat`` (the drop-in clients).  This module
-only gathers their public names.
+``_discovery`` (participants, the allowlist, the bounds), ``_fetch`` (the one
+bounded GET discovery makes), ``_addresses`` (what is this machine or a private
+network, at discovery and at connect time), ``_refresh`` (the refreshers),
+``_judge`` (the network's refusals and the transports that read them),
+``_clients`` (the one-call clients), ``_proof`` (the ICS23 proof check),
+``_sources`` (gonka-openai's sources and delegates), ``_compat`` (the drop-in
+clients).  This module only gathers their public names.
 """
 
 from __future__ import annotations
 
+from ._addresses import ENV_ALLOW_PRIVATE as ENV_ALLOW_PRIVATE
 from ._clients import ENV_ADDRESS as ENV_ADDRESS
 from ._clients import ENV_ENDPOINTS as ENV_ENDPOINTS
 from ._clients import ENV_PRIVATE_KEY as ENV_PRIVATE_KEY
 from ._clients import ENV_SOURCE_URL as ENV_SOURCE_URL
 from ._clients import async_openai_client, openai_client
+from ._discovery import MAX_JSON_VALUES as MAX_JSON_VALUES
 from ._discovery import MAX_LOGGED_SKIPS as MAX_LOGGED_SKIPS
 from ._discovery import MAX_MODELS as MAX_MODELS
 from ._discovery import MAX_PARTICIPANTS as MAX_PARTICIPANTS
@@ -61,7 +67,9 @@ from ._judge import NOT_ALLOWED as NOT_ALLOWED
 from ._judge import REUSED as REUSED
 from ._judge import TIMESTAMP as TIMESTAMP
 from ._judge import TIMESTAMP_AGE_WORDS as TIMESTAMP_AGE_WORDS
+from ._refresh import CLOSE_SLACK as CLOSE_SLACK
 from ._refresh import DEFAULT_REFRESH_INTERVAL as DEFAULT_REFRESH_INTERVAL
+from ._refresh import EXIT_WAIT as EXIT_WAIT
 from ._refresh import AsyncRefresher, Refresher, refresh
 from ._signing import ADDRESS_PREFIX, Signer, verify_signature
 from ._signing import BACKENDS as BACKENDS

@@ -5,12 +5,14 @@ environment variables.
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._endpoint import GonkaEndpoint
+from ._addresses import allow_private_from
 from ._discovery import pool_from_gonka
 from ._refresh import DEFAULT_REFRESH_INTERVAL, Refresher
 from ._signing import Signer
@@ -46,7 +48,9 @@ def _endpoints_from(endpoints: object) -> list[GonkaEndpoint]:
 
 def _pool_and_signer(
     private_key: str | bytes | None, source_url: str | None, endpoints: object, options: dict[str, Any], builder: str
-) -> tuple[Any, Signer, Refresher | None]:
+) -> tuple[Any, Signer, Refresher | None, bool]:
+    """The pool, the signer, the refresher (discovered nodes only) and whether the
+    transport may connect to private addresses."""
     from .. import EndpointPool
 
     try:
@@ -64,22 +68,29 @@ def _pool_and_signer(
     pool_options = options.pop("pool_options", None) or {}
     discovery_timeout = options.pop("discovery_timeout", 10.0)
     refresh_interval = options.pop("refresh_interval", DEFAULT_REFRESH_INTERVAL)
+    allow_private = options.pop("allow_private", None)
+    # Nodes the user names are where the user sends requests; only discovered ones
+    # are a third party's word, checked unless the user allows private addresses.
+    named = True if allow_private is None else allow_private_from(allow_private)
     if endpoints is not None:
-        return EndpointPool(_endpoints_from(endpoints), **pool_options), signer, None
+        return EndpointPool(_endpoints_from(endpoints), **pool_options), signer, None, named
     if source_url is None and os.environ.get(ENV_ENDPOINTS):
-        return (EndpointPool(_endpoints_from(os.environ[ENV_ENDPOINTS]), **pool_options), signer, None)
+        return (EndpointPool(_endpoints_from(os.environ[ENV_ENDPOINTS]), **pool_options), signer, None, named)
     source_url = source_url or os.environ.get(ENV_SOURCE_URL) or None
     if source_url is None:
         raise ValueError(
             f"{builder}() needs endpoints=, source_url=, or {ENV_ENDPOINTS} / {ENV_SOURCE_URL} in the environment"
         )
-    pool = pool_from_gonka(source_url, timeout=discovery_timeout, **pool_options)
+    allow_private = allow_private_from(allow_private)
+    pool = pool_from_gonka(source_url, timeout=discovery_timeout, allow_private=allow_private, **pool_options)
     refresher = (
         None
         if refresh_interval is None
-        else Refresher(pool, source_url, interval=refresh_interval, timeout=discovery_timeout)
+        else Refresher(
+            pool, source_url, interval=refresh_interval, timeout=discovery_timeout, allow_private=allow_private
+        )
     )
-    return pool, signer, refresher
+    return pool, signer, refresher, allow_private
 
 
 def _attach(client: Any, pool: Any, refresher: Refresher | None) -> Any:
@@ -107,12 +118,18 @@ def openai_client(
     ``url;address`` strings or one comma-separated string), else discovered from
     ``source_url``, else ``GONKA_ENDPOINTS``, else discovered from
     ``GONKA_SOURCE_URL``.  ``pool_options={...}`` go to ``EndpointPool``,
-    ``discovery_timeout=`` to ``discover``; when the nodes were discovered, a
-    ``Refresher`` re-discovers every ``refresh_interval=`` seconds (600; None for
-    never).  The rest go as to ``gonka_pool.openai.client`` (transport keywords
-    such as ``deadline``, ``attempts``; SDK keywords such as ``timeout``), but a
-    request's ``deadline`` is 300 s unless given (``deadline=None``: none).  A
-    request tries at most 8 nodes unless ``attempts=`` says otherwise.
+    ``discovery_timeout=`` to ``discover`` (a bound on the whole discovery); when
+    the nodes were discovered, a ``Refresher`` re-discovers every
+    ``refresh_interval=`` seconds (600; None for never).  Discovered nodes on this
+    machine or a private network, by their URL or by what their name resolves to
+    when connecting, are refused unless ``allow_private=True`` (None:
+    ``GONKA_ALLOW_PRIVATE=1``); nodes named in ``endpoints`` or
+    ``GONKA_ENDPOINTS`` are the user's own choice and not checked, unless
+    ``allow_private=False``.  The rest go as to ``gonka_pool.openai.client``
+    (transport keywords such as ``deadline``, ``attempts``; SDK keywords such as
+    ``timeout``), but a request's ``deadline`` is 300 s unless given
+    (``deadline=None``: none).  A request tries at most 8 nodes unless
+    ``attempts=`` says otherwise.
     ``client.gonka_pool`` is the pool, ``client.gonka_refresher`` the refresher
     (or None); it stops when the client is garbage-collected, or at exit.
     """
@@ -120,12 +137,15 @@ def openai_client(
     from ._judge import GonkaPoolTransport
 
     try:
-        pool, signer, refresher = _pool_and_signer(private_key, source_url, endpoints, openai_kwargs, "openai_client")
+        pool, signer, refresher, allow_private = _pool_and_signer(
+            private_key, source_url, endpoints, openai_kwargs, "openai_client"
+        )
     finally:
         del private_key  # see _pool_and_signer
     openai_kwargs.setdefault("deadline", DEFAULT_DEADLINE)
+    transport = functools.partial(GonkaPoolTransport, allow_private=allow_private)
     return _attach(
-        _build(pool, {**openai_kwargs, "on_request": signer}, "client", GonkaPoolTransport, asynchronous=False),
+        _build(pool, {**openai_kwargs, "on_request": signer}, "client", transport, asynchronous=False),
         pool,
         refresher,
     )
@@ -144,16 +164,15 @@ def async_openai_client(
     from ._judge import AsyncGonkaPoolTransport
 
     try:
-        pool, signer, refresher = _pool_and_signer(
+        pool, signer, refresher, allow_private = _pool_and_signer(
             private_key, source_url, endpoints, openai_kwargs, "async_openai_client"
         )
     finally:
         del private_key  # see _pool_and_signer
     openai_kwargs.setdefault("deadline", DEFAULT_DEADLINE)
+    transport = functools.partial(AsyncGonkaPoolTransport, allow_private=allow_private)
     return _attach(
-        _build(
-            pool, {**openai_kwargs, "on_request": signer}, "async_client", AsyncGonkaPoolTransport, asynchronous=True
-        ),
+        _build(pool, {**openai_kwargs, "on_request": signer}, "async_client", transport, asynchronous=True),
         pool,
         refresher,
     )

@@ -43,10 +43,11 @@ from .._endpoint import GonkaEndpoint
 from .._failover import failover_plan
 from .._transport import DEFAULT_ORIGIN, _check_origin, _origin_key
 from ..openai import TRANSPORT_OPTIONS, _AsyncOpenAI, _OpenAI
+from ._addresses import allow_private_from
 from ._clients import DEFAULT_DEADLINE, ENV_ADDRESS, ENV_ENDPOINTS, ENV_PRIVATE_KEY, ENV_SOURCE_URL
 from ._discovery import pool_weights
 from ._judge import _GonkaJudge
-from ._refresh import DEFAULT_REFRESH_INTERVAL, Refresher, update_membership
+from ._refresh import DEFAULT_REFRESH_INTERVAL, Refresher
 from ._signing import Signer
 from ._sources import (
     FILE_SCHEME,
@@ -94,17 +95,25 @@ class _Refresher(Refresher):
     """The ``Refresher`` of a ``GonkaOpenAI``: discovers as it did (the proof
     checked when asked), then asks the nodes for their delegates again."""
 
-    def __init__(self, pool: Any, source_url: str, *, interval: float, timeout: float, verify_proof: bool) -> None:
+    def __init__(
+        self, pool: Any, source_url: str, *, interval: float, timeout: float, verify_proof: bool, allow_private: bool
+    ) -> None:
         self.verify_proof = verify_proof
-        self.delegates = Delegates()
-        super().__init__(pool, source_url, interval=interval, timeout=timeout)
+        self.delegates = Delegates(allow_private=allow_private)
+        super().__init__(pool, source_url, interval=interval, timeout=timeout, allow_private=allow_private)
 
-    def _refresh(self) -> None:
+    def _participants(self) -> list[Any]:
         participants = participants_from(
-            self.source_url, verify_proof=self.verify_proof, timeout=self._discovery["timeout"]
+            self.source_url,
+            verify_proof=self.verify_proof,
+            timeout=self._discovery["timeout"],
+            allow_private=self._discovery["allow_private"],
         )
-        update_membership(self.pool, participants)
-        self.delegates.learn(self.pool.endpoints)
+        # Before the update, and outside the lock that close() takes: a node's
+        # delegate is known before the node serves, and closing never waits on
+        # the nodes' identity lookups.
+        self.delegates.learn([p.endpoint for p in participants])
+        return participants
 
 
 class _Network:
@@ -364,7 +373,14 @@ def _network(
     transport_options = {name: options.pop(name) for name in list(options) if name in TRANSPORT_OPTIONS}
     # As openai_client(): a request ends within DEFAULT_DEADLINE unless told otherwise.
     transport_options.setdefault("deadline", DEFAULT_DEADLINE)
-    delegates = Delegates()
+    allow_private = options.pop("allow_private", None)
+    # As openai_client(): nodes the user names (endpoints=, GONKA_ENDPOINTS, a
+    # file) are where the user sends requests; discovered ones, and every
+    # delegate a node names, are a third party's word, checked unless the user
+    # allows private addresses (allow_private=True or GONKA_ALLOW_PRIVATE=1).
+    checked = allow_private_from(allow_private)
+    transport_options["allow_private"] = True if allow_private is None else checked
+    delegates = Delegates(allow_private=checked)
     listed: tuple[Any, ...] | None = None
     refresher: Refresher | None = None
     # gonka-openai's order: endpoints=, GONKA_ENDPOINTS, source_url=, GONKA_SOURCE_URL.
@@ -389,12 +405,21 @@ def _network(
             )
         check_source(source)
         verify_proof = verify_proof_from_env()
-        participants = participants_from(source, verify_proof=verify_proof, timeout=discovery_timeout)
+        participants = participants_from(
+            source, verify_proof=verify_proof, timeout=discovery_timeout, allow_private=checked
+        )
+        if not source.startswith(FILE_SCHEME):
+            transport_options["allow_private"] = checked
         pool_options.setdefault("weights", pool_weights(participants))
         pool = EndpointPool([p.endpoint for p in participants], **pool_options)
         if refresh_interval is not None and not source.startswith(FILE_SCHEME):
             refresher = _Refresher(
-                pool, source, interval=refresh_interval, timeout=discovery_timeout, verify_proof=verify_proof
+                pool,
+                source,
+                interval=refresh_interval,
+                timeout=discovery_timeout,
+                verify_proof=verify_proof,
+                allow_private=checked,
             )
             delegates = refresher.delegates
         delegates.learn(pool.endpoints)

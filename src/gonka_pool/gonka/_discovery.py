@@ -1,24 +1,23 @@
 """Discovery: the participants of an epoch as a Gonka node reports them, less
 the excluded ones and those off the chain's transfer-agent allowlist; the bounds
-on what a source may send; the check that keeps a public source from steering
-requests to this machine or a private network; the pool built from them.
+on what a source may send; the check that keeps a source from steering requests
+to this machine or a private network (``_addresses``); the pool built from them.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import math
-import socket
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .._endpoint import GonkaEndpoint, redact
+from ._addresses import ENV_ALLOW_PRIVATE, allow_private_from, ascii_host, host_name_or_literal
+from ._addresses import internal_host as _internal_host
+from ._fetch import DeadlinePassed, FetchError, TooManyValues, fetch, parse_json
 
 log = logging.getLogger("gonka_pool")
 
@@ -41,6 +40,11 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_PARTICIPANTS = 10_000
 MAX_MODELS = 256
 MAX_TEXT = 2048  # an address, URL or model name longer than this is refused
+# JSON values (objects, arrays, strings, numbers) one answer may build: about 12
+# per participant today, 32 per participant at MAX_PARTICIPANTS.  The parse stops
+# past it, before the document exists whole: with the body's bound, what one
+# answer costs stays under 64 MiB however it nests (test_discovery_trust.py).
+MAX_JSON_VALUES = 32 * MAX_PARTICIPANTS
 # Skipped entries logged one by one, then counted: a hostile source cannot flood the log.
 MAX_LOGGED_SKIPS = 10
 PARTICIPANTS_PATH = "/v1/epochs/{epoch}/participants"
@@ -67,24 +71,20 @@ def _source_root(source_url: object) -> str:
     return root[:-3] if root.endswith("/v1") else root
 
 
-def _get_json(url: str, timeout: float) -> Any:
-    """GET ``url`` as JSON: the standard library, so discovery needs no HTTP
-    client installed; bounded in time and size; no proxy from the environment
-    (as the transports use trust_env=False)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "gonka-pool"})
+def _get_json(url: str, deadline: float) -> Any:
+    """GET ``url`` as JSON by ``deadline`` (a ``time.monotonic()`` instant), within
+    the bounds above: the one network boundary of discovery (``_fetch``)."""
     try:
-        with opener.open(request, timeout=timeout) as response:
-            data = response.read(MAX_RESPONSE_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise DiscoveryError(f"GET {url} answered HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
-        raise DiscoveryError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
-    if len(data) > MAX_RESPONSE_BYTES:
-        raise DiscoveryError(f"GET {url} sent more than {MAX_RESPONSE_BYTES} bytes")
+        body = fetch(url, deadline, MAX_RESPONSE_BYTES)
+    except DeadlinePassed:
+        raise DiscoveryError(f"GET {url} did not answer in time") from None
+    except FetchError as exc:
+        raise DiscoveryError(f"GET {url} {exc}") from None
     try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
+        return parse_json(body, MAX_JSON_VALUES)
+    except TooManyValues as exc:
+        raise DiscoveryError(f"GET {url} sent {exc}") from None
+    except ValueError:
         raise DiscoveryError(f"GET {url} did not answer JSON") from None
 
 
@@ -107,31 +107,23 @@ def _text(value: object) -> str | None:
     return value if type(value) is str and 0 < len(value) <= MAX_TEXT else None
 
 
-def _internal_host(host: str | None) -> bool:
-    """Whether ``host`` names this machine or a private network by itself: a
-    ``localhost`` name or an IP literal that is not global (loopback, private,
-    link-local such as 169.254.169.254, shared, reserved), in any spelling a
-    resolver takes (``127.1``, ``2130706433``, ``0x7f000001``, ``::ffff:10.0.0.1``).
-    A DNS name is not resolved: what it points at can change after discovery."""
-    if not host:
-        return False
-    host = host.rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
-    except ValueError:
-        try:  # the forms inet_aton accepts, as getaddrinfo does
-            address = ipaddress.IPv4Address(socket.inet_aton(host))
-        except (OSError, ValueError):
-            return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not address.is_global
+def _connected_url(url: str) -> str:
+    """``url`` with its host as the HTTP client connects to it: a non-ASCII host
+    IDNA-mapped to ASCII (``127。0。0。1`` becomes ``127.0.0.1``), so that the pool
+    holds, and the check reads, the very host a request goes to."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if host is None or host.isascii():
+        return url
+    mapped = ascii_host(host)
+    if not host_name_or_literal(mapped):
+        raise ValueError(f"host {mapped[:60]!r} is no DNS name or IP address")
+    netloc = mapped if parts.port is None else f"{mapped}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _participant(
-    entry: object, excluded: set[str], skips: _Skips, position: int, internal_allowed: bool = True
+    entry: object, excluded: set[str], skips: _Skips, position: int, allow_private: bool
 ) -> Participant | None:
     if not isinstance(entry, dict):
         skips.skip(position, f"not an object ({type(entry).__name__})")
@@ -146,20 +138,24 @@ def _participant(
     if not url.endswith("/v1"):
         url += "/v1"
     try:
-        endpoint = GonkaEndpoint(url, address)
+        GonkaEndpoint(url, address)  # the URL as sent, checked before it is mapped
+        endpoint = GonkaEndpoint(_connected_url(url), address)
     except (TypeError, ValueError) as exc:
         skips.skip(position, str(exc))
         return None
-    if not internal_allowed and _internal_host(urlsplit(url).hostname):
-        # A participant is a third party: from a public source it must not steer
-        # this server's requests (and signatures) to its own machine, its private
-        # network or a cloud metadata address.
+    if not allow_private and _internal_host(urlsplit(endpoint.base_url).hostname):
+        # A participant is a third party: it must not steer this server's requests
+        # (and signatures) to its own machine, its private network or a cloud
+        # metadata address, wherever the source runs, unless the user says so.
         skips.skip(
-            position, f"inference_url {redact(url)!r} is on a private network or this machine, and the source is not"
+            position,
+            f"inference_url {redact(url)!r} is on a private network or this machine "
+            f"(allow_private=True or {ENV_ALLOW_PRIVATE}=1 allows it)",
         )
         return None
     weight = entry.get("weight", 0)
-    if isinstance(weight, str) and weight.isdigit() and len(weight) <= 30:
+    # isascii: "²".isdigit() is True, and int("²") raises.
+    if isinstance(weight, str) and weight.isascii() and weight.isdigit() and len(weight) <= 30:
         weight = int(weight)  # protobuf JSON sends int64 as a string
     if type(weight) is not int or not 0 <= weight < 1 << 63:
         skips.skip(position, f"weight {redact(str(weight))[:40]!r} is not a non-negative integer")
@@ -172,10 +168,10 @@ def _participant(
     return Participant(endpoint, weight, names)
 
 
-def _allowed_addresses(root: str, timeout: float) -> frozenset[str] | None:
+def _allowed_addresses(root: str, deadline: float) -> frozenset[str] | None:
     """The chain's transfer-agent allowlist, or None when it restricts nothing
     (empty or absent: the node then lets every transfer agent serve)."""
-    payload = _get_json(root + PARAMS_PATH, timeout)
+    payload = _get_json(root + PARAMS_PATH, deadline)
     params = payload.get("params") if isinstance(payload, dict) else None
     if not isinstance(params, dict):
         raise DiscoveryError(f"{root}{PARAMS_PATH} has no params object")
@@ -189,7 +185,12 @@ def _allowed_addresses(root: str, timeout: float) -> frozenset[str] | None:
 
 
 def discover(
-    source_url: str, *, epoch: str | int = "current", allowlist: bool = True, timeout: float = 10.0
+    source_url: str,
+    *,
+    epoch: str | int = "current",
+    allowlist: bool = True,
+    timeout: float = 10.0,
+    allow_private: bool | None = None,
 ) -> list[Participant]:
     """The active participants of ``epoch`` as ``source_url`` (any Gonka node)
     reports them: ``GET {source_url}/v1/epochs/{epoch}/participants``, less the
@@ -197,12 +198,18 @@ def discover(
     transfer-agent allowlist leaves out (``GET {source_url}/chain-api/...params``).
 
     Every entry is checked (a string address, an http(s) URL, a non-negative
-    integer weight, a list of model names); bad ones are skipped and logged, as
-    are nodes on this machine or a private network (``localhost``, ``10.0.0.5``,
-    ``169.254.169.254``) unless ``source_url`` is itself on one.
-    Raises ``DiscoveryError`` when nothing usable remains or the source cannot be
-    read; never returns an empty list.  The ICS23 proof is not checked (as
-    gonka-openai by default).
+    integer weight, a list of model names); bad ones are skipped and logged (the
+    first ``MAX_LOGGED_SKIPS``, then a count), never aborting the rest, as are nodes
+    on this machine or a private network (``localhost``, ``10.0.0.5``,
+    ``169.254.169.254``, ``127。0。0。1``, ``[64:ff9b::a9fe:a9fe]``), wherever the
+    source runs, unless ``allow_private`` is True (None: ``GONKA_ALLOW_PRIVATE=1``
+    says so).  A non-ASCII host is kept IDNA-mapped, as the client connects to it.
+
+    ``timeout`` bounds the whole discovery, both requests from connect to the last
+    byte, however slowly the source sends (name resolution aside, which the system
+    resolver bounds); no redirect is followed.  Raises ``DiscoveryError`` when
+    nothing usable remains or the source cannot be read in time; never returns an
+    empty list.  The ICS23 proof is not checked (as gonka-openai by default).
     """
     root = _source_root(source_url)
     if isinstance(epoch, bool) or not (
@@ -211,16 +218,35 @@ def discover(
         raise ValueError(f"epoch must be 'current' or an epoch number, not {epoch!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    allow_private = allow_private_from(allow_private)
+    deadline = time.monotonic() + timeout
     url = root + PARTICIPANTS_PATH.format(epoch=quote(str(epoch), safe=""))
-    payload = _get_json(url, timeout)
+    found, counts = participants_in(_get_json(url, deadline), url, allow_private)
+    if allowlist and found:
+        allowed = _allowed_addresses(root, deadline)
+        if allowed is not None:
+            found = [p for p in found if p.endpoint.address in allowed]
+            if not found:
+                raise DiscoveryError(f"none of the participants {url} lists is on the chain's transfer-agent allowlist")
+    if not found:
+        raise DiscoveryError(f"{url} lists no usable participant ({counts})")
+    return found
+
+
+def participants_in(payload: Any, where: str, allow_private: bool) -> tuple[list[Participant], str]:
+    """The usable participants of a participants answer (``discover``'s rules:
+    excluded, malformed, private unless ``allow_private``, and repeated entries
+    left out, each bad one skipped and counted), and the counts for an error
+    when none is; the answer's shape is a ``DiscoveryError``.  ``GonkaOpenAI``'s
+    file sources and checked proofs come here with the answer in hand."""
     if not isinstance(payload, dict):
-        raise DiscoveryError(f"{url} did not answer a JSON object")
+        raise DiscoveryError(f"{where} did not answer a JSON object")
     active = payload.get("active_participants")
     entries = active.get("participants") if isinstance(active, dict) else None
     if not isinstance(entries, list):
-        raise DiscoveryError(f"{url} has no active_participants.participants list")
+        raise DiscoveryError(f"{where} has no active_participants.participants list")
     if len(entries) > MAX_PARTICIPANTS:
-        raise DiscoveryError(f"{url} lists {len(entries)} participants, more than {MAX_PARTICIPANTS}")
+        raise DiscoveryError(f"{where} lists {len(entries)} participants, more than {MAX_PARTICIPANTS}")
     excluded_entries = payload.get("excluded_participants") or []
     excluded = (
         {
@@ -231,14 +257,15 @@ def discover(
         if isinstance(excluded_entries, list)
         else set()
     )
-    skips = _Skips(root)
+    skips = _Skips(where)
     found: list[Participant] = []
     seen: set[str] = set()
-    # A chain on this machine or a private network (a local testnet) may list nodes
-    # there; a public one may not.
-    internal_allowed = _internal_host(urlsplit(root).hostname)
     for position, entry in enumerate(entries):
-        participant = _participant(entry, excluded, skips, position, internal_allowed)
+        try:
+            participant = _participant(entry, excluded, skips, position, allow_private)
+        except Exception as exc:  # noqa: BLE001 - one hostile entry never aborts the others
+            skips.skip(position, f"unreadable ({type(exc).__name__})")
+            continue
         if participant is None:
             continue
         if participant.endpoint.address in seen:
@@ -247,19 +274,7 @@ def discover(
         seen.add(participant.endpoint.address)
         found.append(participant)
     skips.summary()
-    if allowlist and found:
-        allowed = _allowed_addresses(root, timeout)
-        if allowed is not None:
-            found = [p for p in found if p.endpoint.address in allowed]
-            if not found:
-                raise DiscoveryError(f"none of the participants {url} lists is on the chain's transfer-agent allowlist")
-    if not found:
-        raise DiscoveryError(
-            f"{url} lists no usable participant "
-            f"({len(entries)} entries, {skips.count} skipped, "
-            f"{len(excluded)} excluded)"
-        )
-    return found
+    return found, f"{len(entries)} entries, {skips.count} skipped, {len(excluded)} excluded"
 
 
 def pool_weights(participants: Iterable[Participant]) -> list[int]:
@@ -275,6 +290,7 @@ def pool_from_gonka(
     epoch: str | int = "current",
     allowlist: bool = True,
     timeout: float = 10.0,
+    allow_private: bool | None = None,
     pool_class: Any = None,
     **pool_options: Any,
 ) -> Any:
@@ -286,6 +302,6 @@ def pool_from_gonka(
     if pool_class is None:
         from .. import EndpointPool as pool_class
 
-    participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout)
+    participants = discover(source_url, epoch=epoch, allowlist=allowlist, timeout=timeout, allow_private=allow_private)
     pool_options.setdefault("weights", pool_weights(participants))
     return pool_class([p.endpoint for p in participants], **pool_options)

@@ -1,7 +1,8 @@
 """The refusal judge: how a Gonka node's own refusals are read (403 "Transfer
 Agent not allowed" keeps the node out, a 400 for a reused signature or a
 timestamp outside the window fails over without marking the node), and the
-httpx2 transports that apply it.
+httpx2 transports that apply it, connecting only to public addresses unless
+told otherwise (``_addresses``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 from typing import Any, ClassVar
 
 from .._failover import PASS, Verdict
+from ._addresses import allow_private_from, guard_transport
 
 # The node's own messages (gonka-ai/gonka decentralized-api, post_chat_handler.go).
 NOT_ALLOWED = "transfer agent not allowed"
@@ -32,10 +34,21 @@ def _message(response: Any) -> str:
 
 
 class _GonkaJudge:
-    """``_judge_response`` for Gonka nodes, over the transport's own rules."""
+    """``_judge_response`` for Gonka nodes, over the transport's own rules; and
+    the connect-time check of every node's address."""
 
     _read_body_statuses: ClassVar[frozenset[int]] = frozenset({400, 403})
     _read_body_limit: ClassVar[int] = MAX_JUDGED_BODY
+
+    def __init__(self, pool: Any, *, allow_private: bool | None = None, **options: Any) -> None:
+        super().__init__(pool, **options)  # type: ignore[call-arg]
+        self.allow_private = allow_private_from(allow_private)
+        if not self.allow_private:
+            # The nodes are usually discovery's, a third party's word: a name that
+            # resolves to this machine or a private network is refused when the
+            # connection is made (a ConnectError: the node cools, the request
+            # fails over), whatever discovery saw.
+            guard_transport(self._transport)  # type: ignore[attr-defined]
 
     def _judge_response(self, response: Any) -> Verdict:
         status = response.status_code
@@ -61,7 +74,13 @@ else:
 
     class GonkaPoolTransport(_GonkaJudge, _PoolTransport):
         """``gonka_pool.httpx2.PoolTransport`` that judges Gonka nodes' refusals
-        (see ``_GonkaJudge``); give it ``on_request=Signer(...)``."""
+        (see ``_GonkaJudge``); give it ``on_request=Signer(...)``.
+
+        It connects only to public addresses: its inner ``httpx2.HTTPTransport``
+        (the default one, or one given without a proxy) resolves each node's name
+        and refuses any address on this machine or a private network, unless
+        ``allow_private=True`` (None: ``GONKA_ALLOW_PRIVATE=1``).  Another kind of
+        inner transport (a proxy's, a custom one) is used as it is."""
 
     class AsyncGonkaPoolTransport(_GonkaJudge, _AsyncPoolTransport):
         """The async ``GonkaPoolTransport``."""

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,6 @@ from urllib.parse import urlsplit
 
 from .._endpoint import GonkaEndpoint, redact
 from ._discovery import (
-    MAX_PARTICIPANTS,
     MAX_RESPONSE_BYTES,
     MAX_TEXT,
     PARTICIPANTS_PATH,
@@ -31,11 +31,9 @@ from ._discovery import (
     _allowed_addresses,
     _get_json,
     _internal_host,
-    _participant,
-    _Skips,
     _source_root,
-    _text,
     discover,
+    participants_in,
 )
 from ._proof import verify_participants_proof
 
@@ -82,62 +80,29 @@ def _read_file(source_url: str) -> Any:
         raise DiscoveryError(f"{redact(source_url)} is not JSON") from None
 
 
-def _participants_in(payload: Any, where: str, internal_allowed: bool) -> list[Participant]:
-    """The usable participants of a participants answer, by ``discover``'s rules
-    (the same per-entry check; excluded, malformed and repeated entries left out)."""
-    if not isinstance(payload, dict):
-        raise DiscoveryError(f"{where} is not a JSON object")
-    active = payload.get("active_participants")
-    entries = active.get("participants") if isinstance(active, dict) else None
-    if not isinstance(entries, list):
-        raise DiscoveryError(f"{where} has no active_participants.participants list")
-    if len(entries) > MAX_PARTICIPANTS:
-        raise DiscoveryError(f"{where} lists {len(entries)} participants, more than {MAX_PARTICIPANTS}")
-    excluded_entries = payload.get("excluded_participants") or []
-    excluded = {
-        e["address"]
-        for e in (excluded_entries[:MAX_PARTICIPANTS] if isinstance(excluded_entries, list) else [])
-        if isinstance(e, dict) and _text(e.get("address")) is not None
-    }
-    skips = _Skips(where)
-    found: list[Participant] = []
-    seen: set[str] = set()
-    for position, entry in enumerate(entries):
-        participant = _participant(entry, excluded, skips, position, internal_allowed)
-        if participant is None:
-            continue
-        if participant.endpoint.address in seen:
-            skips.skip(position, "a second entry for the same address")
-            continue
-        seen.add(participant.endpoint.address)
-        found.append(participant)
-    skips.summary()
-    return found
-
-
-def participants_from(source_url: str, *, verify_proof: bool, timeout: float) -> list[Participant]:
+def participants_from(source_url: str, *, verify_proof: bool, timeout: float, allow_private: bool) -> list[Participant]:
     """The participants ``source_url`` lists: ``discover``'s, from an http(s)
-    source; from a ``file://`` answer (the caller's own file: nodes on this
-    machine allowed; no chain to ask for the allowlist), and with the ICS23 proof
-    checked first when ``verify_proof``.  Raises ``DiscoveryError`` (or its
-    ``ProofError``) rather than return nothing."""
+    source; from a ``file://`` answer (the caller's own file, so nodes on this
+    machine are allowed; no chain to ask for the allowlist), and with the ICS23
+    proof checked first when ``verify_proof``.  Within ``timeout`` for the whole
+    of it, as ``discover``.  Raises ``DiscoveryError`` (or its ``ProofError``)
+    rather than return nothing."""
     is_file = source_url.startswith(FILE_SCHEME)
     if not is_file and not verify_proof:
-        return discover(source_url, timeout=timeout)
+        return discover(source_url, timeout=timeout, allow_private=allow_private)
+    deadline = time.monotonic() + timeout
     if is_file:
         where = redact(source_url)
         payload = _read_file(source_url)
-        internal_allowed = True
     else:
         root = _source_root(source_url)
         where = root + PARTICIPANTS_PATH.format(epoch="current")
-        payload = _get_json(where, timeout)
-        internal_allowed = _internal_host(urlsplit(root).hostname)
+        payload = _get_json(where, deadline)
     if verify_proof:
         verify_participants_proof(payload)
-    found = _participants_in(payload, where, internal_allowed)
+    found, counts = participants_in(payload, where, is_file or allow_private)
     if found and not is_file:
-        allowed = _allowed_addresses(root, timeout)
+        allowed = _allowed_addresses(root, deadline)
         if allowed is not None:  # empty: the node lets every transfer agent serve
             found = [p for p in found if p.endpoint.address in allowed]
             if not found:
@@ -145,7 +110,7 @@ def participants_from(source_url: str, *, verify_proof: bool, timeout: float) ->
                     f"none of the participants {where} lists is on the chain's transfer-agent allowlist"
                 )
     if not found:
-        raise DiscoveryError(f"{where} lists no usable participant")
+        raise DiscoveryError(f"{where} lists no usable participant ({counts})")
     return found
 
 
@@ -162,15 +127,18 @@ def _node_root(base_url: str) -> str:
     return root[:-3] if root.endswith("/v1") else root
 
 
-def delegates_of(endpoint: GonkaEndpoint, timeout: float = IDENTITY_TIMEOUT) -> list[GonkaEndpoint]:
+def delegates_of(
+    endpoint: GonkaEndpoint, timeout: float = IDENTITY_TIMEOUT, allow_private: bool = False
+) -> list[GonkaEndpoint]:
     """The delegate transfer agents ``endpoint``'s node names at ``/v1/identity``,
     each as an endpoint at the delegate's URL (with ``/v1``) under the
     participant's address, which requests to it are signed for (gonka-openai's
     rule).  Empty when the node names none or cannot say; a delegate on this
-    machine or a private network is left out unless the node is on one too."""
+    machine or a private network is left out unless ``allow_private`` (a node is
+    a third party: where it runs decides nothing, as for discovery)."""
     url = _node_root(endpoint.base_url) + IDENTITY_PATH
     try:
-        payload = _get_json(url, timeout)
+        payload = _get_json(url, time.monotonic() + timeout)
     except DiscoveryError as exc:  # a node from before delegates: 404
         log.debug("gonka identity of %s: %s", redact(endpoint.base_url), exc)
         return []
@@ -178,7 +146,6 @@ def delegates_of(endpoint: GonkaEndpoint, timeout: float = IDENTITY_TIMEOUT) -> 
     named = data.get("delegate_ta") if isinstance(data, dict) else None
     if not isinstance(named, dict):
         return []
-    internal_allowed = _internal_host(urlsplit(endpoint.base_url).hostname)
     found: list[GonkaEndpoint] = []
     for delegate_url in list(named)[:MAX_DELEGATES]:
         if type(delegate_url) is not str or not 0 < len(delegate_url) <= MAX_TEXT:
@@ -188,7 +155,7 @@ def delegates_of(endpoint: GonkaEndpoint, timeout: float = IDENTITY_TIMEOUT) -> 
         except (TypeError, ValueError) as exc:
             log.warning("gonka identity of %s: skipped a delegate: %s", redact(endpoint.base_url), exc)
             continue
-        if not internal_allowed and _internal_host(urlsplit(delegate.base_url).hostname):
+        if not allow_private and _internal_host(urlsplit(delegate.base_url).hostname):
             log.warning(
                 "gonka identity of %s: skipped delegate %r, on a private network or this machine",
                 redact(endpoint.base_url),
@@ -204,10 +171,11 @@ class Delegates:
     node names one, else the participant itself.  ``learn`` asks every node (at
     most ``IDENTITY_WORKERS`` at once); ``route`` is a dictionary read."""
 
-    def __init__(self, timeout: float = IDENTITY_TIMEOUT) -> None:
+    def __init__(self, timeout: float = IDENTITY_TIMEOUT, allow_private: bool = False) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self.timeout = float(timeout)
+        self.allow_private = allow_private
         # Replaced whole, never changed in place: readers in any thread see one
         # complete mapping.
         self._routes: dict[GonkaEndpoint, GonkaEndpoint] = {}
@@ -217,7 +185,7 @@ class Delegates:
         if not unique:
             return
         with ThreadPoolExecutor(min(IDENTITY_WORKERS, len(unique)), thread_name_prefix="gonka_pool identity") as pool:
-            named = list(pool.map(lambda e: delegates_of(e, self.timeout), unique))
+            named = list(pool.map(lambda e: delegates_of(e, self.timeout, self.allow_private), unique))
         # One delegate per participant, chosen at random as gonka-openai chooses
         # among them; the next learn() may choose another.
         self._routes = {e: random.choice(found) for e, found in zip(unique, named, strict=True) if found}
