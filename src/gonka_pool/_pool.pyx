@@ -2110,7 +2110,8 @@ round-robin order, ``acquire()`` by load (``balance=``).
         ``cooldown=None`` (the pool's backoff; or seconds), ``timeout_cooldown=None``
         (a timeout is an error; or seconds, never less than ``cooldown``),
         ``retry_on=()`` and ``timeout_on=()`` (exception classes added to the node's
-        faults: ``OSError``, which includes ``ConnectionError`` and ``TimeoutError``),
+        faults: ``OSError``, which includes ``ConnectionError`` and ``TimeoutError``,
+        and the transport errors of httpx, httpx2 and aiohttp, known by name),
         ``deadline=None`` (seconds for the whole call: no attempt starts after it).
         A fault marks the node and tries the next; the last one is raised when the
         attempts run out; any other exception is raised at once and marks nothing; a
