@@ -297,6 +297,9 @@ def test_bench_scaleout_shared_health_spares_the_workers_a_dead_node(tmp_path):
     # each independent worker learns of the dead node by itself, once per window
     assert independent["dead_per_window"] >= 2.5
     assert shared["dead_per_window"] < independent["dead_per_window"]
+    # gunicorn --preload: the workers are forks of one process that built the pool
+    assert results["preload"]["lost"] == 0
+    assert results["preload"]["dead_per_window"] < independent["dead_per_window"]
     assert any(line.lstrip().startswith("shared") for line in lines)
 
 

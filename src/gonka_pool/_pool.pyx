@@ -204,6 +204,7 @@ from ._report import EndpointState as _EndpointState, log_cooldown as _log_coold
 from ._report import FailureReport as _FailureReport, failure_report as _failure_report
 from . import _balance
 from ._pool_common import constructor_arguments as _constructor_arguments
+from ._pool_common import restart_at_random_after_fork as _restart_at_random_after_fork
 
 
 cdef extern from "_atomics.h" nogil:
@@ -2211,6 +2212,7 @@ round-robin order, ``acquire()`` by load (``balance=``).
     cdef list _starts                 # each stripe's starting position
     cdef _Segment _segment            # shared=: the segment holding node health, else None
     cdef object _observer             # _set_observer's fn, or None
+    cdef object __weakref__           # start="random": the fork hook's registry holds it weakly
 
     # The arguments are parsed by hand, so that a mistake is reported against
     # EndpointPool() as the twin reports it, not against __cinit__; the first line
@@ -2274,6 +2276,8 @@ round-robin order, ``acquire()`` by load (``balance=``).
         self._anchors = tuple(anchors)
         self._anchor_items = PySequence_Fast_ITEMS(self._anchors)
         self._update_lock = _Lock()
+        if start is None:
+            _restart_at_random_after_fork(self)
 
     # -- selection (the hot path) ------------------------------------------------
 
@@ -2528,7 +2532,8 @@ round-robin order, ``acquire()`` by load (``balance=``).
         ``cooldown=None`` (the pool's backoff; or seconds), ``timeout_cooldown=None``
         (a timeout is an error; or seconds, never less than ``cooldown``),
         ``retry_on=()`` and ``timeout_on=()`` (exception classes added to the node's
-        faults: ``OSError``, which includes ``ConnectionError`` and ``TimeoutError``),
+        faults: ``OSError``, which includes ``ConnectionError`` and ``TimeoutError``,
+        and the transport errors of httpx, httpx2 and aiohttp, known by name),
         ``deadline=None`` (seconds for the whole call: no attempt starts after it).
         A fault marks the node and tries the next; the last one is raised when the
         attempts run out; any other exception is raised at once and marks nothing; a
@@ -2779,6 +2784,19 @@ round-robin order, ``acquire()`` by load (``balance=``).
 
     cdef uint64_t _start_of(self, uint64_t stripe):
         return self._starts[stripe] if self._starts is not None else 0
+
+    def _restart_at_random(self):
+        """Move each stripe's cursor to a fresh random position, as ``start="random"``
+        placed it at construction; the selections counted so far (``_state()``,
+        ``_stripe_positions()``) stay as they were.  The fork hook's, in the child
+        (``_pool_common``), where no other thread runs."""
+        cdef uint64_t stripe, offset, shift
+        for stripe in range(self._core.stripe_mask + 1):
+            offset = <uint64_t>_random_offset()
+            shift = offset - gp_u64_load_relaxed(&self._core.stripes[stripe].cursor)
+            gp_u64_store_relaxed(&self._core.stripes[stripe].cursor, offset)
+            self._cursor_origin += shift
+            self._starts[stripe] = <uint64_t>(self._start_of(stripe) + shift)
 
     def _next_releasing_gil(self):
         """``next()`` with the GIL released around the selection (GIL benchmark)."""

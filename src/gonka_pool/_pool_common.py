@@ -1,7 +1,7 @@
 """The Python half both pool implementations share (the C core and the twin):
 what ``EndpointPool`` does beyond selection, argument parsing and validation at
 construction and update (returning the prepared membership, which each core
-applies itself), repr, ``from_env``.
+applies itself), repr, ``from_env``, and the fresh random start of a forked child.
 
 Nothing here runs per selection.  ``EndpointPool`` is the C extension type itself
 (not a Python subclass of it), so ``pool.next()`` is a call of the C method
@@ -13,6 +13,8 @@ its fastest call; a Python subclass makes ``next()`` 1.35x slower on 3.11
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -27,6 +29,7 @@ __all__ = [
     "pool_repr",
     "prepare",
     "prepare_update",
+    "restart_at_random_after_fork",
 ]
 
 _REPR_LIMIT = 8
@@ -156,3 +159,36 @@ def from_env(cls: type[T], var: str, options: dict[str, Any]) -> T:
         except ValueError as exc:
             raise ValueError(f"{entry_at(number)}: {exc}") from None
     return cls(endpoints, **options)  # type: ignore[call-arg]
+
+
+# The pools that start at random (start="random"), each moved to a fresh random start
+# in a forked child.  gunicorn --preload builds the pool in the master and forks the
+# workers: without this every worker would walk the nodes in the master's order, the
+# same node at the same moment.  A pool with an explicit start= keeps it: its order
+# is what the caller asked for, in every process.
+_random_start_pools: weakref.WeakSet[Any] = weakref.WeakSet()
+# WeakSet is pure Python, documented safe for no concurrent use: pools are built on
+# any thread (and with the GIL off, at the same time).
+_random_start_lock = threading.Lock()
+
+
+def restart_at_random_after_fork(pool: Any) -> None:
+    """Have ``pool._restart_at_random()`` called in every child forked from now on
+    (the pool is held weakly)."""
+    with _random_start_lock:
+        _random_start_pools.add(pool)
+
+
+def _restart_random_starts_in_child() -> None:
+    """The ``os.register_at_fork`` hook, in the child, where only the forking thread
+    runs: it takes no lock, since a thread that held one at the fork is gone for
+    good (the registry's lock is replaced; a twin pool's own lock is not taken, so
+    a pool whose lock was held stays as unusable as it was, but the fork goes on)."""
+    global _random_start_lock
+    _random_start_lock = threading.Lock()
+    for pool in list(_random_start_pools):
+        pool._restart_at_random()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_restart_random_starts_in_child)

@@ -36,7 +36,14 @@ from ._balance import (
 from ._clock import CLOCK, monotonic_ns
 from ._convert import FOREVER, cooldown_ns, count, endpoint_index, index_error, integer, is_index_target, sequence_index
 from ._endpoint import GonkaEndpoint
-from ._pool_common import constructor_arguments, from_env, pool_repr, prepare, prepare_update
+from ._pool_common import (
+    constructor_arguments,
+    from_env,
+    pool_repr,
+    prepare,
+    prepare_update,
+    restart_at_random_after_fork,
+)
 from ._report import EndpointState, FailureReport, failure_report, log_cooldown
 from ._schedule import SchedulePlan, random_offset, schedule_table_py
 
@@ -210,6 +217,7 @@ class EndpointPool:
         "_policy",
         "_orphans",
         "_panic_ns",
+        "__weakref__",  # start="random": the fork hook's registry holds it weakly
     )
     # For type checkers, which do not follow __new__'s object.__new__(cls).
     _members: _Members
@@ -252,6 +260,8 @@ class EndpointPool:
         # it while this thread holds the pool's); released by the next locked call.
         self._orphans = []
         self._panic_ns = 0  # 1 + when a pick last found more than half cooling, or 0
+        if start is None:
+            restart_at_random_after_fork(self)
         return self
 
     # What inspect and help() show instead of (*args, **kwargs), as the first line
@@ -729,7 +739,8 @@ class EndpointPool:
         ``cooldown=None`` (the pool's backoff; or seconds), ``timeout_cooldown=None``
         (a timeout is an error; or seconds, never less than ``cooldown``),
         ``retry_on=()`` and ``timeout_on=()`` (exception classes added to the node's
-        faults: ``OSError``, which includes ``ConnectionError`` and ``TimeoutError``),
+        faults: ``OSError``, which includes ``ConnectionError`` and ``TimeoutError``,
+        and the transport errors of httpx, httpx2 and aiohttp, known by name),
         ``deadline=None`` (seconds for the whole call: no attempt starts after it).
         A fault marks the node and tries the next; the last one is raised when the
         attempts run out; any other exception is raised at once and marks nothing; a
@@ -899,6 +910,15 @@ class EndpointPool:
         (test hook for ``_check_consistency``)."""
         with self._lock:
             self._members.cooling += delta
+
+    def _restart_at_random(self) -> None:
+        """Move the cursor to a fresh random position, as ``start="random"`` placed it
+        at construction; the selections counted so far (``_state()``) stay as they
+        were.  The fork hook's, in the child (``_pool_common``): it takes no lock, as
+        a lock held by a thread of the parent's at the fork is never released there."""
+        offset = random_offset()
+        self._cursor_origin += offset - self._cursor
+        self._cursor = offset
 
     def _next_releasing_gil(self):
         """Same as ``next()`` (there is no GIL to release in Python code)."""

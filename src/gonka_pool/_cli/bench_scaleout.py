@@ -1,14 +1,16 @@
 """``python -m gonka_pool bench-scaleout``: what sharing health across worker processes
 buys, independent pools against ``shared=`` and against Redis (``RedisHealth`` through a
 ``redis-server`` it starts on 127.0.0.1, where redis-server and redis-py are
-installed), side by side in one run.
+installed), side by side in one run; and ``shared=`` once more with the pool built
+before ``fork()``, as ``gunicorn --preload`` builds it (``preload``).
 
 Four nodes on 127.0.0.1: A and B answer, D is a closed port (refused at once), S
 accepts and never answers.  W worker processes (fresh interpreters, as gunicorn or
 uvicorn workers are) each build a pool over the four and send requests through
 ``PoolTransport`` (attempts=None, a fixed cooldown for every failure, a client
 timeout) at a steady pace, spread evenly over one interval (independent clients
-are not in lockstep).  Reported per mode:
+are not in lockstep).  In ``preload`` one process builds the pool and forks the W
+workers, which inherit it.  Reported per mode:
 attempts that reached D and S per cooldown window (independent pools: about W
 each; shared: about 1, plus requests already on their way when the first failure was
 seen), requests delayed by S's timeout, and requests lost.  Then ``next()``'s cost
@@ -36,13 +38,13 @@ from .argtypes import at_least, positive_seconds
 
 __all__ = ["main"]
 
-MODES = ("independent", "shared", "redis")
+MODES = ("independent", "shared", "redis", "preload")
 _positive_int = at_least(1)
 
 # One worker: its pool and transport, requests paced from a common start instant,
 # and per attempt the node and the time, printed as JSON at the end.
 WORKER = r"""
-import json, sys, time
+import json, os, sys, time
 config = json.loads(sys.argv[1])
 from gonka_pool import EndpointPool, GonkaEndpoint
 try:
@@ -57,41 +59,68 @@ for name, url in config["nodes"].items():
     endpoint = GonkaEndpoint(url, "gonka1" + name.lower())
     names[endpoint] = name
     endpoints.append(endpoint)
-options = {"shared": config["segment"]} if config["mode"] == "shared" else {}
+options = {"shared": config["segment"]} if config["mode"] in ("shared", "preload") else {}
 pool = EndpointPool(endpoints, **options)
-health = None
-if config["mode"] == "redis":
-    import redis
-    from gonka_pool.redis import RedisHealth
-    client = redis.Redis(host="127.0.0.1", port=config["redis_port"], socket_timeout=1)
-    health = RedisHealth(pool, client, channel=config["segment"])
-    ready_by = time.time() + 10
-    while not health.stats()["connected"] and time.time() < ready_by:
-        time.sleep(0.01)
-attempts = []
-def on_request(request, endpoint):
-    attempts.append((time.time() - config["start_at"], names[endpoint]))
-transport = PoolTransport(pool, cooldown=config["cooldown"], timeout_cooldown=config["cooldown"],
-                          on_request=on_request)
-requests = []
-with http.Client(transport=transport, timeout=config["timeout"], trust_env=False) as client:
-    body = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}
-    # Workers spread over one interval, as independent clients are, not in lockstep.
-    next_at = config["start_at"] + config["interval"] * int(sys.argv[2]) / config["workers"]
-    time.sleep(max(0.0, next_at - time.time()))
-    end = config["start_at"] + config["seconds"]
-    while time.time() < end:
-        started = time.time()
-        try:
-            ok = client.post("http://gonka/chat/completions", json=body).status_code == 200
-        except http.HTTPError:
-            ok = False
-        requests.append((ok, time.time() - started))
-        next_at += config["interval"]
+def serve(k):
+    health = None
+    if config["mode"] == "redis":
+        import redis
+        from gonka_pool.redis import RedisHealth
+        client = redis.Redis(host="127.0.0.1", port=config["redis_port"], socket_timeout=1)
+        health = RedisHealth(pool, client, channel=config["segment"])
+        ready_by = time.time() + 10
+        while not health.stats()["connected"] and time.time() < ready_by:
+            time.sleep(0.01)
+    attempts = []
+    def on_request(request, endpoint):
+        attempts.append((time.time() - config["start_at"], names[endpoint]))
+    transport = PoolTransport(pool, cooldown=config["cooldown"], timeout_cooldown=config["cooldown"],
+                              on_request=on_request)
+    requests = []
+    with http.Client(transport=transport, timeout=config["timeout"], trust_env=False) as client:
+        body = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}
+        # Workers spread over one interval, as independent clients are, not in lockstep.
+        next_at = config["start_at"] + config["interval"] * k / config["workers"]
         time.sleep(max(0.0, next_at - time.time()))
-if health is not None:
-    health.close()
-print(json.dumps({"attempts": attempts, "requests": requests}))
+        end = config["start_at"] + config["seconds"]
+        while time.time() < end:
+            started = time.time()
+            try:
+                ok = client.post("http://gonka/chat/completions", json=body).status_code == 200
+            except http.HTTPError:
+                ok = False
+            requests.append((ok, time.time() - started))
+            next_at += config["interval"]
+            time.sleep(max(0.0, next_at - time.time()))
+    if health is not None:
+        health.close()
+    return json.dumps({"attempts": attempts, "requests": requests})
+if config["mode"] != "preload":
+    print(serve(int(sys.argv[2])))
+    sys.exit()
+# gunicorn --preload: the pool above is the master's; each worker is a fork of it,
+# reporting through a pipe of its own (a pipe write over 4 KiB may interleave).
+readers = []
+for k in range(config["workers"]):
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_end)
+            with os.fdopen(write_end, "w") as out:
+                out.write(serve(k))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    readers.append((pid, read_end))
+failed = 0
+for pid, read_end in readers:
+    with os.fdopen(read_end) as lines:
+        print(lines.read())
+    failed |= os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
+sys.exit(failed)
 """
 
 
@@ -156,6 +185,7 @@ def _run_mode(mode: str, nodes: dict[str, str], args: argparse.Namespace, redis_
     # The folder that holds this gonka_pool (three levels up: _cli/, gonka_pool/).
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    # preload: one process, the master, which forks the workers and prints their lines.
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, json.dumps(config), str(k)],
@@ -164,19 +194,19 @@ def _run_mode(mode: str, nodes: dict[str, str], args: argparse.Namespace, redis_
             stderr=subprocess.PIPE,
             text=True,
         )
-        for k in range(args.workers)
+        for k in range(1 if mode == "preload" else args.workers)
     ]
     try:
-        outputs = []
+        outputs: list[dict[str, Any]] = []
         for worker in workers:
             out, err = worker.communicate(timeout=args.seconds + 60)
             if worker.returncode != 0:
                 raise RuntimeError(f"a {mode} worker failed: {err.strip()[-2000:]}")
-            outputs.append(json.loads(out))
+            outputs.extend(json.loads(line) for line in out.splitlines() if line.strip())
     finally:
         for worker in workers:
             worker.kill()
-        if mode == "shared":
+        if mode in ("shared", "preload"):
             EndpointPool.unlink_shared(segment)
     windows = max(1.0, args.seconds / args.cooldown)
     attempts = [a for o in outputs for a in o["attempts"]]
