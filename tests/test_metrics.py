@@ -327,3 +327,37 @@ def test_importing_gonka_pool_metrics_imports_neither_exporter_library():
         "assert not [m for m in sys.modules if m.startswith(('prometheus_client', 'opentelemetry'))], sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_exporter_made_after_another_closed_on_the_same_provider_still_reports(watched):
+    pool, metrics, _ = watched
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    OpenTelemetryMetrics(metrics, meter_provider=provider).close()
+    # The SDK hands the first exporter's instruments back for the same names.
+    otel = OpenTelemetryMetrics(metrics, meter_provider=provider)
+    try:
+        post(pool)
+        points = otel_points(reader)
+    finally:
+        otel.close()
+    good = frozenset(node_labels(pool, 1).items())
+    assert points["gonka_pool.node.answers", good].value == 1
+    assert points["gonka_pool.node.attempt.duration", good | {("outcome", "answer")}].count == 1
+
+
+def test_two_exporters_on_one_provider_report_a_pool_once(watched):
+    pool, metrics, _ = watched
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    first = OpenTelemetryMetrics(metrics, meter_provider=provider)
+    second = OpenTelemetryMetrics(metrics, meter_provider=provider)
+    try:
+        post(pool)
+        points = otel_points(reader)
+    finally:
+        first.close()
+        second.close()
+    good = frozenset(node_labels(pool, 1).items())
+    assert points["gonka_pool.node.attempt.duration", good | {("outcome", "answer")}].count == 1
+    assert points["gonka_pool.node.answers", good].value == 1

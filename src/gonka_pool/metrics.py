@@ -254,7 +254,7 @@ def _copy(histogram: _Histogram) -> _Histogram:
 # while the entry lives.
 _watched: dict[int, PoolMetrics] = {}
 _watch_lock = threading.Lock()
-_otel_sinks: tuple[OpenTelemetryMetrics, ...] = ()
+_otel_sinks: tuple[_Instruments, ...] = ()  # the meters with a live exporter
 
 
 class _Recorder:
@@ -417,56 +417,71 @@ class OpenTelemetryMetrics:
         self._chosen = _check_sources(metrics)
         provider = otel.get_meter_provider() if meter_provider is None else meter_provider
         meter = provider.get_meter("gonka_pool")
-        self._closed = False
-        self._observation = otel.Observation
+        global _otel_sinks
+        with _watch_lock:
+            instruments = _meters.get(id(meter))
+            if instruments is None:
+                instruments = _meters[id(meter)] = _Instruments(meter, otel.Observation)
+            instruments.exporters = (*instruments.exporters, self)
+            if instruments not in _otel_sinks:
+                _otel_sinks = (*_otel_sinks, instruments)
+        self._instruments = instruments
+
+    def close(self) -> None:
+        """Stop recording and observing for this exporter; a no-op when closed."""
+        global _otel_sinks
+        instruments = self._instruments
+        with _watch_lock:
+            instruments.exporters = tuple(other for other in instruments.exporters if other is not self)
+            if not instruments.exporters:
+                _otel_sinks = tuple(other for other in _otel_sinks if other is not instruments)
+
+    def __repr__(self) -> str:
+        return f"OpenTelemetryMetrics({', '.join(map(repr, self._chosen)) or 'every PoolMetrics'})"
+
+
+class _Instruments:
+    """One meter's instruments and the exporters alive on it.  Created once per
+    meter: an SDK asked again for an instrument of the same name returns the first
+    one, with the first one's callbacks, so a second exporter on one meter shares
+    these rather than creating its own."""
+
+    def __init__(self, meter: Any, observation: Any) -> None:
+        self.exporters: tuple[OpenTelemetryMetrics, ...] = ()
+        self._observation = observation
         # Attribute dicts, one per (pool, node[, outcome]), so that recording builds none.
         self._attributes: dict[tuple[int, GonkaEndpoint, str], dict[str, str]] = {}
-        observable = [
-            ("gonka_pool.node.requests", "{attempt}", "Attempts sent to the node (counted as they end)", "counter"),
-            ("gonka_pool.node.answers", "{attempt}", "Attempts whose response was the request's answer", "counter"),
-            (
-                "gonka_pool.node.failures",
-                "{attempt}",
-                "Attempts judged the node's fault, by reason and kind",
-                "counter",
-            ),
-            ("gonka_pool.node.cooldowns", "{cooldown}", "Cooldowns the failover loop's failures started", "counter"),
-            ("gonka_pool.node.available", "1", "1 when the node is selectable, 0 while it cools", "gauge"),
-            ("gonka_pool.node.cooldown.remaining", "s", "Seconds of cooldown left (inf until cleared)", "gauge"),
-            ("gonka_pool.node.in_flight", "{request}", "Requests to the node in flight (leases out)", "updown"),
-            ("gonka_pool.node.consecutive_failures", "{failure}", "Cooldowns entered since its last success", "gauge"),
-            ("gonka_pool.node.latency.ewma", "s", "The pool's peak-EWMA latency of the node", "gauge"),
-        ]
         create = {
             "counter": meter.create_observable_counter,
             "gauge": meter.create_observable_gauge,
             "updown": meter.create_observable_up_down_counter,
         }
-        self.instruments = [
+        self.observable = [
             create[kind](name, callbacks=[self._callback(name)], unit=unit, description=text)
-            for name, unit, text, kind in observable
+            for name, unit, text, kind in _OBSERVABLE
         ]
-        self._latency = _histogram(
+        self.latency = _histogram(
             meter,
             "gonka_pool.node.attempt.duration",
             "s",
             "Attempt latency: from the pick to the verdict (a response's headers)",
             LATENCY_BUCKETS,
         )
-        self._attempts = _histogram(
+        self.attempts = _histogram(
             meter, "gonka_pool.request.attempts", "{attempt}", "Attempts per request, by how it ended", ATTEMPT_BUCKETS
         )
-        _add_sink(self)
 
-    def close(self) -> None:
-        self._closed = True
-        _remove_sink(self)
-
-    def __repr__(self) -> str:
-        return f"OpenTelemetryMetrics({', '.join(map(repr, self._chosen)) or 'every PoolMetrics'})"
+    def _sources(self) -> list[PoolMetrics]:
+        """What the live exporters read, each ``PoolMetrics`` once."""
+        chosen: dict[int, PoolMetrics] = {}
+        for exporter in self.exporters:
+            if not exporter._chosen:
+                return list(_watched.values())
+            chosen.update((id(metrics), metrics) for metrics in exporter._chosen)
+        return list(chosen.values())
 
     def _covers(self, metrics: PoolMetrics) -> bool:
-        return not self._chosen or any(metrics is chosen for chosen in self._chosen)
+        return any(not e._chosen or any(metrics is m for m in e._chosen) for e in self.exporters)
 
     def _labels(self, metrics: PoolMetrics, node: GonkaEndpoint, outcome: str = "") -> dict[str, str]:
         key = (id(metrics), node, outcome)
@@ -483,17 +498,15 @@ class OpenTelemetryMetrics:
     def _record(
         self, metrics: PoolMetrics, records: list[tuple[GonkaEndpoint, str | None, str, str, bool, float]], outcome: str
     ) -> None:
-        if self._closed or not self._covers(metrics):
+        if not self._covers(metrics):
             return
         for node, result, _, _, _, seconds in records:
             if result is not None:
-                self._latency.record(seconds, self._labels(metrics, node, result))
-        self._attempts.record(len(records), {"pool": metrics.name, "outcome": outcome})
+                self.latency.record(seconds, self._labels(metrics, node, result))
+        self.attempts.record(len(records), {"pool": metrics.name, "outcome": outcome})
 
     def _callback(self, name: str) -> Callable[[Any], Iterable[Any]]:
         def observe(options: Any) -> Iterable[Any]:
-            if self._closed:
-                return []
             return list(self._observe(name))
 
         return observe
@@ -501,7 +514,7 @@ class OpenTelemetryMetrics:
     def _observe(self, name: str) -> Iterator[Any]:
         observation = self._observation
         field = _COUNTED.get(name)
-        for metrics in _sources(self._chosen):
+        for metrics in self._sources():
             nodes, _, snapshot = metrics._read()
             if field == "failures":
                 for node, counts in nodes:
@@ -517,6 +530,23 @@ class OpenTelemetryMetrics:
                     value = read(state)
                     if value is not None:
                         yield observation(value, self._labels(metrics, state.endpoint))
+
+
+# id(meter) -> its instruments, kept for the process's life, as the SDK keeps them.
+_meters: dict[int, _Instruments] = {}
+
+# The observable instruments: name, unit, description, kind.
+_OBSERVABLE = [
+    ("gonka_pool.node.requests", "{attempt}", "Attempts sent to the node (counted as they end)", "counter"),
+    ("gonka_pool.node.answers", "{attempt}", "Attempts whose response was the request's answer", "counter"),
+    ("gonka_pool.node.failures", "{attempt}", "Attempts judged the node's fault, by reason and kind", "counter"),
+    ("gonka_pool.node.cooldowns", "{cooldown}", "Cooldowns the failover loop's failures started", "counter"),
+    ("gonka_pool.node.available", "1", "1 when the node is selectable, 0 while it cools", "gauge"),
+    ("gonka_pool.node.cooldown.remaining", "s", "Seconds of cooldown left (inf until cleared)", "gauge"),
+    ("gonka_pool.node.in_flight", "{request}", "Requests to the node in flight (leases out)", "updown"),
+    ("gonka_pool.node.consecutive_failures", "{failure}", "Cooldowns entered since its last success", "gauge"),
+    ("gonka_pool.node.latency.ewma", "s", "The pool's peak-EWMA latency of the node", "gauge"),
+]
 
 
 # The observable instruments counted here (-> the _Node field), and those read from
@@ -543,15 +573,3 @@ def _histogram(meter: Any, name: str, unit: str, text: str, bounds: tuple[float,
         )
     except TypeError:  # pragma: no cover - older opentelemetry-api
         return meter.create_histogram(name, unit=unit, description=text)
-
-
-def _add_sink(sink: OpenTelemetryMetrics) -> None:
-    global _otel_sinks
-    with _watch_lock:
-        _otel_sinks = (*_otel_sinks, sink)
-
-
-def _remove_sink(sink: OpenTelemetryMetrics) -> None:
-    global _otel_sinks
-    with _watch_lock:
-        _otel_sinks = tuple(other for other in _otel_sinks if other is not sink)
