@@ -84,7 +84,7 @@ def test_top_prints_one_snapshot_of_a_shared_segment_off_a_terminal(segment, twi
 
 def test_reading_a_segment_changes_none_of_its_bytes(segment):
     name, _ = segment
-    path = f"/dev/shm/gonka_pool.{name}"
+    path = "/dev/shm" + C._segment_file(name)
     if not os.path.exists(path):
         pytest.skip("segments are not files under /dev/shm here")
     with open(path, "rb") as file:
@@ -114,6 +114,19 @@ def test_top_refuses_a_segment_that_does_not_exist_and_creates_none():
     assert C.EndpointPool.unlink_shared(name) is False  # still none
 
 
+def test_a_node_no_live_pool_holds_any_more_is_not_shown(segment):
+    name, pool = segment
+    pool.update(NODES[:2])  # node2 dropped: its record is left to be reused
+    shown = [row.node for row in read_segment(name, NODES)[0]]
+    assert sorted(shown) == sorted(f"{node.base_url} ({node.address})" for node in NODES[:2])
+
+
+def test_top_looks_for_the_segment_of_the_uid_it_is_given(segment):
+    done = run_top("--shared", segment[0], "--uid", str(os.geteuid() + 1))
+    assert done.returncode == 1
+    assert f"of uid {os.geteuid() + 1}" in done.stderr
+
+
 def test_top_refuses_a_bad_segment_name():
     with pytest.raises(SourceError, match="1 to 200 letters"):
         read_segment("../etc/passwd")
@@ -139,6 +152,7 @@ def options(**given):
         "interval": 0.01,
         "count": None,
         "once": False,
+        "uid": None,
         **given,
     }
     return argparse.Namespace(**values)

@@ -6,11 +6,12 @@ Neither store keeps a failure's reason: the reason is in the pool's WARNING reco
 of each cooldown (``_report.log_cooldown``), in the process that failed.  What each
 does keep:
 
-- a segment (layout 2, described above ``_Segment`` in ``_pool.pyx``): per node a
-  32-byte BLAKE2b key of its URL and address (not the URL itself, so a row is
-  named only when the caller lists its node), the deadline, the consecutive and
-  total failure counts of every process, and when it last failed (or refused for
-  load);
+- a segment (layout 3, described above ``_Segment`` in ``_pool.pyx``; one per
+  user and name): per node a 32-byte BLAKE2b key of its URL and address (not the
+  URL itself, so a row is named only when the caller lists its node), the
+  deadline, the consecutive and total failure counts of every process, when it
+  last failed (or refused for load), and which live pools hold it (a record no
+  pool holds is a node every pool dropped, left to be reused: not shown);
 - a Redis hash ``<channel>:cooldowns``: per node ``"<base_url>;<address>"`` the
   deadline on the server's clock and the consecutive count; a success drops the
   entry once its cooldown has run out, so nodes that never failed are absent.
@@ -31,12 +32,13 @@ from .._endpoint import GonkaEndpoint, redact
 
 __all__ = ["NodeHealth", "SourceError", "endpoints_from_text", "read_redis", "read_segment"]
 
-# _pool.pyx's segment format (layout 2): header words, the one layout this reads.
+# _pool.pyx's segment format (layout 3), the one layout this reads.
 _MAGIC = 0x314C4F4F50414B4E  # "NKAPOOL1"
-_LAYOUT = 2
+_LAYOUT = 3
 _HEADER_BYTES = 128
 _CACHE_LINE = 64
-_READY = 2
+_READY, _STATE_KIND = 2, 3  # a record's state: its kind in the low 2 bits
+_HOLDER_WORDS = 4  # per record: one bit per attachment (a mapping by a live pool)
 _FOREVER = 2**64 - 1
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
@@ -77,7 +79,7 @@ def _aligned(size: int) -> int:
     return (size + _CACHE_LINE - 1) // _CACHE_LINE * _CACHE_LINE
 
 
-def _map_read_only(name: str) -> mmap.mmap:
+def _map_read_only(name: str, uid: int) -> mmap.mmap:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise SourceError(f"a shared segment's name is 1 to 200 letters, digits, '_', '.' or '-', got {name[:40]!r}")
     try:
@@ -85,16 +87,18 @@ def _map_read_only(name: str) -> mmap.mmap:
     except ImportError:
         raise SourceError("shared segments need POSIX shared memory, which this platform lacks") from None
     try:
-        fd = _posixshmem.shm_open("/gonka_pool." + name, os.O_RDONLY, 0)
+        # _pool.pyx's _segment_path: segments are per user, by effective uid.
+        fd = _posixshmem.shm_open(f"/gonka_pool.{uid}.{name}", os.O_RDONLY, 0)
     except FileNotFoundError:
         raise SourceError(
-            f"no shared segment {name!r} on this host: no pool here was built with shared={name!r}, "
-            "or it was removed (EndpointPool.unlink_shared)"
+            f"no shared segment {name!r} of uid {uid} on this host: no pool of that user here was "
+            f"built with shared={name!r}, or it was removed (EndpointPool.unlink_shared); "
+            "workers running as another user: --uid theirs"
         ) from None
     except PermissionError:
         raise SourceError(
-            f"shared segment {name!r} belongs to another user (segments are created mode 0600): "
-            "run top as the user the workers run as"
+            f"shared segment {name!r} of uid {uid} is readable by that user only (mode 0600): "
+            "run top as that user, or as root"
         ) from None
     try:
         size = os.fstat(fd).st_size
@@ -105,10 +109,13 @@ def _map_read_only(name: str) -> mmap.mmap:
         os.close(fd)
 
 
-def read_segment(name: str, endpoints: Iterable[GonkaEndpoint] = ()) -> tuple[list[NodeHealth], int]:
-    """Every record of the segment ``name`` and its capacity; a record is named by
+def read_segment(
+    name: str, endpoints: Iterable[GonkaEndpoint] = (), uid: int | None = None
+) -> tuple[list[NodeHealth], int]:
+    """The records of user ``uid``'s (this process's effective uid by default)
+    segment ``name`` that a live pool holds, and its capacity; a record is named by
     the endpoint of ``endpoints`` whose key it holds."""
-    mapping = _map_read_only(name)
+    mapping = _map_read_only(name, os.geteuid() if uid is None else uid)
     try:
         return _records(name, mapping, {_segment_key(e): e for e in endpoints})
     finally:
@@ -129,16 +136,19 @@ def _records(name: str, mapping: mmap.mmap, named: dict[bytes, GonkaEndpoint]) -
         array = _aligned(capacity * 8)
         keys_at = _HEADER_BYTES + array
         deadlines_at = keys_at + _aligned(capacity * 32)
-        if capacity < 1 or deadlines_at + 5 * array > len(mapping):
+        holders_at = deadlines_at + 5 * array
+        if capacity < 1 or holders_at + _aligned(capacity * 8 * _HOLDER_WORDS) > len(mapping):
             raise SourceError(f"shared segment {name!r} is damaged (capacity {capacity} in {len(mapping)} bytes)")
         # Word offsets of the health arrays, in _Segment's order.
         deadlines, consecutive, total, failed_at = ((deadlines_at + k * array) // 8 for k in range(4))
-        states = _HEADER_BYTES // 8
+        states, holders = _HEADER_BYTES // 8, holders_at // 8
         now = monotonic_ns()
         rows = []
         for i in range(capacity):
-            if words[states + i] != _READY:
+            if words[states + i] & _STATE_KIND != _READY:
                 continue
+            if not any(words[holders + i * _HOLDER_WORDS + w] for w in range(_HOLDER_WORDS)):
+                continue  # no live pool has this node: dropped by all, left to be reused
             key = mapping[keys_at + 32 * i : keys_at + 32 * i + 32]
             endpoint = named.get(key)
             label = _label(endpoint) if endpoint is not None else f"record {i} (key {key[:6].hex()})"

@@ -40,6 +40,12 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--shared", metavar="NAME", help="the segment the pools use (EndpointPool(shared=NAME))")
     source.add_argument("--redis", metavar="URL", help="the Redis RedisHealth uses, e.g. redis://localhost:6379/0")
+    parser.add_argument(
+        "--uid",
+        type=at_least(0),
+        default=None,
+        help="the user whose segment to read (segments are per user; default: yours)",
+    )
     parser.add_argument("--channel", default="gonka_pool", help="RedisHealth's channel (default: gonka_pool)")
     parser.add_argument(
         "--endpoints",
@@ -98,7 +104,7 @@ def top(args: argparse.Namespace, out: TextIO) -> int:
 def _screen(args: argparse.Namespace, client: Any, endpoints: list[Any]) -> str:
     clock = time.strftime("%H:%M:%S")
     if client is None:
-        rows, capacity = read_segment(args.shared, endpoints)
+        rows, capacity = read_segment(args.shared, endpoints, args.uid)
         title = f"shared segment {args.shared!r}: {len(rows)} nodes (of {capacity} records)"
         note = _REASON_NOTE.format(store="the segment")
     else:
