@@ -47,6 +47,14 @@ PUBLIC_API = {
         "PoolTransport",
         "RoutingError",
     ],
+    # gonka_pool.metrics: added by issue 22, on purpose.
+    "gonka_pool.metrics": [
+        "ATTEMPT_BUCKETS",
+        "LATENCY_BUCKETS",
+        "OpenTelemetryMetrics",
+        "PoolMetrics",
+        "PrometheusCollector",
+    ],
     "gonka_pool.openai": ["API_KEY_PLACEHOLDER", "TRANSPORT_OPTIONS", "async_client", "client"],
     "gonka_pool.redis": ["AsyncRedisHealth", "RedisHealth"],
     "gonka_pool.testing": [
@@ -65,6 +73,7 @@ NEEDS = {
     "gonka_pool.gonka": ["bech32"],
     "gonka_pool.httpx": ["httpx"],
     "gonka_pool.httpx2": ["httpx2"],
+    "gonka_pool.metrics": [],  # the exporters import their libraries when built
     "gonka_pool.openai": ["openai", "httpx2"],
     "gonka_pool.redis": [],
 }

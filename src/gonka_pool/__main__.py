@@ -16,12 +16,13 @@ COMMANDS = {
     "bench-failover": "bench_failover",
     "bench-scaleout": "bench_scaleout",
     "bench-balance": "bench_balance",
+    "top": "top",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gonka_pool", description="gonka_pool from the command line: a demo of the pool, and benchmarks."
+        prog="python -m gonka_pool", description="gonka_pool from the command line: a demo, benchmarks, and top."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     # Each command's own parser, not a pass-through: "bench --help" and a bad bench

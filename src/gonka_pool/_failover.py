@@ -235,6 +235,26 @@ def failover_plan(
     -m gonka_pool bench-failover``: attempts on bad nodes 50-55 with it, 51-55
     without, in 4-round runs; not kept.)
     """
+    if recorder is not None:
+        return cast("Generator[Step, Any, Any]", recorder.plan(pool, attempts, judge_error, judge_result, expires))
+    return _failover_loop(pool, attempts, judge_error, judge_result, expires, None)
+
+
+# gonka_pool.metrics while some PoolMetrics records a pool, else None: without one,
+# a request pays this global's test and an attempt one `request is None` test.
+recorder: Any = None
+
+
+def _failover_loop(
+    pool: Any,
+    attempts: int | None,
+    judge_error: Callable[[Exception], Verdict],
+    judge_result: Callable[[Any], Verdict],
+    expires: float | None,
+    request: Any,
+) -> Generator[Step, Any, Any]:
+    """``failover_plan``'s loop; ``request`` hears each attempt's node and verdict
+    (``gonka_pool.metrics``), or is None."""
     limit = attempts
     tried: set[GonkaEndpoint] = set()
     slow = 0
@@ -243,13 +263,15 @@ def failover_plan(
         try:
             endpoint = lease.endpoint
             tried.add(endpoint)
+            if request is not None:
+                request.attempt(endpoint)
             try:
                 result = yield lease.index, endpoint
             except Exception as exc:
                 verdict = judge_error(exc)
                 if verdict is None:
                     raise
-                _settle_failed(lease, verdict)
+                _settle_failed(lease, verdict, request)
                 slow += verdict[3]
                 if not _may_go_on(pool, limit, tried, slow, expires):
                     raise
@@ -257,8 +279,10 @@ def failover_plan(
             verdict = judge_result(result)
             if verdict is None:
                 lease.success()
+                if request is not None:
+                    request.answered()
                 return result
-            _settle_failed(lease, verdict)
+            _settle_failed(lease, verdict, request)
             slow += verdict[3]
             if not _may_go_on(pool, limit, tried, slow, expires):
                 return result
@@ -343,9 +367,11 @@ def remaining(expires: float | None) -> float | None:
     return None if expires is None else max(0.0, expires - time.monotonic())
 
 
-def _settle_failed(lease: Any, verdict: tuple[Any, float, str, bool]) -> None:
-    """Settle ``lease`` on a judged failure: failed, overloaded or released."""
+def _settle_failed(lease: Any, verdict: tuple[Any, float, str, bool], request: Any = None) -> None:
+    """Settle ``lease`` on a judged failure: failed, overloaded or released; then
+    tell ``request`` (if any) the verdict and whether it started a cooldown."""
     cooldown, at_least, reason, _ = verdict
+    entered = False
     if cooldown is PASS:
         lease.release()
         _debug(lease.endpoint, reason, "failed (%s); failing over without a cooldown")
@@ -355,8 +381,12 @@ def _settle_failed(lease: Any, verdict: tuple[Any, float, str, bool]) -> None:
     # The lease resolves its node against the membership in force now, as a mark
     # by endpoint does (an update() may have moved it since the pick).  The pool
     # logs the one WARNING when this starts a cooldown, with our reason.
-    elif not lease.failure(cooldown, reason=reason, retry_after=at_least or None):
+    elif lease.failure(cooldown, reason=reason, retry_after=at_least or None):
+        entered = True
+    else:
         _debug(lease.endpoint, reason, "failed (%s) while already cooling; failing over")
+    if request is not None:
+        request.failed(verdict, entered)
 
 
 def _debug(endpoint: GonkaEndpoint, reason: str, what: str) -> None:
