@@ -26,7 +26,7 @@ from types import ModuleType
 import pytest
 
 from gonka_pool import GonkaEndpoint
-from gonka_pool._failover import client_fault
+from gonka_pool._client_errors import client_fault
 from gonka_pool.testing import LocalNode, free_port
 
 pytestmark = pytest.mark.thread_unsafe(reason="the local servers of the module are shared by its tests")

@@ -1,7 +1,8 @@
 """The import graph runs one way: each layer imports only its own and the layers
 below it (docs/development.md opens with the map).
 
-    core          _endpoint _clock _convert _schedule _report _balance _failover _pool_common _pool _pool_py
+    core          _endpoint _clock _convert _schedule _report _balance _client_errors _failover
+                  _pool_common _pool _pool_py
     request path  _transport httpx httpx2 openai metrics;   shared health  _redis_common redis
     facade        gonka_pool/__init__ (picks the core; RoutingError from _transport)
     gonka         gonka/ (signing, discovery, refreshing, the judge, the clients)
@@ -55,6 +56,7 @@ LAYERS = {
             "_schedule",
             "_report",
             "_balance",
+            "_client_errors",
             "_failover",
             "_pool_common",
             "_pool",

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._endpoint import GonkaEndpoint, redact
+from ._addresses import internal_host as _internal_host
 from ._discovery import (
     MAX_RESPONSE_BYTES,
     MAX_TEXT,
@@ -30,7 +31,6 @@ from ._discovery import (
     Participant,
     _allowed_addresses,
     _get_json,
-    _internal_host,
     _source_root,
     discover,
     participants_in,
