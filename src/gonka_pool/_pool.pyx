@@ -267,6 +267,12 @@ cdef extern from "_shared.h" nogil:
     uint64_t gp_euid() noexcept
     uint64_t gp_pid_namespace() noexcept
     bint gp_pid_alive(uint64_t pid) noexcept
+    ctypedef struct gp_guard_slot:
+        pass
+    int gp_guard_install() noexcept
+    int gp_guard_register(void *base, size_t length, gp_guard_slot **slot) noexcept
+    void gp_guard_forget(gp_guard_slot *slot) noexcept
+    bint gp_guard_lost(gp_guard_slot *slot) noexcept
 
 
 cdef extern from *:
@@ -723,6 +729,7 @@ cdef class _Segment:
     cdef bint warned_lost
     cdef Py_ssize_t fork_slot         # between fork()'s hooks: the child's attachment, or -1
     cdef size_t mapped                # the mapping's length (the file's at open)
+    cdef gp_guard_slot *guard         # the SIGBUS guard's entry of the mapping, or NULL
     cdef object __weakref__
 
     def __cinit__(self, name, capacity):
@@ -768,6 +775,14 @@ cdef class _Segment:
         self.base = <char *>base
         self.length = self.mapped = length
         self.fd = fd
+        # Guarded before its first read: from here a truncation faults into the
+        # handler, which leaves zeros where the segment was (see _shared.h).
+        err = gp_guard_install()
+        if err == 0:
+            err = gp_guard_register(base, length, &self.guard)
+        if err != 0:
+            raise OSError(err, f"shared memory segment {name!r}: cannot guard it against "
+                          f"truncation: {_os.strerror(err)}")
         self.header = <gp_atomic_u64 *>base
         if created:
             gp_u64_store_relaxed(&self.header[0], _SHM_MAGIC)
@@ -828,6 +843,7 @@ cdef class _Segment:
                 # Every membership is gone (each held this mapping), so its holds are too.
                 mine = self.attached_pid
                 gp_u64_cas(&self.attachments[2 * self.attachment], mine, 0)
+            gp_guard_forget(self.guard)  # before the range can belong to another mapping
             gp_shm_unmap(self.base, self.mapped)
         if self.fd >= 0:
             gp_shm_close(self.fd)
@@ -835,12 +851,14 @@ cdef class _Segment:
 
     cdef bint _intact(self) noexcept nogil:
         """Whether the segment still spans its layout; once it does not (truncated
-        by a process of this user, or root), it is never read or written again here:
-        a page past its end would raise SIGBUS."""
+        by a process of this user, or root), it is never read or written again here.
+        A pick or mark that touches it before then faults into the SIGBUS guard,
+        which replaces the mapping by zeros and sets the flag read here."""
         cdef size_t now_length = 0
         if gp_u64_load_relaxed(&self.lost):
             return False
-        if gp_shm_size(self.fd, &now_length) != 0 or now_length < self.length:
+        if (gp_guard_lost(self.guard) or gp_shm_size(self.fd, &now_length) != 0
+                or now_length < self.length):
             gp_u64_store_relaxed(&self.lost, 1)
             return False
         return True
