@@ -86,7 +86,6 @@ class Server:
         self.port = port
         self.log = cwd / f"server-{port}.log"
         env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(cwd), str(PACKAGE_ROOT)])}
-        env.pop("PYTHONWARNINGS", None)  # the suite's "error" would fail the servers' own imports
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
                 argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
