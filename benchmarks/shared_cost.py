@@ -7,7 +7,7 @@ one node of 8 cooling (the clock path, each deadline read through the node's rec
 number).  The issue's goals: shared ``next()`` at most 1.1x unshared; a mark at most
 2x ``next()``.
 
-    python setup.py -q build_ext --inplace
+    python setup.py -q build_ext --inplace   # or pip install . (then the installed core is timed)
     python benchmarks/shared_cost.py --rounds 7
 """
 
@@ -19,10 +19,27 @@ import statistics
 import sys
 import timeit
 import uuid
+from importlib.machinery import EXTENSION_SUFFIXES
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+# This checkout's core when it is built in place; else the installed package's (a
+# source tree without the built core, first on the path, would shadow it).
+if any(
+    name.startswith("_pool.") and name.endswith(tuple(EXTENSION_SUFFIXES)) for name in os.listdir(SRC + "/gonka_pool")
+):
+    sys.path.insert(0, SRC)
+else:
+    sys.path.append(SRC)
 
-from gonka_pool import GonkaEndpoint, _pool
+from gonka_pool import GonkaEndpoint  # noqa: E402 - after the path is chosen
+
+try:
+    from gonka_pool import _pool
+except ImportError:
+    sys.exit(
+        "shared_cost.py times the C core, which is neither built in this checkout nor installed: "
+        "run `python setup.py -q build_ext --inplace` (or `pip install .`) first"
+    )
 
 
 def main() -> None:

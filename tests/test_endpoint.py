@@ -236,19 +236,40 @@ ENV_UNSAFE = pytest.mark.thread_unsafe(reason="sets GONKA_ENDPOINTS, which is pr
 
 @ENV_UNSAFE
 @pytest.mark.parametrize(
-    ("value", "entry"),
+    "value",
     [
-        ("https://n1;a1,", "entry 2 of 2"),
-        (",https://n1;a1", "entry 1 of 2"),
-        ("https://n1;a1,,https://n2;a2", "entry 2 of 3"),
-        ("https://n1;a1, ,https://n2;a2", "entry 2 of 3"),
+        "https://n1;a1,https://n2;a2,",
+        ",https://n1;a1,https://n2;a2",
+        "https://n1;a1,,https://n2;a2",
+        "https://n1;a1, ,https://n2;a2 , ",
     ],
 )
-def test_from_env_names_the_variable_and_the_position_of_an_empty_entry(pool_impl, monkeypatch, value, entry):
+def test_from_env_skips_empty_entries_as_openai_client_does(pool_impl, monkeypatch, value):
     monkeypatch.setenv("GONKA_ENDPOINTS", value)
-    with pytest.raises(ValueError) as info:
+    expected = [GonkaEndpoint("https://n1", "a1"), GonkaEndpoint("https://n2", "a2")]
+    assert list(pool_impl.EndpointPool.from_env().endpoints) == expected
+    # One GONKA_ENDPOINTS for every entry point: the one-call client reads it alike.
+    pytest.importorskip("openai")
+    pytest.importorskip("ecdsa")
+    from gonka_pool.gonka import openai_client
+
+    client = openai_client("0x" + "11" * 32)
+    assert list(client.gonka_pool.endpoints) == expected
+
+
+@ENV_UNSAFE
+@pytest.mark.parametrize("value", [",", " , ,", ",,,"])
+def test_from_env_refuses_a_variable_of_commas_alone(pool_impl, monkeypatch, value):
+    monkeypatch.setenv("GONKA_ENDPOINTS", value)
+    with pytest.raises(ValueError, match="environment variable GONKA_ENDPOINTS holds only commas"):
         pool_impl.EndpointPool.from_env()
-    assert str(info.value).startswith(f"environment variable GONKA_ENDPOINTS, {entry} (counting from 1) is empty")
+
+
+@ENV_UNSAFE
+def test_from_env_numbers_an_invalid_entry_counting_the_empty_ones(pool_impl, monkeypatch):
+    monkeypatch.setenv("GONKA_ENDPOINTS", "https://n1;a1,,ftp://n2;a2")
+    with pytest.raises(ValueError, match=r"^environment variable GONKA_ENDPOINTS, entry 3 of 3 \(counting from 1\)"):
+        pool_impl.EndpointPool.from_env()
 
 
 @ENV_UNSAFE
@@ -283,6 +304,6 @@ def test_from_env_refuses_semicolons_used_between_entries(pool_impl, monkeypatch
 
 @ENV_UNSAFE
 def test_from_env_accepts_a_variable_name_with_braces(pool_impl, monkeypatch):
-    monkeypatch.setenv("NODES_{0}", "https://n1;a1,")
+    monkeypatch.setenv("NODES_{0}", "https://n1;a1,ftp://n2;a2")
     with pytest.raises(ValueError, match=r"^environment variable NODES_\{0\}, entry 2 of 2"):
         pool_impl.EndpointPool.from_env("NODES_{0}")

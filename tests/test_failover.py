@@ -516,8 +516,6 @@ def test_from_env_names_the_variable_when_it_is_missing(pool_impl, monkeypatch, 
     "entries",
     [
         "https://node0.example",  # no address
-        "https://node0.example;addr0,",  # trailing comma: an empty entry
-        "https://node0.example;addr0,,https://node1.example;addr1",
         "ftp://node0.example;addr0",  # scheme
         "https://user:secret@node0.example;addr0",  # credentials
         "https://node0.example;addr 0",  # bad address
@@ -533,12 +531,7 @@ def test_from_env_rejects_entries_as_gonka_endpoint_parse_does(pool_impl, monkey
             GonkaEndpoint.parse(entry)
     # from_env names the variable and the entry, then says what parse says.
     assert str(from_env.value).startswith("environment variable GONKA_ENDPOINTS, entry ")
-    assert (
-        str(from_env.value).endswith(str(parse.value))
-        or "credentials" in str(parse.value)
-        or not entries.split(",")[-1]
-        or ",," in entries
-    )
+    assert str(from_env.value).endswith(str(parse.value)) or "credentials" in str(parse.value)
     assert "secret" not in str(from_env.value)
 
 

@@ -150,14 +150,16 @@ def from_env(cls: type[T], var: str, options: dict[str, Any]) -> T:
     endpoints = []
     for number, entry in enumerate(entries, 1):
         if not entry.strip():
-            raise ValueError(
-                f"{entry_at(number)} is empty: entries are 'url;address' separated by "
-                "',', with no ',' at the end or doubled"
-            )
+            # A trailing or doubled ',' (a list built by a shell loop, an edited
+            # line): skipped, as openai_client() and GonkaOpenAI skip it, so that one
+            # GONKA_ENDPOINTS works with every entry point.  Numbers still count it.
+            continue
         try:
             endpoints.append(GonkaEndpoint.parse(entry))
         except ValueError as exc:
             raise ValueError(f"{entry_at(number)}: {exc}") from None
+    if not endpoints:
+        raise ValueError(f"environment variable {var} holds only commas; expected 'url;address' entries between them")
     return cls(endpoints, **options)  # type: ignore[call-arg]
 
 
