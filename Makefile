@@ -6,6 +6,8 @@
 # make demo   - build and run `python -m gonka_pool demo`
 # make tsan   - the concurrency tests under ThreadSanitizer (a TSan build of 3.13t)
 # make valgrind - the suite under valgrind: no definite leak from the extension
+# Any free-threaded interpreter instead of 3.13.5t: make test-ft FT_PYTHON=/path/python3.14t
+#               (likewise test-parallel, test-debug, the bench targets; make tsan TSAN_PYTHON=...)
 # Everything it needs (virtual environments, build dependencies, the free-threaded
 # interpreter) it installs by itself, cached under .venv-*/ and $(PYENV_ROOT).
 
@@ -19,7 +21,21 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 FT_PYTHON ?= $(shell scripts/free-threaded-python)
 
 VENV_GIL := .venv-gil
+# A given free-threaded interpreter (FT_PYTHON=/path/python3.14t on the command line
+# or in the environment) gets a venv named after its version, .venv-ft-3.14t, never the
+# default 3.13t's .venv-ft, whose installs and build would otherwise be reused as is.
+# Only then is the interpreter run while make reads this file: the default one may
+# first have to be built, which no target but those that use it should wait for.
+ifneq ($(filter command line environment,$(origin FT_PYTHON)),)
+FT_TAG := $(shell $(FT_PYTHON) -c 'import sys, sysconfig; v = sys.version_info; \
+            print(f"{v[0]}.{v[1]}" + ("t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""))' 2>/dev/null)
+ifeq ($(filter %t,$(FT_TAG)),)
+$(error FT_PYTHON=$(FT_PYTHON) is not a free-threaded CPython (it says "$(FT_TAG)"))
+endif
+VENV_FT := .venv-ft-$(FT_TAG)
+else
 VENV_FT := .venv-ft
+endif
 SOURCES := $(wildcard src/gonka_pool/*.py src/gonka_pool/*/*.py src/gonka_pool/*.pyx src/gonka_pool/*.h src/gonka_pool/*.pyi) \
            setup.py pyproject.toml
 PIP_FLAGS := --disable-pip-version-check --quiet --quiet
@@ -107,7 +123,7 @@ bench: $(VENV_GIL)/.installed $(VENV_FT)/.installed
 	mkdir -p .bench
 	-$(VENV_FT)/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: ft_utils
 	$(VENV_GIL)/bin/python -m gonka_pool bench --json .bench/gil.json $(BENCH_FLAGS)
-	PYTHON_GIL=0 $(VENV_FT)/bin/python -m gonka_pool bench --json .bench/ft.json $(BENCH_FLAGS)
+	PYTHON_GIL=0 $(VENV_FT)/bin/python -m gonka_pool bench --json .bench/$(VENV_FT:.venv-%=%).json $(BENCH_FLAGS)
 
 # make bench-failover: requests lost to bad nodes (healthy, refused, 503, stalling),
 # the fixed cap of 3 attempts against attempts=None, on both interpreters.
@@ -144,7 +160,8 @@ bench-policy: $(VENV_GIL)/.installed $(VENV_FT)/.installed
 	  $$v/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: "Cython>=3.1" "setuptools>=77"; \
 	  (cd .bench/prepolicy && ../../$$v/bin/python setup.py -q build_ext --inplace); done
 	$(VENV_GIL)/bin/python benchmarks/policy_overhead.py --baseline $$(ls .bench/prepolicy/src/gonka_pool/_pool.cpython-3*[0-9]-*.so | grep -v 't-' | head -1)
-	PYTHON_GIL=0 $(VENV_FT)/bin/python benchmarks/policy_overhead.py --baseline $$(ls .bench/prepolicy/src/gonka_pool/_pool.cpython-313t-*.so)
+	PYTHON_GIL=0 $(VENV_FT)/bin/python benchmarks/policy_overhead.py --baseline \
+	    $$(ls .bench/prepolicy/src/gonka_pool/_pool.$$($(VENV_FT)/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("SOABI"))').so)
 
 $(VENV_GIL)/bin/python:
 	$(PYTHON) -m venv $(VENV_GIL)
@@ -169,15 +186,21 @@ $(VENV_FT)/bin/python:
 # scripts/tsan-python, cached in $(PYENV_ROOT)/versions/3.13.5t-tsan), gonka_pool
 # compiled with -fsanitize=thread into .venv-tsan, then scripts/tsan-tests.  Not part
 # of `make test` (a fresh machine spends about 15 minutes on it); .ci/run runs both.
+# TSAN_PYTHON=/path/python3.14t: another TSan build of a free-threaded CPython (a plain
+# one cannot load the instrumented core), in a venv named after its version.
 TSAN_PYTHON ?= $(shell scripts/tsan-python)
+ifneq ($(filter command line environment,$(origin TSAN_PYTHON)),)
+VENV_TSAN := .venv-tsan-$(shell TSAN_OPTIONS=report_bugs=0 $(TSAN_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+else
 VENV_TSAN := .venv-tsan
+endif
 # Only what the TSan run needs (every package is slow to install under TSan); the
 # versions come from requirements-test.txt.
 TSAN_REQUIREMENTS = $(shell grep -E '^(pytest|hypothesis|pytest-run-parallel)([<>=!~ ;]|$$)' requirements-test.txt \
                       | sed "s/.*/'&'/") "setuptools>=77" "Cython>=3.1"
 
 tsan: $(VENV_TSAN)/.installed
-	scripts/tsan-tests
+	TSAN_VENV=$(VENV_TSAN) scripts/tsan-tests
 
 # The interpreter's own runs during setup (venv, pip, the build) are not under test.
 $(VENV_TSAN)/bin/python $(VENV_TSAN)/.installed: export TSAN_OPTIONS := report_bugs=0
@@ -196,7 +219,7 @@ $(VENV_TSAN)/.installed: $(VENV_TSAN)/bin/python $(SOURCES) requirements-test.tx
 	    | tar --ignore-failed-read -cf - -T - | tar -xf - -C build/tsan-src
 	CFLAGS="-fsanitize=thread -g" $(VENV_TSAN)/bin/python -m pip install $(PIP_FLAGS) \
 	    --no-build-isolation --force-reinstall --no-deps ./build/tsan-src
-	nm -D $(VENV_TSAN)/lib/python3.13t/site-packages/gonka_pool/_pool.*.so | grep -c __tsan_func_entry >/dev/null \
+	nm -D $(VENV_TSAN)/lib/python3.*t/site-packages/gonka_pool/_pool.*.so | grep -c __tsan_func_entry >/dev/null \
 	    || { echo "gonka_pool._pool is not instrumented with -fsanitize=thread" >&2; exit 1; }
 	$(VENV_TSAN)/bin/python -c "import gonka_pool, sys; assert gonka_pool.IMPLEMENTATION == 'c'; print(sys.version.split()[0], 'TSan build, GIL', sys._is_gil_enabled())"
 	touch $@
@@ -208,4 +231,4 @@ valgrind: $(VENV_GIL)/.installed
 	nice -n 10 scripts/valgrind-suite $(VENV_GIL)/bin/python
 
 clean:
-	rm -rf $(VENV_GIL) $(VENV_FT) $(VENV_TSAN) build dist src/*.egg-info src/gonka_pool/_pool.c src/gonka_pool/*.so
+	rm -rf $(VENV_GIL) $(VENV_FT) $(VENV_TSAN) .venv-ft-* .venv-tsan-* build dist src/*.egg-info src/gonka_pool/_pool.c src/gonka_pool/*.so

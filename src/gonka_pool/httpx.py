@@ -16,8 +16,10 @@ from __future__ import annotations
 
 try:
     import httpx as _http  # the top-level httpx package, not this module
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("gonka_pool.httpx needs httpx: pip install 'gonka-pool[httpx]'") from exc
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    # Still a ModuleNotFoundError naming the missing package, so that pytest.importorskip
+    # and other callers tell an extra not installed from a broken install (which raises as is).
+    raise ModuleNotFoundError("gonka_pool.httpx needs httpx: pip install 'gonka-pool[httpx]'", name=exc.name) from exc
 
 from ._transport import (
     DEFAULT_ORIGIN,

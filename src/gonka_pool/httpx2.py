@@ -57,8 +57,12 @@ from __future__ import annotations
 
 try:
     import httpx2 as _http
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("gonka_pool.httpx2 needs httpx2: pip install 'gonka-pool[httpx2]'") from exc
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    # Still a ModuleNotFoundError naming the missing package, so that pytest.importorskip
+    # and other callers tell an extra not installed from a broken install (which raises as is).
+    raise ModuleNotFoundError(
+        "gonka_pool.httpx2 needs httpx2: pip install 'gonka-pool[httpx2]'", name=exc.name
+    ) from exc
 
 from ._transport import (
     DEFAULT_ORIGIN,

@@ -36,8 +36,12 @@ from typing import Any
 try:
     import httpx2 as _httpx2
     import openai as _openai  # the SDK, not this module
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("gonka_pool.openai needs the openai SDK: pip install 'gonka-pool[openai]'") from exc
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    # Still a ModuleNotFoundError naming the missing package, so that pytest.importorskip
+    # and other callers tell an extra not installed from a broken install (which raises as is).
+    raise ModuleNotFoundError(
+        "gonka_pool.openai needs the openai SDK: pip install 'gonka-pool[openai]'", name=exc.name
+    ) from exc
 
 from .httpx2 import AsyncPoolTransport, PoolTransport
 

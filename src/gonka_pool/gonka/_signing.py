@@ -19,9 +19,11 @@ from typing import Any
 
 try:
     import bech32 as _bech32
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "gonka_pool.gonka needs bech32 and ecdsa (or coincurve): pip install 'gonka-pool[gonka]'"
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    # Still a ModuleNotFoundError naming the missing package, so that pytest.importorskip
+    # and other callers tell an extra not installed from a broken install (which raises as is).
+    raise ModuleNotFoundError(
+        "gonka_pool.gonka needs bech32 and ecdsa (or coincurve): pip install 'gonka-pool[gonka]'", name=exc.name
     ) from exc
 
 from .._endpoint import GonkaEndpoint, redact
