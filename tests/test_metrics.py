@@ -27,6 +27,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 
 from gonka_pool.httpx2 import AsyncPoolTransport, PoolTransport  # noqa: E402
 
+pytestmark = pytest.mark.thread_unsafe(
+    reason="each test counts its own requests on a pool that a parallel run's threads would share"
+)
+
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 

@@ -21,6 +21,10 @@ from gonka_pool._cli import top
 from gonka_pool._cli.health_sources import SourceError, read_segment
 from gonka_pool.testing import LocalRedis
 
+pytestmark = pytest.mark.thread_unsafe(
+    reason="each test reads back exactly its own marks on a segment a parallel run's threads would share"
+)
+
 C = pytest.importorskip("gonka_pool._pool")
 if not C.SHARED_SUPPORTED:  # pragma: no cover - POSIX shared memory
     pytest.skip("no POSIX shared memory", allow_module_level=True)
