@@ -98,7 +98,8 @@ test-parallel: $(VENV_FT)/.installed redis-server
 # assertions were not compiled in (its child aborts on purpose: ulimit -c 0 keeps
 # it from leaving a core file).  About a minute on 2 cores.
 DEBUG_TESTS := tests/test_twins.py tests/test_concurrency.py tests/test_update_marks.py \
-               tests/test_pool.py tests/test_consistency.py tests/test_shared.py tests/test_balance.py
+               tests/test_pool.py tests/test_consistency.py tests/test_shared.py tests/test_balance.py \
+               tests/test_shared_trust.py tests/test_shared_truncation.py
 test-debug: $(VENV_FT)/.installed
 	$(VENV_FT)/bin/python -m pip install $(PIP_FLAGS) --only-binary=:all: "Cython>=3.1" "setuptools>=77"
 	rm -rf build/debug-src && mkdir -p build/debug-src
