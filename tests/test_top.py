@@ -227,3 +227,26 @@ def test_top_says_why_when_redis_cannot_be_reached():
     done = run_top("--redis", f"redis://127.0.0.1:{free_port()}/0")
     assert done.returncode == 1
     assert "could not read Redis" in done.stderr
+
+
+def test_what_another_redis_writer_put_in_the_hash_neither_crashes_top_nor_reaches_the_terminal(redis_server):
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.hset(
+            "top-hostile:cooldowns",
+            mapping={
+                "\x1b[2J\x1b]0;owned\x07https://x.example/v1;gonka1x": "9999999999999:1",
+                "https://node1.example/v1;gonka1node1": "1:²",  # "²".isdigit(), and int() refuses it
+                "https://node2.example/v1;gonka1node2": "9" * 5000 + ":1",  # past int()'s digit limit
+            },
+        )
+        done = run_top("--redis", redis_server.url, "--channel", "top-hostile")
+    finally:
+        client.delete("top-hostile:cooldowns")
+        client.close()
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert "not an endpoint: '\\x1b[2J" in done.stdout
+    assert "node1" not in done.stdout and "node2" not in done.stdout  # not RedisHealth's entries

@@ -259,7 +259,8 @@ class _PoolTransportCommon:
         if response.status_code not in self._read_body_statuses:
             return False
         length = response.headers.get("content-length", "")
-        return length.isdigit() and int(length) <= self._read_body_limit
+        # The node's header: ASCII digits ("²".isdigit() is True) short enough for int().
+        return length.isascii() and length.isdigit() and len(length) <= 20 and int(length) <= self._read_body_limit
 
     def _base_path(self, endpoint: GonkaEndpoint) -> str:
         path = self._base_paths.get(endpoint)

@@ -174,6 +174,23 @@ def _remaining_ns(deadline: int, now: int) -> float:
     return max(0, deadline - now) / 1e9
 
 
+def _count(text: str) -> bool:
+    """Whether a field of a hash entry is a count ``int()`` takes as RedisHealth
+    wrote it: ASCII digits ("²".isdigit() is True), and not past int's digit limit."""
+    return text.isascii() and text.isdigit() and len(text) <= 20
+
+
+def _stored_label(key: str) -> str:
+    """A hash key as the table shows it.  Anyone who can write to Redis writes these
+    keys: one that is not a valid endpoint is shown escaped (``ascii``), so that no
+    control sequence reaches the operator's terminal."""
+    base_url, _, address = key.rpartition(";")
+    try:
+        return _label(GonkaEndpoint(base_url, address))
+    except (TypeError, ValueError):
+        return f"not an endpoint: {redact(key)[:80]!a}"
+
+
 def read_redis(client: Any, channel: str = "gonka_pool", endpoints: Iterable[GonkaEndpoint] = ()) -> list[NodeHealth]:
     """The nodes of ``RedisHealth``'s hash for ``channel``, then the endpoints of
     ``endpoints`` it does not hold (available, as far as Redis knows)."""
@@ -190,16 +207,11 @@ def read_redis(client: Any, channel: str = "gonka_pool", endpoints: Iterable[Gon
         key = field.decode("utf-8", "replace") if isinstance(field, bytes) else str(field)
         text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
         deadline, _, failures = text.partition(":")
-        if not (deadline.isdigit() and failures.isdigit()):
+        if not (_count(deadline) and _count(failures)):
             continue  # not an entry of RedisHealth's
-        base_url, _, address = key.rpartition(";")
         seen.add(key)
         left_ms = int(deadline) - now_ms
-        rows.append(
-            NodeHealth(
-                f"{redact(base_url)} ({address})", left_ms > 0, max(0, left_ms) / 1000, int(failures), None, None
-            )
-        )
+        rows.append(NodeHealth(_stored_label(key), left_ms > 0, max(0, left_ms) / 1000, int(failures), None, None))
     for endpoint in endpoints:
         if f"{endpoint.base_url};{endpoint.address}" not in seen:
             rows.append(NodeHealth(_label(endpoint), False, 0.0, 0, None, None))
