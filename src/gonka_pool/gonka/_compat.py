@@ -481,6 +481,16 @@ class _GonkaClient:
         requests go (the delegate's URL, the participant's address)."""
         return self._gonka_network.delegates.routes
 
+    def copy(self, **options: Any) -> Self:
+        """The SDK's ``copy()`` (and ``with_options()``), over the same pool and signer."""
+        token = _COPYING.set(self._gonka_network)
+        try:
+            return super().copy(**options)  # type: ignore[misc]  # the SDK's, next in the MRO
+        finally:
+            _COPYING.reset(token)
+
+    with_options = copy
+
 
 class GonkaOpenAI(_GonkaClient, _OpenAI):
     """gonka-openai's ``GonkaOpenAI`` (0.2.6) over the pool: its arguments
@@ -518,16 +528,6 @@ class GonkaOpenAI(_GonkaClient, _OpenAI):
         super().__init__(**options)
         self._gonka_network = network
 
-    def copy(self, **options: Any) -> Self:
-        """The SDK's ``copy()`` (and ``with_options()``), over the same pool and signer."""
-        token = _COPYING.set(self._gonka_network)
-        try:
-            return super().copy(**options)
-        finally:
-            _COPYING.reset(token)
-
-    with_options = copy
-
 
 class AsyncGonkaOpenAI(_GonkaClient, _AsyncOpenAI):
     """``GonkaOpenAI`` as an ``openai.AsyncOpenAI`` (gonka-openai has none);
@@ -556,13 +556,3 @@ class AsyncGonkaOpenAI(_GonkaClient, _AsyncOpenAI):
             del gonka_private_key
         super().__init__(**options)
         self._gonka_network = network
-
-    def copy(self, **options: Any) -> Self:
-        """The SDK's ``copy()`` (and ``with_options()``), over the same pool and signer."""
-        token = _COPYING.set(self._gonka_network)
-        try:
-            return super().copy(**options)
-        finally:
-            _COPYING.reset(token)
-
-    with_options = copy

@@ -49,40 +49,31 @@ def _time_left(deadline: float) -> float:
     return left
 
 
-class _DeadlineSocket(socket.socket):
+class _Deadlined:
+    """Every blocking call waits at most until ``deadline``: a socket's (and a TLS
+    socket's) reads and writes, which http.client makes one by one."""
+
+    deadline = math.inf
+
+    def recv_into(self, *args: Any, **kwargs: Any) -> int:
+        self.settimeout(_time_left(self.deadline))  # type: ignore[attr-defined]
+        return super().recv_into(*args, **kwargs)  # type: ignore[misc]
+
+    def recv(self, *args: Any, **kwargs: Any) -> bytes:
+        self.settimeout(_time_left(self.deadline))  # type: ignore[attr-defined]
+        return super().recv(*args, **kwargs)  # type: ignore[misc]
+
+    def sendall(self, *args: Any, **kwargs: Any) -> None:
+        self.settimeout(_time_left(self.deadline))  # type: ignore[attr-defined]
+        super().sendall(*args, **kwargs)  # type: ignore[misc]
+
+
+class _DeadlineSocket(_Deadlined, socket.socket):
     """A socket whose every blocking call waits at most until ``deadline``."""
 
-    deadline = math.inf
 
-    def recv_into(self, *args: Any, **kwargs: Any) -> int:
-        self.settimeout(_time_left(self.deadline))
-        return super().recv_into(*args, **kwargs)
-
-    def recv(self, *args: Any, **kwargs: Any) -> bytes:
-        self.settimeout(_time_left(self.deadline))
-        return super().recv(*args, **kwargs)
-
-    def sendall(self, *args: Any, **kwargs: Any) -> None:
-        self.settimeout(_time_left(self.deadline))
-        super().sendall(*args, **kwargs)
-
-
-class _DeadlineSSLSocket(ssl.SSLSocket):
+class _DeadlineSSLSocket(_Deadlined, ssl.SSLSocket):
     """``_DeadlineSocket`` over TLS (``SSLContext.sslsocket_class``)."""
-
-    deadline = math.inf
-
-    def recv_into(self, *args: Any, **kwargs: Any) -> int:
-        self.settimeout(_time_left(self.deadline))
-        return super().recv_into(*args, **kwargs)
-
-    def recv(self, *args: Any, **kwargs: Any) -> bytes:
-        self.settimeout(_time_left(self.deadline))
-        return super().recv(*args, **kwargs)
-
-    def sendall(self, *args: Any, **kwargs: Any) -> None:
-        self.settimeout(_time_left(self.deadline))
-        super().sendall(*args, **kwargs)
 
 
 def _connect(host: str, port: int, deadline: float) -> _DeadlineSocket:
