@@ -222,14 +222,23 @@ def discover(
     deadline = time.monotonic() + timeout
     url = root + PARTICIPANTS_PATH.format(epoch=quote(str(epoch), safe=""))
     found, counts = participants_in(_get_json(url, deadline), url, allow_private)
-    if allowlist and found:
+    return usable(found, counts, url, root if allowlist else None, deadline)
+
+
+def usable(found: list[Participant], counts: str, where: str, root: str | None, deadline: float) -> list[Participant]:
+    """``found`` less those off the chain's transfer-agent allowlist (asked of the
+    node at ``root`` by ``deadline``; None: not asked); a ``DiscoveryError`` rather
+    than an empty list."""
+    if root is not None and found:
         allowed = _allowed_addresses(root, deadline)
-        if allowed is not None:
+        if allowed is not None:  # empty: the node lets every transfer agent serve
             found = [p for p in found if p.endpoint.address in allowed]
             if not found:
-                raise DiscoveryError(f"none of the participants {url} lists is on the chain's transfer-agent allowlist")
+                raise DiscoveryError(
+                    f"none of the participants {where} lists is on the chain's transfer-agent allowlist"
+                )
     if not found:
-        raise DiscoveryError(f"{url} lists no usable participant ({counts})")
+        raise DiscoveryError(f"{where} lists no usable participant ({counts})")
     return found
 
 

@@ -29,11 +29,11 @@ from ._discovery import (
     PARTICIPANTS_PATH,
     DiscoveryError,
     Participant,
-    _allowed_addresses,
     _get_json,
     _source_root,
     discover,
     participants_in,
+    usable,
 )
 from ._proof import verify_participants_proof
 
@@ -101,17 +101,7 @@ def participants_from(source_url: str, *, verify_proof: bool, timeout: float, al
     if verify_proof:
         verify_participants_proof(payload)
     found, counts = participants_in(payload, where, is_file or allow_private)
-    if found and not is_file:
-        allowed = _allowed_addresses(root, deadline)
-        if allowed is not None:  # empty: the node lets every transfer agent serve
-            found = [p for p in found if p.endpoint.address in allowed]
-            if not found:
-                raise DiscoveryError(
-                    f"none of the participants {where} lists is on the chain's transfer-agent allowlist"
-                )
-    if not found:
-        raise DiscoveryError(f"{where} lists no usable participant ({counts})")
-    return found
+    return usable(found, counts, where, None if is_file else root, deadline)
 
 
 # -- delegate transfer agents -------------------------------------------------------------
