@@ -111,10 +111,6 @@ class _RefresherBase:
         way: file sources, proofs)."""
         return discover(self.source_url, **self._discovery)
 
-    def _apply_participants(self, participants: list[Participant]) -> None:
-        """Update the pool to what was discovered (under ``_apply_lock``)."""
-        update_membership(self.pool, participants)
-
     def refresh_now(self) -> bool:
         """One refresh, now, in this thread: True when the pool was updated; a
         failure keeps the membership and is logged once per outage."""
@@ -126,7 +122,7 @@ class _RefresherBase:
             with self._apply_lock:
                 if stoppable and self._stop.is_set():
                     return False
-                self._apply_participants(participants)
+                update_membership(self.pool, participants)
         except Exception as exc:  # noqa: BLE001 - the refresher must outlive any error
             self.failures += 1
             if not self._failing:
