@@ -38,6 +38,30 @@ TIMEOUT = 0.3  # the client timeout the stalling node overruns
 CHAT = {"model": "local", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
+def _read_request(connection: socket.socket) -> None:
+    """Read a whole request (headers and a Content-Length body): closing a socket
+    with bytes still unread sends a reset, which the client reports as a ReadError
+    instead of the unanswered close this server stands for."""
+    connection.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
 class HangUpServer:
     """Accepts each connection, reads the request and closes it unanswered: httpx's
     RemoteProtocolError, aiohttp's ServerDisconnectedError (no OSError)."""
@@ -55,7 +79,7 @@ class HangUpServer:
             except OSError:  # closed by stop()
                 return
             with connection:
-                connection.recv(65536)
+                _read_request(connection)
 
     def stop(self) -> None:
         self._socket.close()
