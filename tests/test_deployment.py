@@ -139,14 +139,29 @@ class Server:
 
 def ask_around(server: Server, requests: int = 24, workers: int = 4) -> set[int]:
     """Ask ``requests`` times, one after another, each on a new connection, and
-    return the workers that answered; more until ``workers`` answered (at most 4x)."""
+    return the workers that answered.  Which worker accepts a connection is the
+    kernel's choice (on a loaded machine one may take them all), so each worker
+    that answered is stopped (SIGSTOP) until ``workers`` have: the next connection
+    waits in the shared listening socket for one that is not.  All are continued
+    well within the supervisors' liveness checks (uvicorn pings every half second
+    and gives a worker 5 s; gunicorn's timeout is 30 s)."""
     seen: set[int] = set()
-    for number in range(requests * 4):
-        reply = server.ask()
-        assert reply["answer"].startswith("hello from "), reply
-        seen.add(reply["worker"])
-        if number + 1 >= requests and len(seen) >= workers:
-            break
+    stopped: list[int] = []
+    try:
+        for _ in range(requests):
+            reply = server.ask(timeout=4 if stopped else 30)
+            assert reply["answer"].startswith("hello from "), reply
+            seen.add(reply["worker"])
+            if len(seen) < workers:
+                os.kill(reply["worker"], signal.SIGSTOP)
+                stopped.append(reply["worker"])
+            elif stopped:
+                for pid in stopped:
+                    os.kill(pid, signal.SIGCONT)
+                stopped.clear()
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
     return seen
 
 
@@ -208,7 +223,7 @@ def test_uvicorn_workers_skip_a_node_that_failed_in_another_worker(tmp_path, nod
     # The dead node cost one request in all: the other workers read its cooldown
     # from the segment (without shared=, each of the 4 would try it once).
     assert nodes[1].statuses == {503: 1}, (nodes[1].statuses, server.output[-2000:])
-    assert len(workers) >= 2, workers
+    assert len(workers) >= 4, workers
     # And uvicorn's default logging shows none of it (hence the logging recipe).
     assert "entered cooldown" not in server.output
 
@@ -256,7 +271,7 @@ def test_gunicorn_workers_skip_a_node_that_failed_in_another_worker(tmp_path, no
         server.stop()
         gonka_pool.EndpointPool.unlink_shared(segment)
     assert nodes[1].statuses == {503: 1}, (nodes[1].statuses, server.output[-2000:])
-    assert len(workers) >= 2, workers
+    assert len(workers) >= 4, workers
 
 
 # -- Redis: one subscriber per machine, and the Gonka client ---------------------------
@@ -313,7 +328,7 @@ def test_two_machines_of_four_workers_share_health_through_one_subscriber_each(t
             assert time.monotonic() < give_up, "machine b never learned of the cooldown"
             time.sleep(0.02)
         # ...which all of b's workers read: none of them tries the node.
-        assert len(ask_around(b, requests=16)) >= 2
+        assert len(ask_around(b, requests=16)) >= 4
         assert nodes[1].statuses == {503: 1}
     finally:
         for server in servers.values():
@@ -372,7 +387,7 @@ def test_the_gonka_client_shares_a_refusal_through_the_segment_and_redis(tmp_pat
     # Signed, discovered, and the refusal cost one request across the 4 workers.
     assert refusing.statuses == {403: 1}, (refusing.statuses, server.output[-2000:])
     assert sum(node.served for node in network.nodes) >= 24
-    assert len(workers) >= 2, workers
+    assert len(workers) >= 4, workers
     assert [field.decode() for field in cooling] == [f"{refusing.url};{refusing.address}"]
 
 
