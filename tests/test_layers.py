@@ -3,7 +3,7 @@ below it (docs/development.md opens with the map).
 
     core          _endpoint _clock _convert _schedule _report _balance _client_errors _failover
                   _pool_common _pool _pool_py
-    request path  _transport httpx httpx2 openai metrics;   shared health  _redis_common redis
+    request path  _transport httpx httpx2 openai metrics _prometheus;   shared health  _redis_common redis
     facade        gonka_pool/__init__ (picks the core; RoutingError from _transport)
     gonka         gonka/ (signing, discovery, refreshing, the judge, the clients)
     fakes         testing/ (LocalNode, LocalGonkaNetwork, LocalRedis, the pytest plugin)
@@ -64,7 +64,9 @@ LAYERS = {
         ],
         CORE,
     ),
-    **dict.fromkeys(["_transport", "httpx", "httpx2", "openai", "_redis_common", "redis", "metrics"], REQUEST_PATH),
+    **dict.fromkeys(
+        ["_transport", "httpx", "httpx2", "openai", "_redis_common", "redis", "metrics", "_prometheus"], REQUEST_PATH
+    ),
     "": FACADE,
     "gonka": GONKA,
     "testing": FAKES,

@@ -365,3 +365,81 @@ def test_two_exporters_on_one_provider_report_a_pool_once(watched):
     good = frozenset(node_labels(pool, 1).items())
     assert points["gonka_pool.node.attempt.duration", good | {("outcome", "answer")}].count == 1
     assert points["gonka_pool.node.answers", good].value == 1
+
+
+def test_a_request_keeps_its_histogram_measurements_until_the_next_collection_records_them(watched, monkeypatch):
+    # The SDK's synchronous record is most of what OpenTelemetry costs a request
+    # (benchmarks/metrics_cost.py): a request only keeps its measurements, and the
+    # collection that follows records every one of them before it reads.
+    pool, metrics, _ = watched
+    reader = InMemoryMetricReader()
+    otel = OpenTelemetryMetrics(metrics, meter_provider=MeterProvider(metric_readers=[reader]))
+    recorded = []
+    try:
+        latency = otel._instruments.latency
+        record = latency.record
+        monkeypatch.setattr(latency, "record", lambda *args: recorded.append(args) or record(*args))
+        post(pool, 3)
+        assert recorded == []
+        points = otel_points(reader)
+        assert len(recorded) == 4  # a failure, then three answers
+        good = frozenset(node_labels(pool, 1).items())
+        assert points["gonka_pool.node.attempt.duration", good | {("outcome", "answer")}].count == 3
+        key = ("gonka_pool.request.attempts", frozenset({("pool", "chat"), ("outcome", "answered")}))
+        assert (points[key].count, points[key].sum) == (3, 4)
+        assert otel_points(reader)[key].count == 3  # recorded once, not again at the next collection
+        assert len(recorded) == 4
+    finally:
+        otel.close()
+
+
+def test_closing_an_opentelemetry_exporter_records_what_it_kept(watched):
+    pool, metrics, _ = watched
+    reader = InMemoryMetricReader()
+    otel = OpenTelemetryMetrics(metrics, meter_provider=MeterProvider(metric_readers=[reader]))
+    post(pool, 2)
+    otel.close()
+    post(pool)  # after close: not recorded
+    points = otel_points(reader)
+    good = frozenset(node_labels(pool, 1).items())
+    assert points["gonka_pool.node.attempt.duration", good | {("outcome", "answer")}].count == 2
+
+
+def test_with_no_collection_the_kept_measurements_stay_bounded_and_none_is_lost(watched, monkeypatch):
+    from gonka_pool import metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "_PENDING_LIMIT", 3)
+    pool, metrics, _ = watched
+    reader = InMemoryMetricReader()
+    otel = OpenTelemetryMetrics(metrics, meter_provider=MeterProvider(metric_readers=[reader]))
+    try:
+        post(pool, 10)
+        assert len(otel._instruments._pending) <= 4
+        points = otel_points(reader)
+    finally:
+        otel.close()
+    attempts = points["gonka_pool.request.attempts", frozenset({("pool", "chat"), ("outcome", "answered")})]
+    assert (attempts.count, attempts.sum) == (10, 11)
+
+
+def test_an_attempt_inside_a_sampled_span_is_the_exemplar_of_its_latency(watched):
+    # Recorded at collection, with the context the request ended in: the exemplar
+    # still points at the trace that made the request.
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace import TracerProvider
+
+    pool, metrics, _ = watched
+    reader = InMemoryMetricReader()
+    otel = OpenTelemetryMetrics(metrics, meter_provider=MeterProvider(metric_readers=[reader]))
+    tracer = TracerProvider().get_tracer("test")
+    try:
+        post(pool)  # the 503 node cools: the next request answers at once
+        otel_points(reader)
+        with tracer.start_as_current_span("request") as span:
+            post(pool)
+        points = otel_points(reader)
+    finally:
+        otel.close()
+    good = frozenset(node_labels(pool, 1).items())
+    exemplars = points["gonka_pool.node.attempt.duration", good | {("outcome", "answer")}].exemplars
+    assert span.get_span_context().trace_id in {exemplar.trace_id for exemplar in exemplars}

@@ -12,8 +12,9 @@ Two exporters read every ``PoolMetrics`` of the process:
 - ``PrometheusCollector()``, a ``prometheus_client`` collector:
   ``prometheus_client.REGISTRY.register(PrometheusCollector())``;
 - ``OpenTelemetryMetrics(meter_provider=None)``: observable counters and gauges
-  read at collection, and two histograms recorded as requests end, through the
-  OpenTelemetry metrics API (the global meter provider by default).
+  read at collection, and two histograms whose measurements each request keeps and
+  the next collection records, through the OpenTelemetry metrics API (the global
+  meter provider by default).
 
 Names, labels and their meaning are listed in docs/metrics.md.
 
@@ -21,19 +22,22 @@ What it costs: with no ``PoolMetrics`` alive, a request pays one test of a globa
 and each attempt one ``is None`` test (``failover_plan``); ``next()`` and
 ``acquire()`` are untouched.  A recorded request buffers its attempts (a clock
 read at each end) and folds them into the counts under one lock when it ends
-(``benchmarks/metrics_cost.py`` measures both).
+(``benchmarks/metrics_cost.py`` measures both).  With ``OpenTelemetryMetrics``
+attached, a request appends its histogram measurements to a queue; the SDK's
+record, several microseconds each, runs when the SDK collects.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _failover
+from . import _failover, _prometheus
 from ._endpoint import GonkaEndpoint, redact
 
 if TYPE_CHECKING:
@@ -46,6 +50,9 @@ log = logging.getLogger("gonka_pool.metrics")
 # Seconds.  From a node answering headers in milliseconds to a whole non-streamed
 # generation of minutes: the transports settle an attempt when its headers arrive.
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# Requests whose histogram measurements OpenTelemetryMetrics keeps for the next
+# collection (a few hundred bytes each); past it, each request records one kept.
+_PENDING_LIMIT = 16384
 # Attempts per request: 1 is the healthy case; attempts=None stops at every node
 # tried or three timeouts.
 ATTEMPT_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 5, 6, 8, 12, 16, 32)
@@ -315,8 +322,6 @@ def _node_labels(metrics: PoolMetrics, node: GonkaEndpoint) -> dict[str, str]:
 
 # -- Prometheus -------------------------------------------------------------------------
 
-_PROMETHEUS_NODE = ("pool", "node", "address")
-
 
 class PrometheusCollector:
     """A ``prometheus_client`` collector of ``metrics`` (every ``PoolMetrics`` of
@@ -330,74 +335,13 @@ class PrometheusCollector:
 
     def describe(self) -> list[Any]:
         # Names only: the registry checks them for duplicates at register().
-        return list(self._families().values())
+        return list(_prometheus.families().values())
 
     def collect(self) -> Iterator[Any]:
-        families = self._families()
+        families = _prometheus.families()
         for metrics in _sources(self._chosen):
-            self._add(families, metrics)
+            _prometheus.add(families, metrics.name, *metrics._read())
         yield from families.values()
-
-    def _families(self) -> dict[str, Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-        def counter(name: str, text: str, *extra: str) -> Any:
-            return CounterMetricFamily(name, text, labels=(*_PROMETHEUS_NODE, *extra))
-
-        def gauge(name: str, text: str) -> Any:
-            return GaugeMetricFamily(name, text, labels=_PROMETHEUS_NODE)
-
-        return {
-            "requests": counter("gonka_pool_node_requests", "Attempts sent to the node (counted as they end)"),
-            "answers": counter("gonka_pool_node_answers", "Attempts whose response was the request's answer"),
-            "failures": counter(
-                "gonka_pool_node_failures", "Attempts judged the node's fault, by reason and kind", "reason", "kind"
-            ),
-            "cooldowns": counter("gonka_pool_node_cooldowns", "Cooldowns the failover loop's failures started"),
-            "latency": HistogramMetricFamily(
-                "gonka_pool_node_attempt_seconds",
-                "Attempt latency: from the pick to the verdict (a response's headers)",
-                labels=(*_PROMETHEUS_NODE, "outcome"),
-            ),
-            "attempts": HistogramMetricFamily(
-                "gonka_pool_request_attempts", "Attempts per request, by how it ended", labels=("pool", "outcome")
-            ),
-            "available": gauge("gonka_pool_node_available", "1 when the node is selectable, 0 while it cools"),
-            "remaining": gauge(
-                "gonka_pool_node_cooldown_remaining_seconds",
-                "Seconds of cooldown left (0 available, +Inf until cleared)",
-            ),
-            "in_flight": gauge("gonka_pool_node_in_flight", "Requests to the node in flight (leases out)"),
-            "consecutive": gauge("gonka_pool_node_consecutive_failures", "Cooldowns entered since its last success"),
-            "ewma": gauge("gonka_pool_node_latency_ewma_seconds", "The pool's peak-EWMA latency of the node"),
-        }
-
-    def _add(self, families: dict[str, Any], metrics: PoolMetrics) -> None:
-        nodes, requests, snapshot = metrics._read()
-        for node, counts in nodes:
-            labels = [metrics.name, redact(node.base_url), node.address]
-            families["requests"].add_metric(labels, counts.requests)
-            families["answers"].add_metric(labels, counts.answers)
-            for (reason, kind), count in sorted(counts.failures.items()):
-                families["failures"].add_metric([*labels, reason, kind], count)
-            families["cooldowns"].add_metric(labels, counts.cooldowns)
-            for outcome, histogram in counts.latency.items():
-                if histogram.count:
-                    families["latency"].add_metric(
-                        [*labels, outcome], histogram.cumulative(), sum_value=histogram.total
-                    )
-        for outcome, histogram in requests.items():
-            if histogram.count:
-                families["attempts"].add_metric([metrics.name, outcome], histogram.cumulative(), histogram.total)
-        for state in snapshot:
-            node = state.endpoint
-            labels = [metrics.name, redact(node.base_url), node.address]
-            families["available"].add_metric(labels, 1.0 if state.available else 0.0)
-            families["remaining"].add_metric(labels, state.cooldown_remaining)
-            families["in_flight"].add_metric(labels, state.in_flight)
-            families["consecutive"].add_metric(labels, state.consecutive_failures)
-            if state.latency is not None:
-                families["ewma"].add_metric(labels, state.latency)
 
 
 # -- OpenTelemetry ------------------------------------------------------------------------
@@ -407,11 +351,14 @@ class OpenTelemetryMetrics:
     """``metrics`` (every ``PoolMetrics`` of the process when none are given) as
     OpenTelemetry instruments of the meter ``gonka_pool`` of ``meter_provider``
     (the global one by default).  Counters and gauges are observable, read when the
-    SDK collects; the two histograms are recorded as each request ends.
-    ``close()`` stops both (the API cannot remove an instrument).  Needs
+    SDK collects.  The two histograms' measurements are kept by each request (with
+    the context it ended in, for exemplars) and recorded by the collection that
+    follows, before the SDK reads the histograms.  ``close()`` records what is kept
+    and stops both (the API cannot remove an instrument).  Needs
     ``opentelemetry-api`` (the ``otel`` extra) and an SDK to export anything."""
 
     def __init__(self, *metrics: PoolMetrics, meter_provider: Any = None) -> None:
+        from opentelemetry import context as otel_context
         from opentelemetry import metrics as otel
 
         self._chosen = _check_sources(metrics)
@@ -421,7 +368,7 @@ class OpenTelemetryMetrics:
         with _watch_lock:
             instruments = _meters.get(id(meter))
             if instruments is None:
-                instruments = _meters[id(meter)] = _Instruments(meter, otel.Observation)
+                instruments = _meters[id(meter)] = _Instruments(meter, otel.Observation, otel_context.get_current)
             instruments.exporters = (*instruments.exporters, self)
             if instruments not in _otel_sinks:
                 _otel_sinks = (*_otel_sinks, instruments)
@@ -431,6 +378,7 @@ class OpenTelemetryMetrics:
         """Stop recording and observing for this exporter; a no-op when closed."""
         global _otel_sinks
         instruments = self._instruments
+        instruments._flush()  # what was kept while it was open reaches the next collection
         with _watch_lock:
             instruments.exporters = tuple(other for other in instruments.exporters if other is not self)
             if not instruments.exporters:
@@ -446,9 +394,15 @@ class _Instruments:
     one, with the first one's callbacks, so a second exporter on one meter shares
     these rather than creating its own."""
 
-    def __init__(self, meter: Any, observation: Any) -> None:
+    def __init__(self, meter: Any, observation: Any, context: Callable[[], Any]) -> None:
         self.exporters: tuple[OpenTelemetryMetrics, ...] = ()
         self._observation = observation
+        self._context = context
+        # Requests' histogram measurements not yet recorded in the SDK: (metrics,
+        # records, outcome, context).  deque's append and popleft are atomic.
+        self._pending: collections.deque[
+            tuple[PoolMetrics, list[tuple[GonkaEndpoint, str | None, str, str, bool, float]], str, Any]
+        ] = collections.deque()
         # Attribute dicts, one per (pool, node[, outcome]), so that recording builds none.
         self._attributes: dict[tuple[int, GonkaEndpoint, str], dict[str, str]] = {}
         create = {
@@ -498,15 +452,41 @@ class _Instruments:
     def _record(
         self, metrics: PoolMetrics, records: list[tuple[GonkaEndpoint, str | None, str, str, bool, float]], outcome: str
     ) -> None:
+        """Keep a request's histogram measurements for the next collection: an
+        append (and a context read, for the exemplars), not the SDK's records."""
         if not self._covers(metrics):
             return
-        for node, result, _, _, _, seconds in records:
-            if result is not None:
-                self.latency.record(seconds, self._labels(metrics, node, result))
-        self.attempts.record(len(records), {"pool": metrics.name, "outcome": outcome})
+        pending = self._pending
+        pending.append((metrics, records, outcome, self._context()))
+        if len(pending) > _PENDING_LIMIT:
+            # Nobody collects often enough (or at all): each request past the limit
+            # records one kept request too, so the backlog never grows, and no
+            # request ever pays for more than two.
+            self._flush(1)
+
+    def _flush(self, limit: int | None = None) -> None:
+        """Record the kept measurements (``limit`` requests' at most) in the SDK's
+        histograms, with the context each request ended in."""
+        pending, latency, attempts, labels = self._pending, self.latency.record, self.attempts.record, self._labels
+        count = len(pending) if limit is None else limit
+        for _ in range(count):
+            try:
+                metrics, records, outcome, context = pending.popleft()
+            except IndexError:  # another thread flushed them
+                return
+            try:
+                for node, result, _, _, _, seconds in records:
+                    if result is not None:
+                        latency(seconds, labels(metrics, node, result), context)
+                attempts(len(records), {"pool": metrics.name, "outcome": outcome}, context)
+            except Exception:  # an exporter's failure must not lose the others' measurements
+                log.debug("gonka_pool.metrics: a request's histogram measurements were lost", exc_info=True)
 
     def _callback(self, name: str) -> Callable[[Any], Iterable[Any]]:
         def observe(options: Any) -> Iterable[Any]:
+            # The SDK runs every callback before it collects the synchronous
+            # instruments, so what is recorded here is in this collection.
+            self._flush()
             return list(self._observe(name))
 
         return observe
