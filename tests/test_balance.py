@@ -80,7 +80,7 @@ def test_a_lease_counts_its_request_in_flight_until_settled(make_pool):
     assert sum(state.in_flight for state in pool.snapshot()) == 0
 
 
-@pytest.mark.parametrize("settle", ["success", "failure", "overloaded"])
+@pytest.mark.parametrize("settle", ["success", "failure", "overloaded", "answered"])
 def test_a_lease_settles_once(make_pool, settle):
     pool = make_pool(2)
     lease = pool.acquire()
@@ -217,6 +217,69 @@ def test_a_node_that_stops_answering_looks_slow_before_its_first_slow_answer(mak
     pool._set_clock(clock[0])
     assert all(pool.acquire().index == 1 for _ in range(3))
     stuck.release()
+
+
+def test_an_answer_that_says_nothing_of_the_node_raises_its_estimate_but_never_lowers_it(make_pool):
+    pool = clocked(make_pool, 2)
+    clock = [T0]
+    serve(pool, clock, [200, 200])
+    for ms, expected in ((1, 200), (600, 600), (1, 600), (10_000, 2400)):
+        lease = pool._acquire_index(0)
+        clock[0] += ms * MS
+        pool._set_clock(clock[0])
+        lease.answered()
+        assert pool.snapshot()[0].latency == pytest.approx(expected / 1000), ms
+    assert pool.snapshot()[0].in_flight == 0
+
+
+def test_a_node_that_answers_errors_at_once_draws_no_more_than_its_share(make_pool):
+    # Each fast 4xx a success would make node 0 look 200x faster and take nearly
+    # every request (and read every prompt); answered() gives it none of that.
+    pool = clocked(make_pool, 3)
+    clock = [T0]
+    picks = Counter()
+    for _ in range(300):
+        lease = pool.acquire()
+        picks[lease.index] += 1
+        clock[0] += (1 if lease.index == 0 else 200) * MS
+        pool._set_clock(clock[0])
+        lease.answered() if lease.index == 0 else lease.success()
+    assert picks[0] <= 110, picks  # a third of 300, and a few while it was new
+    assert pool.snapshot()[0].latency >= 0.2
+
+
+def test_a_node_whose_answers_tell_nothing_takes_the_slowest_estimate_until_one_is_measured(make_pool):
+    pool = clocked(make_pool, 3)
+    clock = [T0]
+    for i, ms in ((1, 200), (2, 900)):
+        lease = pool._acquire_index(i)
+        clock[0] += ms * MS
+        pool._set_clock(clock[0])
+        lease.success()
+    for _ in range(2):
+        lease = pool._acquire_index(0)
+        clock[0] += 1 * MS
+        pool._set_clock(clock[0])
+        lease.answered()
+        assert pool.snapshot()[0].latency == pytest.approx(0.9)
+    # Its first measured answer is its estimate: the stand-in was no measurement.
+    lease = pool._acquire_index(0)
+    clock[0] += 50 * MS
+    pool._set_clock(clock[0])
+    lease.success()
+    assert pool.snapshot()[0].latency == pytest.approx(0.05)
+
+
+def test_answered_leaves_the_backoff_the_failure_counts_and_the_cooldown_alone(make_pool):
+    pool = clocked(make_pool, 2)
+    pool.mark_failed(0, 30)
+    before = pool.snapshot()[0]
+    lease = pool._acquire_index(0)
+    pool._set_clock(T0 + 50 * MS)
+    lease.answered()
+    after = pool.snapshot()[0]
+    assert (after.consecutive_failures, after.total_failures) == (before.consecutive_failures, 1)
+    assert not after.available and after.cooldown_remaining == pytest.approx(30 - 0.05)
 
 
 def test_an_idle_node_that_was_slow_is_tried_again_after_its_estimate_decays(make_pool):
@@ -475,11 +538,11 @@ def test_p2c_over_a_large_pool_avoids_a_loaded_node(make_pool):
 def test_leases_settled_by_other_threads_leave_nothing_in_flight(make_pool, balance):
     pool = make_pool(6, balance=balance)
     handoff: queue.Queue = queue.Queue()
-    outcomes = ("success", "release", "overloaded", "failure")
+    outcomes = ("success", "release", "overloaded", "failure", "answered")
 
     def acquirer(k):
         for j in range(600):
-            handoff.put((pool.acquire(), outcomes[(j + k) % 4]))
+            handoff.put((pool.acquire(), outcomes[(j + k) % len(outcomes)]))
             if j % 50 == 0:
                 pool.update(nodes(6 - (j // 50) % 2))
         handoff.put(None)
@@ -538,7 +601,9 @@ LEASE_OPS = st.lists(
         st.tuples(st.just("acquire")),
         st.tuples(st.just("acquire")),
         st.tuples(st.just("acquire_index"), st.integers(0, 8)),
-        st.tuples(st.just("settle"), st.integers(0, 30), st.sampled_from(["success", "release", "overloaded"])),
+        st.tuples(
+            st.just("settle"), st.integers(0, 30), st.sampled_from(["success", "release", "overloaded", "answered"])
+        ),
         st.tuples(st.just("settle"), st.integers(0, 30), st.just("success")),
         st.tuples(st.just("fail"), st.integers(0, 30), st.sampled_from([None, 0.5, 30.0, 0])),
         st.tuples(st.just("mark"), st.integers(0, 5), st.sampled_from([None, 1.0, 0])),
@@ -611,6 +676,13 @@ def test_the_c_core_restates_the_balance_rules_exactly(both_impls):
     module = c_impl.module
     for value in (0, 1, 2**40, 2**63, 2**64 - 1):
         assert module._mix64(value) == _balance.mix64(value)
+    values = (0, 1, 199_999, 200_000, 800_001, 2**32, 2**32 + 1, 2**40)
+    for ewma in values:
+        for floor in (0, 1, 200_000):
+            for sample in values[1:]:
+                for largest in values:
+                    args = (ewma, floor, sample, largest)
+                    assert module._answered_ewma(*args) == _balance.answered_ewma(*args), args
     for now in (0, 123_456_789, 2**62):
         for idx in (0, 1, 1000):
             assert module._jitter_ns(_balance.LOAD_COOLDOWN_NS, now, idx) == _balance.jitter_ns(

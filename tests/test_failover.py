@@ -19,7 +19,7 @@ import pytest
 import gonka_pool
 from conftest import nodes
 from gonka_pool import GonkaEndpoint, _failover
-from gonka_pool._failover import PASS, failover_plan, load_verdict, retry_after_seconds, run
+from gonka_pool._failover import NEUTRAL, PASS, failover_plan, load_verdict, retry_after_seconds, run
 
 pytestmark = pytest.mark.thread_unsafe(reason="from_env tests set environment variables; caplog is per-process")
 
@@ -640,6 +640,10 @@ class RecordedLease:
         self.outcomes.append("overloaded")
         self.lease.overloaded(cooldown)
 
+    def answered(self):
+        self.outcomes.append("answered")
+        self.lease.answered()
+
     def release(self):
         if not self.lease.settled:  # release() on a settled lease is a no-op
             self.outcomes.append("release")
@@ -682,6 +686,7 @@ def judged(answers):
         "busy": load_verdict("HTTP 429"),
         "error": (None, 0.0, "HTTP 503", False),
         "asked": (None, 120.0, "HTTP 429", False),
+        "caller's error": NEUTRAL,
     }
 
     def judge_error(exc):
@@ -710,14 +715,23 @@ def judged(answers):
         (
             ["pass", "busy", "error", NodeDown("x"), "ok"],
             "ok",
-            [["release"], ["overloaded"], ["failure"], ["failure"], ["success"]],
+            [["answered"], ["overloaded"], ["failure"], ["failure"], ["success"]],
         ),
+        (["error", "caller's error"], "caller's error", [["failure"], ["answered"]]),
         (["error", KeyError("the caller's bug")], KeyError, [["failure"], ["release"]]),
         (["error", KeyboardInterrupt()], KeyboardInterrupt, [["failure"], ["release"]]),
         (["busy", "judge bug"], LookupError, [["overloaded"], ["release"]]),
         ([NodeDown("x"), NodeDown("y"), "error"], "error", [["failure"], ["failure"], ["failure"]]),
     ],
-    ids=["answer", "every-verdict", "not-the-nodes-fault", "keyboard-interrupt", "judge-raises", "all-fail"],
+    ids=[
+        "answer",
+        "every-verdict",
+        "an-answer-that-says-nothing",
+        "not-the-nodes-fault",
+        "keyboard-interrupt",
+        "judge-raises",
+        "all-fail",
+    ],
 )
 def test_every_attempt_settles_its_lease_exactly_once(make_pool, answers, outcome, settled):
     pool = frozen(make_pool(len(answers)))

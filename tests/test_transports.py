@@ -21,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -576,7 +577,10 @@ def test_the_transport_follows_the_pools_backoff_and_resets_it_on_success(flavou
         flaky.stop()
 
 
-def test_an_answer_that_is_the_callers_marks_its_node_a_success(flavour, local, make_local_pool):
+def test_an_answer_that_is_the_callers_is_neither_a_success_nor_a_failure_of_its_node(flavour, local, make_local_pool):
+    # A 401 is returned, cools nothing (one bad key must not cool the pool), and
+    # says nothing of the node: not its speed (a node answering errors at once
+    # would look the fastest and draw every request), not its health.
     pool = make_local_pool(local.unauthorized, local.healthy)
     pool.mark_failed(0, 0.5)
     pool._set_clock(T0 + S)
@@ -588,7 +592,27 @@ def test_an_answer_that_is_the_callers_marks_its_node_a_success(flavour, local, 
             return await client.post("http://gonka/chat/completions", json=CHAT)
 
     assert asyncio.run(main()).status_code == 401
-    assert pool.snapshot()[0].consecutive_failures == 0
+    state = pool.snapshot()[0]
+    assert (state.consecutive_failures, state.in_flight) == (1, 0)
+    assert state.latency is None or state.latency >= (pool.snapshot()[1].latency or 0)
+
+
+def test_a_node_that_answers_401_at_once_takes_no_more_than_its_share(flavour, local, make_local_pool):
+    # The answering node takes 20 ms more (on_request runs inside the attempt);
+    # were each 401 a success, the 401 node would look 20x faster and take nearly
+    # every request (it did: 38-39 of 40).
+    pool = make_local_pool(local.unauthorized, local.healthy, balance="peak_ewma")
+    pool._set_clock(None)  # the real clock: the latencies are the test
+
+    def slow_node_1(request, endpoint):
+        if endpoint == pool[1]:
+            time.sleep(0.02)
+
+    statuses: Counter[int] = Counter()
+    with flavour.client(pool, on_request=slow_node_1) as client:
+        for _ in range(40):
+            statuses[client.post("http://gonka/chat/completions", json=CHAT).status_code] += 1
+    assert statuses[401] <= 24, statuses  # half, and a few while each node was new
 
 
 def test_attempts_follow_the_pool_through_update(flavour, local, make_local_pool):

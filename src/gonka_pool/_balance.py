@@ -9,7 +9,7 @@ Per node, each pool keeps (beside the health every pool already had):
 
 ``in_flight``
     Leases out now: ``acquire()`` adds one, settling (``success``, ``failure``,
-    ``overloaded``, ``release``) takes it away.
+    ``overloaded``, ``answered``, ``release``) takes it away.
 ``ewma_us``
     Peak-EWMA latency in microseconds, 0 while unknown (Finagle's and Linkerd's
     balancer): a sample above it replaces it at once, a lower one is blended in
@@ -19,10 +19,12 @@ Per node, each pool keeps (beside the health every pool already had):
     one long non-streamed generation quadruples a node's cost at most, while a node
     that really turned 10x slower is at 10x after two answers.
 ``stamp_ns``
-    When ``ewma_us`` last changed.  A node left idle for ``2**STALE_SHIFT`` ns
-    (8.6 s) has its estimate halved for each such period when its cost is
-    computed: a node that was slow once is tried again after about half a minute,
-    rather than never.
+    When ``ewma_us`` last changed, or an answer that says nothing of the node's
+    speed (``answered()``) last confirmed it.  A node's first measured answer
+    (``floor_us`` still 0) replaces whatever stand-in ``answered()`` put there.
+    A node left idle for ``2**STALE_SHIFT`` ns (8.6 s) has its estimate halved
+    for each such period when its cost is computed: a node that was slow once is
+    tried again after about half a minute, rather than never.
 ``floor_us``
     The node's unloaded latency: the least sample, drifting up by 1/64 of each
     sample above it (so a node that got slower for good is not judged queued for
@@ -68,6 +70,7 @@ __all__ = [
     "STALE_SHIFT",
     "TAU_US",
     "UNKNOWN_US",
+    "answered_ewma",
     "check_balance",
     "cost",
     "jitter_ns",
@@ -141,6 +144,27 @@ def next_ewma(ewma_us: int, stamp_ns: int, sample_us: int, now_ns: int) -> int:
     # ewma - (ewma - sample) * dt / (TAU + dt), in IEEE doubles as the C core
     # computes it (a double division costs it a fraction of an integer one).
     return ewma_us - int(float(ewma_us - sample) * float(dt_us) / float(TAU_US + dt_us))
+
+
+def answered_ewma(ewma_us: int, floor_us: int, sample_us: int, largest_us: int) -> int:
+    """The estimate after an answer that says nothing of the node
+    (``lease.answered()``: an error status that is the caller's, a refusal that is
+    not the node's fault).  A node that answers errors at once must not look the
+    fastest and draw the traffic (and read every prompt), so:
+
+    - a node with a measured answer (``floor_us`` > 0): the sample may raise the
+      estimate as any sample does (clipped at ``PEAK_CLIP`` x), never lower it;
+    - a node never measured: the estimate is a stand-in, the largest estimate of
+      the other nodes (``largest_us``) or the sample if larger, set afresh at each
+      such answer.  It is no longer new (a new node's cost is 0 while idle), its
+      share is at most the slowest node's, and its first measured answer replaces
+      the stand-in (``next_ewma`` is given 0 while ``floor_us`` is 0)."""
+    sample = min(sample_us, _MAX_SAMPLE_US)
+    if floor_us == 0:
+        return sample if sample > largest_us else largest_us
+    if sample > ewma_us * PEAK_CLIP:
+        sample = ewma_us * PEAK_CLIP
+    return sample if sample > ewma_us else ewma_us
 
 
 def next_floor(floor_us: int, sample_us: int) -> int:

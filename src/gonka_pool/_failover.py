@@ -15,18 +15,24 @@ Every attempt's lease is settled exactly once, as soon as its verdict is known,
 so that the pool's in-flight counts never leak and its latency samples measure
 the node, not the caller:
 
-- an outcome that is the answer: ``lease.success()``, which records the latency
+- an outcome that is the answer and the node's success: ``lease.success()``, which records the latency
   from the pick to that moment and resets the node's backoff level.  For the
   transports the verdict is known when the status line and headers have arrived,
   so a streamed answer counts its time to the first byte; a non-streamed one its
   whole generation (the pool's peak-EWMA clips one long sample, see
   ``_balance.PEAK_CLIP``).  For ``pool.call`` it is the function's duration;
+- an outcome that is the answer but no sign of the node's health or speed (the
+  ``NEUTRAL`` verdict: the transports' 4xx and other statuses they do not retry,
+  the caller's to fix), and the ``PASS`` verdict (a refusal that is not the node's
+  fault): ``lease.answered()``, whose latency may raise the node's estimate, never
+  lower it.  A node answering errors at once would otherwise look the fastest and
+  draw the traffic (and read every prompt): a node steering the pool;
 - a failure that is the node's fault (the caller's judge says which):
   ``lease.failure(cooldown, reason, retry_after=...)``, as ``mark_failed`` marks;
 - a refusal for load (a 429 without ``Retry-After``, the ``LOAD`` verdict):
   ``lease.overloaded()``: a short, jittered cooldown that does not escalate the
   node's backoff (it was busy, not broken), and the request fails over;
-- the ``PASS`` verdict, an exception that is not the node's fault, and anything
+- an exception that is not the node's fault, and anything
   that ends the attempt from outside (``KeyboardInterrupt``, asyncio
   cancellation, the driver closing the plan): ``lease.release()``, neither
   outcome.
@@ -74,6 +80,7 @@ __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
     "LOAD",
     "MAX_SLOW_FAILURES",
+    "NEUTRAL",
     "PASS",
     "Cooldowns",
     "acall",
@@ -97,7 +104,8 @@ log = logging.getLogger("gonka_pool")
 
 # A verdict on one attempt: (cooldown in seconds, None for the pool's backoff,
 # PASS or LOAD; at-least seconds or 0; reason; whether it was slow, a timeout), or
-# None for "this outcome is the answer".
+# None for "this outcome is the answer" (``lease.success()``), or NEUTRAL for "the
+# answer, which says nothing of the node" (``lease.answered()``).
 # PASS fails over without marking the node: the attempt failed for a reason that
 # another node (or a fresh attempt) may not share, and the node is not at fault
 # (a Gonka node refusing a reused signature, say).
@@ -121,6 +129,7 @@ class _Sentinel:
 
 PASS: Any = _Sentinel("PASS")
 LOAD: Any = _Sentinel("LOAD")
+NEUTRAL: Any = _Sentinel("NEUTRAL")
 
 
 def load_verdict(reason: str) -> tuple[Any, float, str, bool]:
@@ -211,7 +220,7 @@ def failover_plan(
 
     Each attempt holds a lease from ``pool.acquire()``, settled exactly once as
     soon as its verdict is known (see the module docstring): a judged failure
-    settles it failed (or overloaded, or released for ``PASS``) and, while the
+    settles it failed (or overloaded, or answered for ``PASS``) and, while the
     request may go on, yields another node; the driver then discards the result
     it sent.  Returns the accepted (or last) result, settling its lease a success
     when it was accepted; re-raises an exception that is not the node's fault at
@@ -278,8 +287,11 @@ def _failover_loop(
                     raise
                 continue
             verdict = judge_result(result)
-            if verdict is None:
-                lease.success()
+            if verdict is None or verdict is NEUTRAL:
+                if verdict is None:
+                    lease.success()
+                else:
+                    lease.answered()
                 if request is not None:
                     request.answered()
                 return result
@@ -374,7 +386,7 @@ def _settle_failed(lease: Any, verdict: tuple[Any, float, str, bool], request: A
     cooldown, at_least, reason, _ = verdict
     entered = False
     if cooldown is PASS:
-        lease.release()
+        lease.answered()  # a refusal that is not the node's fault, but an answer
         _debug(lease.endpoint, reason, "failed (%s); failing over without a cooldown")
     elif cooldown is LOAD:
         lease.overloaded()

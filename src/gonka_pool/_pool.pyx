@@ -1735,6 +1735,7 @@ cdef enum:
     SETTLE_SUCCESS = 1
     SETTLE_FAILURE = 2
     SETTLE_OVERLOADED = 3
+    SETTLE_ANSWERED = 4
 
 cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15ULL
 
@@ -1758,6 +1759,17 @@ cpdef uint64_t _next_ewma(uint64_t ewma_us, uint64_t stamp_ns, uint64_t sample_u
     # may fuse it into a multiply-add, which rounds once where the twin rounds twice.
     return ewma_us - <uint64_t>(<double><int64_t>(ewma_us - sample) * <double><int64_t>dt_us
                                 / <double><int64_t>(GP_TAU_US + dt_us))
+
+
+cpdef uint64_t _answered_ewma(uint64_t ewma_us, uint64_t floor_us, uint64_t sample_us,
+                              uint64_t largest_us) noexcept nogil:
+    """``_balance.answered_ewma``."""
+    cdef uint64_t sample = sample_us if sample_us < GP_MAX_SAMPLE_US else GP_MAX_SAMPLE_US
+    if floor_us == 0:
+        return sample if sample > largest_us else largest_us
+    if sample > ewma_us * GP_PEAK_CLIP:
+        sample = ewma_us * GP_PEAK_CLIP
+    return sample if sample > ewma_us else ewma_us
 
 
 cpdef uint64_t _next_floor(uint64_t floor_us, uint64_t sample_us) noexcept nogil:
@@ -2037,21 +2049,24 @@ cdef void _settle_at(gp_core *core, gp_members *m, Py_ssize_t idx, int kind, uin
     """Settle a lease on node idx of ``m``, inside the marks' handshake."""
     cdef gp_load *load = &m.load[idx]
     cdef uint64_t tick, now = _now_tick(core, &tick)
-    cdef uint64_t sample_us, floor_us, deadline, ewma, ns
+    cdef uint64_t sample_us, floor_us, deadline, ewma, ns, largest
+    cdef Py_ssize_t i
     cdef bint done = False
     GP_ASSERT(idx >= 0)
     GP_ASSERT(idx < m.n)
     _count_down(&load.in_flight)
     gp_u64_store_relaxed(&load.last_event_ns, now)
+    sample_us = (now - start_ns) // 1000 if now > start_ns else 0
+    if sample_us == 0:
+        sample_us = 1
     if kind == SETTLE_SUCCESS:
-        sample_us = (now - start_ns) // 1000 if now > start_ns else 0
-        if sample_us == 0:
-            sample_us = 1
         floor_us = gp_u64_load_relaxed(&load.floor_us)
         _set_limit(load, _learn_limit(gp_u64_load_relaxed(&load.limit), floor_us,
                                                        sample_us, q))
         gp_u64_store_relaxed(&load.floor_us, _next_floor(floor_us, sample_us))
-        gp_u64_store_relaxed(&load.ewma_us, _next_ewma(gp_u64_load_relaxed(&load.ewma_us),
+        # While floor_us is 0 no answer has measured the node: an estimate there is
+        # answered()'s stand-in, which the first measurement replaces.
+        gp_u64_store_relaxed(&load.ewma_us, _next_ewma(gp_u64_load_relaxed(&load.ewma_us) if floor_us else 0,
                                                        gp_u64_load_relaxed(&load.stamp_ns),
                                                        sample_us, now))
         gp_u64_store_relaxed(&load.stamp_ns, now)
@@ -2063,6 +2078,16 @@ cdef void _settle_at(gp_core *core, gp_members *m, Py_ssize_t idx, int kind, uin
         if deadline != 0 and start_ns > gp_u64_load_relaxed(_failed_at(m, idx)):
             # By CAS from the deadline read: a failure that raised it since stays.
             _set_deadline(m, idx, deadline, 0, &done)
+    elif kind == SETTLE_ANSWERED:
+        floor_us = gp_u64_load_relaxed(&load.floor_us)
+        largest = 0
+        if floor_us == 0:  # rare: a node never measured, answering what tells nothing
+            for i in range(m.n):
+                if i != idx and gp_u64_load_relaxed(&m.load[i].ewma_us) > largest:
+                    largest = gp_u64_load_relaxed(&m.load[i].ewma_us)
+        gp_u64_store_relaxed(&load.ewma_us, _answered_ewma(gp_u64_load_relaxed(&load.ewma_us), floor_us,
+                                                           sample_us, largest))
+        gp_u64_store_relaxed(&load.stamp_ns, now)
     elif kind == SETTLE_FAILURE:
         out.entered = _fail(core, m, idx, cooldown_ns, floor_ns, &out.level)
     elif kind == SETTLE_OVERLOADED:
@@ -3099,6 +3124,18 @@ cdef class Lease:
         if cooldown is not None:
             _cooldown_ns(cooldown, &cooldown_ns)
         if not self._settle(SETTLE_OVERLOADED, cooldown_ns, 0, &out):
+            raise RuntimeError("lease already settled")
+
+    def answered(self):
+        """The node answered, but the answer says nothing of its health or speed (an
+        error status that is the caller's, a refusal that is not the node's fault):
+        its latency may raise the node's estimate, never lower it (a node never
+        measured takes the other nodes' largest), and its backoff, failure counts
+        and cooldown are left as they are.  So a node that answers errors at once
+        draws no traffic for its speed.  RuntimeError if the lease was already
+        settled."""
+        cdef gp_settled out
+        if not self._settle(SETTLE_ANSWERED, 0, 0, &out):
             raise RuntimeError("lease already settled")
 
     def release(self):

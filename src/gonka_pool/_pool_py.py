@@ -24,6 +24,7 @@ from ._balance import (
     SCAN_MAX,
     STALE_SHIFT,
     UNKNOWN_US,
+    answered_ewma,
     check_balance,
     cost,
     jitter_ns,
@@ -73,7 +74,7 @@ def _best(seen: list, worst: int) -> tuple[int, int]:
 
 
 # How a lease settles.
-_RELEASE, _SUCCESS, _FAILURE, _OVERLOADED = range(4)
+_RELEASE, _SUCCESS, _FAILURE, _OVERLOADED, _ANSWERED = range(5)
 
 
 def _check_index(idx: int, n: int) -> int:
@@ -522,23 +523,29 @@ class EndpointPool:
             m.in_flight[idx] -= 1
         m.last_event_ns[idx] = now
         entered = level = failures = 0
+        sample = (now - start_ns) // 1000 if now > start_ns else 0
+        if sample == 0:
+            sample = 1
         if kind == _SUCCESS:
-            sample = (now - start_ns) // 1000 if now > start_ns else 0
-            if sample == 0:
-                sample = 1
             floor = m.floor_us[idx]
             limit = learn_limit(m.limit[idx], floor, sample, q)
             if limit != m.limit[idx]:
                 m.limit[idx] = limit
                 m.inverse[idx] = 1.0 / float(limit)
             m.floor_us[idx] = next_floor(floor, sample)
-            m.ewma_us[idx] = next_ewma(m.ewma_us[idx], m.stamp_ns[idx], sample, now)
+            # floor 0: no answer measured the node, and an estimate is answered()'s stand-in.
+            m.ewma_us[idx] = next_ewma(m.ewma_us[idx] if floor else 0, m.stamp_ns[idx], sample, now)
             m.stamp_ns[idx] = now
             failures = m.consecutive[idx]
             m.consecutive[idx] = 0
             if m.failed_until[idx] != 0 and start_ns > m.failed_at_ns[idx]:
                 m.failed_until[idx] = 0
                 m.cooling -= 1
+        elif kind == _ANSWERED:
+            floor = m.floor_us[idx]
+            largest = 0 if floor else max((e for i, e in enumerate(m.ewma_us) if i != idx), default=0)
+            m.ewma_us[idx] = answered_ewma(m.ewma_us[idx], floor, sample, largest)
+            m.stamp_ns[idx] = now
         elif kind == _FAILURE:
             entered, level = self._fail(m, idx, cooldown_ns, floor_ns)
         elif kind == _OVERLOADED:
@@ -1091,6 +1098,13 @@ class Lease:
         for ``cooldown`` seconds (by default 0.25-0.75 s, jittered) without raising
         its backoff level, and lower what it is trusted to take at once."""
         self._settle(_OVERLOADED, POLICY if cooldown is None else cooldown_ns(cooldown), 0, None)
+
+    def answered(self) -> None:
+        """The node answered, but the answer says nothing of its health or speed:
+        its latency may raise the node's estimate, never lower it (a node never
+        measured takes the other nodes' largest); backoff, failure counts and
+        cooldown are left as they are."""
+        self._settle(_ANSWERED, 0, 0, None)
 
     def release(self) -> None:
         """Settle with neither outcome (the request was not the node's to judge).

@@ -49,6 +49,7 @@ from ._convert import check_attempts, check_cooldown, check_deadline
 from ._endpoint import GonkaEndpoint, redact
 from ._failover import (
     DEFAULT_MAX_RETRY_AFTER,
+    NEUTRAL,
     Cooldowns,
     Step,
     Verdict,
@@ -244,7 +245,10 @@ class _PoolTransportCommon:
     def _judge_response(self, response: Any) -> Verdict:
         status = response.status_code
         if status not in self._retry_statuses:
-            return None
+            # An error status not retried is the caller's answer, but neither the
+            # node's success nor its speed: a node that answered every request
+            # with an instant 4xx would otherwise draw them all.
+            return NEUTRAL if status >= 400 else None
         if status not in RETRY_AFTER_STATUSES:
             return self._cooldowns.for_error(f"HTTP {status}")
         asked = retry_after_seconds(response.headers.get("Retry-After"), limit=self._max_retry_after)
