@@ -33,7 +33,7 @@ import logging
 import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx2 as _httpx2
 import openai as _openai
@@ -452,6 +452,31 @@ class _GonkaClient:
     """The attributes gonka-openai users read, and what a copy shares."""
 
     _gonka_network: _Network
+    _asynchronous: ClassVar[bool]
+
+    def __init__(
+        self,
+        *,
+        gonka_private_key: str | bytes | None = None,
+        gonka_address: str | None = None,
+        endpoints: Any = None,
+        endpoint_selection_strategy: Callable[[list[Any]], Any] | None = None,
+        source_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        gonka = {
+            "address": gonka_address,
+            "endpoints": endpoints,
+            "strategy": endpoint_selection_strategy,
+            "source_url": source_url,
+        }
+        name = f"{type(self).__name__}()"
+        try:
+            network, options = _sdk_options(name, gonka_private_key, gonka, kwargs, asynchronous=self._asynchronous)
+        finally:
+            del gonka_private_key
+        super().__init__(**options)  # the SDK's client, next in the MRO
+        self._gonka_network = network
 
     @property
     def gonka_address(self) -> str:
@@ -505,28 +530,7 @@ class GonkaOpenAI(_GonkaClient, _OpenAI):
     ``cooldown``...), as ``openai_client`` takes them.
     """
 
-    def __init__(
-        self,
-        *,
-        gonka_private_key: str | bytes | None = None,
-        gonka_address: str | None = None,
-        endpoints: Any = None,
-        endpoint_selection_strategy: Callable[[list[Any]], Any] | None = None,
-        source_url: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        gonka = {
-            "address": gonka_address,
-            "endpoints": endpoints,
-            "strategy": endpoint_selection_strategy,
-            "source_url": source_url,
-        }
-        try:
-            network, options = _sdk_options("GonkaOpenAI()", gonka_private_key, gonka, kwargs, asynchronous=False)
-        finally:
-            del gonka_private_key
-        super().__init__(**options)
-        self._gonka_network = network
+    _asynchronous = False
 
 
 class AsyncGonkaOpenAI(_GonkaClient, _AsyncOpenAI):
@@ -534,25 +538,4 @@ class AsyncGonkaOpenAI(_GonkaClient, _AsyncOpenAI):
     discovery and the delegates' lookups run in the constructor, before the
     client exists, as in ``GonkaOpenAI``."""
 
-    def __init__(
-        self,
-        *,
-        gonka_private_key: str | bytes | None = None,
-        gonka_address: str | None = None,
-        endpoints: Any = None,
-        endpoint_selection_strategy: Callable[[list[Any]], Any] | None = None,
-        source_url: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        gonka = {
-            "address": gonka_address,
-            "endpoints": endpoints,
-            "strategy": endpoint_selection_strategy,
-            "source_url": source_url,
-        }
-        try:
-            network, options = _sdk_options("AsyncGonkaOpenAI()", gonka_private_key, gonka, kwargs, asynchronous=True)
-        finally:
-            del gonka_private_key
-        super().__init__(**options)
-        self._gonka_network = network
+    _asynchronous = True
