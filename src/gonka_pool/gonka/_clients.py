@@ -133,22 +133,10 @@ def openai_client(
     ``client.gonka_pool`` is the pool, ``client.gonka_refresher`` the refresher
     (or None); it stops when the client is garbage-collected, or at exit.
     """
-    from ..openai import _build
-    from ._judge import GonkaPoolTransport
-
     try:
-        pool, signer, refresher, allow_private = _pool_and_signer(
-            private_key, source_url, endpoints, openai_kwargs, "openai_client"
-        )
+        return _openai_client(private_key, source_url, endpoints, openai_kwargs, asynchronous=False)
     finally:
         del private_key  # see _pool_and_signer
-    openai_kwargs.setdefault("deadline", DEFAULT_DEADLINE)
-    transport = functools.partial(GonkaPoolTransport, allow_private=allow_private)
-    return _attach(
-        _build(pool, {**openai_kwargs, "on_request": signer}, "client", transport, asynchronous=False),
-        pool,
-        refresher,
-    )
 
 
 def async_openai_client(
@@ -160,19 +148,41 @@ def async_openai_client(
 ) -> Any:
     """The ``openai.AsyncOpenAI`` ``openai_client`` builds (discovery, when asked
     for, runs here, before the client exists)."""
-    from ..openai import _build
-    from ._judge import AsyncGonkaPoolTransport
+    try:
+        return _openai_client(private_key, source_url, endpoints, openai_kwargs, asynchronous=True)
+    finally:
+        del private_key  # see _pool_and_signer
 
+
+def _openai_client(
+    private_key: str | bytes | None,
+    source_url: str | None,
+    endpoints: object,
+    openai_kwargs: dict[str, Any],
+    *,
+    asynchronous: bool,
+) -> Any:
+    """``openai_client`` or ``async_openai_client``: the pool, the signer and the
+    client over a Gonka transport."""
+    from ..openai import _build
+    from ._judge import AsyncGonkaPoolTransport, GonkaPoolTransport
+
+    caller = "async_openai_client" if asynchronous else "openai_client"
     try:
         pool, signer, refresher, allow_private = _pool_and_signer(
-            private_key, source_url, endpoints, openai_kwargs, "async_openai_client"
+            private_key, source_url, endpoints, openai_kwargs, caller
         )
     finally:
         del private_key  # see _pool_and_signer
     openai_kwargs.setdefault("deadline", DEFAULT_DEADLINE)
-    transport = functools.partial(AsyncGonkaPoolTransport, allow_private=allow_private)
-    return _attach(
-        _build(pool, {**openai_kwargs, "on_request": signer}, "async_client", transport, asynchronous=True),
-        pool,
-        refresher,
+    transport = functools.partial(
+        AsyncGonkaPoolTransport if asynchronous else GonkaPoolTransport, allow_private=allow_private
     )
+    built = _build(
+        pool,
+        {**openai_kwargs, "on_request": signer},
+        "async_client" if asynchronous else "client",
+        transport,
+        asynchronous=asynchronous,
+    )
+    return _attach(built, pool, refresher)
