@@ -1729,6 +1729,14 @@ cdef enum:
     LEAST_REQUEST = 1
     ROUND_ROBIN = 2
 
+# What EndpointPool._each_slot does to an endpoint's slots, and what it found.
+cdef enum:
+    SLOT_REMOTE = 0
+    SLOT_READMIT = 1
+    SLOT_ABSENT = 0
+    SLOT_FOUND = 1
+    SLOT_DONE = 2
+
 # What a settle does (Lease._settle's kind).
 cdef enum:
     SETTLE_RELEASE = 0
@@ -2942,35 +2950,11 @@ round-robin order, ``acquire()`` by load (``balance=``).
         left alone.  ``remaining_ns`` is capped at this pool's ``max_cooldown``: a
         remote event never cools a node longer than this pool's own backoff could.
         No observer call, no log line.  False when ``endpoint`` is not in the pool."""
-        cdef uint64_t remaining = remaining_ns, count = failures
-        cdef _Members members = <_Members>_current(self._core).owner
-        cdef gp_atomic_u64 *in_flight
-        cdef gp_members *m
-        cdef Py_ssize_t idx, k
-        cdef bint applied
-        cdef tuple found
+        cdef uint64_t remaining = remaining_ns
         _check_endpoint(endpoint)
         if remaining > self._core.max_ns:
             remaining = self._core.max_ns
-        while True:
-            found = members.indices_of(endpoint)
-            if PyTuple_GET_SIZE(found) == 0:
-                return False
-            applied = True
-            for k in range(PyTuple_GET_SIZE(found)):
-                idx = found[k]
-                in_flight = &self._core.stripes[_stripe(self._core)].in_flight
-                m = _mark_begin(self._core, in_flight)
-                # As _mark: indices resolved against ``members`` apply only there.
-                applied = m == members.m
-                if applied:
-                    _raise_remote(self._core, m, idx, remaining, count)
-                _mark_end(in_flight)
-                if not applied:
-                    members = <_Members>m.owner
-                    break
-            if applied:
-                return True
+        return self._each_slot(endpoint, SLOT_REMOTE, remaining, failures) != SLOT_ABSENT
 
     def _apply_remote_success(self, endpoint):
         """Another process's ``mark_success``: the consecutive count is reset, a
@@ -2991,34 +2975,52 @@ round-robin order, ``acquire()`` by load (``balance=``).
         ``shared=`` the record in the segment is cleared, so every pool on it sees the
         node back, not only this one.  The observer hears ``("cleared", endpoint, 0,
         0)`` when something was cleared (which the return value says)."""
+        cdef bint cleared
+        _check_endpoint(endpoint)
+        cleared = self._each_slot(endpoint, SLOT_READMIT, 0, 0) == SLOT_DONE
+        observer = self._observer
+        if cleared and observer is not None:
+            observer("cleared", endpoint, 0, 0)
+        return cleared
+
+    cdef int _each_slot(self, object endpoint, int op, uint64_t remaining, uint64_t count) except -1:
+        """``op`` on every slot of ``endpoint`` in the membership in force, each in a
+        mark's handshake: ``SLOT_REMOTE`` raises it as ``_raise_remote`` does (to
+        ``remaining`` ns, ``count`` failures), ``SLOT_READMIT`` ends a cooldown
+        "until cleared" (``_clear_forever``).  The lookup runs Python (the
+        endpoint's ``__eq__``), so the indices resolve against a pinned membership
+        and apply only while it is in force, else against the new one, as ``_mark``
+        does.  SLOT_ABSENT when the endpoint holds no slot, SLOT_DONE when a
+        readmission cleared one, else SLOT_FOUND."""
         cdef _Members members = <_Members>_current(self._core).owner
         cdef gp_atomic_u64 *in_flight
         cdef gp_members *m
         cdef Py_ssize_t idx, k
-        cdef bint applied, cleared = False
+        cdef bint applied
+        cdef int result
         cdef tuple found
-        _check_endpoint(endpoint)
         while True:
             found = members.indices_of(endpoint)
+            if PyTuple_GET_SIZE(found) == 0:
+                return SLOT_ABSENT
+            result = SLOT_FOUND
             applied = True
             for k in range(PyTuple_GET_SIZE(found)):
                 idx = found[k]
                 in_flight = &self._core.stripes[_stripe(self._core)].in_flight
                 m = _mark_begin(self._core, in_flight)
-                # As _mark: indices resolved against ``members`` apply only there.
                 applied = m == members.m
-                if applied and _clear_forever(m, idx):
-                    cleared = True
+                if applied:
+                    if op == SLOT_REMOTE:
+                        _raise_remote(self._core, m, idx, remaining, count)
+                    elif _clear_forever(m, idx):
+                        result = SLOT_DONE
                 _mark_end(in_flight)
                 if not applied:
                     members = <_Members>m.owner
                     break
             if applied:
-                break
-        observer = self._observer
-        if cleared and observer is not None:
-            observer("cleared", endpoint, 0, 0)
-        return cleared
+                return result
 
 
 @cython.final
