@@ -27,7 +27,7 @@ class EndpointState(NamedTuple):
     consecutive_failures: int  # cooldowns entered since the last mark_success
     total_failures: int  # every mark_failed with a non-zero cooldown
     in_flight: int = 0  # leases out now (pool.acquire(), the request path)
-    latency: float | None = None  # peak-EWMA latency in seconds; None until a lease succeeded
+    latency: float | None = None  # peak-EWMA latency in seconds; None until the node's first answer
     limit: int = 1  # requests the node has shown it serves at once (learned; 1 at first)
 
 

@@ -31,7 +31,9 @@ The rules, for a transport built with ``origin="http://gonka"`` (the default):
 - Each attempt holds a lease on its node (``pool.acquire()``), settled as soon as
   the status line and headers have been judged: the latency the pool learns is
   the time to the headers, so a stream counts its time to the first byte.  A
-  response handed back settles its lease a success before its body is read.
+  response handed back settles its lease before its body is read: a success for a
+  2xx or 3xx, ``answered()`` for an error status that is not retried (the
+  caller's, which says nothing of the node's health or speed).
 - ``deadline`` bounds the whole request: no attempt starts after it, and each
   attempt's timeouts are cut to the time left.
 """

@@ -38,7 +38,8 @@ and its base path before the request's path (``/chat/completions`` becomes
   timed out (fast failures do not count against the three), with ``attempts=N`` at
   most N (``len(pool)``: every node); with ``deadline`` seconds,
   none is started after it (each attempt's timeouts are cut to the time left).  Any other
-  answer, 401 included, goes back to the caller and marks its node a success.
+  answer goes back to the caller: a 2xx or 3xx marks its node a success, a 401 or
+  other 4xx neither (``lease.answered()``: not the node's fault, nor its speed).
 - When the attempts run out the last outcome stands: its transport error is
   raised, or its response returned.
 - Only the status line and headers decide: once a response is handed back its
