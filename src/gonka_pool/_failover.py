@@ -223,8 +223,9 @@ def failover_plan(
     settles it failed (or overloaded, or answered for ``PASS``) and, while the
     request may go on, yields another node; the driver then discards the result
     it sent.  Returns the accepted (or last) result, settling its lease a success
-    when it was accepted (``answered()`` for the ``NEUTRAL`` verdict); re-raises an exception that is not the node's fault at
-    once (releasing the lease: neither outcome), and the last one when the request
+    when it was accepted (``answered()`` for the ``NEUTRAL`` verdict); re-raises
+    an exception that is not the node's fault at once (releasing the lease:
+    neither outcome), and the last one when the request
     may not go on.  Exceptions that are not ``Exception`` (``KeyboardInterrupt``,
     ``asyncio.CancelledError``) pass through unjudged, and closing the plan
     (``GeneratorExit``) releases the lease of the attempt in progress.
