@@ -12,6 +12,7 @@ own after a few seconds, so a regression fails instead of hanging the suite.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from gonka_pool.testing import LocalNode  # noqa: E402
 
 pytestmark = pytest.mark.thread_unsafe(reason="patches the process's name resolution and GONKA_ALLOW_PRIVATE")
 
-HAVE_HTTPX2 = all(__import__("importlib").util.find_spec(m) is not None for m in ("httpx2", "openai"))
+HAVE_HTTPX2 = all(importlib.util.find_spec(m) is not None for m in ("httpx2", "openai"))
 needs_httpx2 = pytest.mark.skipif(not HAVE_HTTPX2, reason="httpx2 / openai not installed")
 CHAT = {"model": "local", "messages": [{"role": "user", "content": "hi"}]}
 PUBLIC = "https://node.gonka.example"  # a participant that stays
@@ -57,6 +58,10 @@ def public_names(monkeypatch) -> None:
     monkeypatch.delenv("GONKA_ALLOW_PRIVATE", raising=False)
 
 
+class _ThreadingTCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True  # a handler still stalling does not hold up the exit
+
+
 class Source:
     """A discovery source on 127.0.0.1: ``answer(request_line, wfile)`` writes the
     raw response for each connection, in a thread of its own."""
@@ -67,6 +72,7 @@ class Source:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
+                self.request.settimeout(10)
                 head = b""
                 while b"\r\n\r\n" not in head:
                     data = self.request.recv(4096)
@@ -80,8 +86,7 @@ class Source:
                 except OSError:  # the client gave up: what a deadline does
                     pass
 
-        socketserver.ThreadingTCPServer.daemon_threads = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server = _ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 

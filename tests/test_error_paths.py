@@ -322,7 +322,7 @@ def test_a_source_that_answers_no_json_is_a_discovery_error(gonka):
             pass
 
     with ThreadingHTTPServer(("127.0.0.1", 0), Maintenance) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         try:
             with pytest.raises(gonka.DiscoveryError, match="did not answer JSON"):
                 gonka.discover(f"http://127.0.0.1:{server.server_port}", timeout=5.0)

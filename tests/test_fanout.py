@@ -149,15 +149,11 @@ def test_a_request_over_many_participants_on_one_host_sends_at_most_eight_signed
         with client:
             client.chat.completions.create(model="local", messages=messages)
 
-    async def ask_async() -> None:
-        async with client:
-            await client.chat.completions.create(model="local", messages=messages)
-
     with pytest.raises(openai.BadRequestError, match="AuthKey has already been used"):
         if builder == "openai_client":
             ask()
         else:
-            asyncio.run(ask_async())
+            asyncio.run(_ask_async(client, messages))
     assert one_host.posts == DEFAULT_MAX_ATTEMPTS
     assert len(client.gonka_pool) == MANY
 

@@ -12,7 +12,9 @@ The fork tests are thread-unsafe for the reason test_fork_and_pickle.py gives.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import math
 import os
 import signal
@@ -213,8 +215,6 @@ def post_worker_init(worker):
 @pytest.mark.skipif(sys.platform == "win32", reason="gunicorn runs on POSIX only")
 @pytest.mark.parametrize("shared", [False, True], ids=["unshared", "shared"])
 def test_gunicorn_preload_workers_each_start_at_random(tmp_path, shared):
-    import json
-
     pytest.importorskip("gunicorn")
     import gonka_pool
 
@@ -234,19 +234,24 @@ def test_gunicorn_preload_workers_each_start_at_random(tmp_path, shared):
     }
     command = [sys.executable, "-m", "gunicorn", "--preload", "--workers", "4", "--bind", "127.0.0.1:0"]
     command += ["--config", str(tmp_path / "gunicorn.conf.py"), "app:app"]
-    master = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Its own session (and process group), so that stopping it stops its workers too.
+    master = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 60
         while len(list(reports.glob("*.json"))) < 4 and time.monotonic() < deadline and master.poll() is None:
             time.sleep(0.05)
         found = [json.loads(path.read_text()) for path in reports.glob("*.json")]
     finally:
-        master.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the group may be gone already
+            os.killpg(master.pid, signal.SIGTERM)
         try:
             output = master.communicate(timeout=30)[0].decode(errors="replace")
         except subprocess.TimeoutExpired:
-            master.kill()
-            output = master.communicate()[0].decode(errors="replace")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(master.pid, signal.SIGKILL)
+            output = master.communicate(timeout=30)[0].decode(errors="replace")
         if shared:
             gonka_pool.EndpointPool.unlink_shared(segment)
     assert len(found) == 4, output[-3000:]
@@ -256,4 +261,3 @@ def test_gunicorn_preload_workers_each_start_at_random(tmp_path, shared):
     # Forked copies of the master's cursor would all report the same picks; four
     # independent starts of 64 coincide with probability 64**-3.
     assert len(set(firsts)) > 1, firsts
-    print("gunicorn --preload, 4 workers, first picks:", firsts)

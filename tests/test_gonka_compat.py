@@ -33,7 +33,7 @@ pytest.importorskip("httpx2", reason="httpx2 is not installed")
 import httpx2  # noqa: E402
 
 from gonka_pool import GonkaEndpoint  # noqa: E402
-from gonka_pool.gonka import AsyncGonkaOpenAI, DiscoveryError, Endpoint, GonkaOpenAI, Signer, _proof, _sources  # noqa: E402  # noqa: E402
+from gonka_pool.gonka import AsyncGonkaOpenAI, DiscoveryError, Endpoint, GonkaOpenAI, Signer, _proof, _sources  # noqa: E402
 from gonka_pool.testing import LocalGonkaNetwork, free_port  # noqa: E402
 
 pytestmark = pytest.mark.thread_unsafe(
@@ -197,7 +197,8 @@ def test_gonka_openais_readme_examples_run_unchanged_with_the_import_replaced(sa
         (our_node, our_requester, our_body, our_headers) = our_requests[0]
         # The same request, signed by the same account; each node verified its
         # signature for its own address and answered 200.
-        assert (our_requester, our_body) == (oracle_requester, oracle_body) == (Signer(KEY).address, our_body)
+        assert our_requester == oracle_requester == Signer(KEY).address, number
+        assert our_body == oracle_body, number
         assert our_headers == oracle_headers, number
         assert {200} == {s for statuses in our_statuses for s in statuses}
         assert {200} == {s for statuses in oracle_statuses for s in statuses}
@@ -338,7 +339,9 @@ def test_a_strategy_over_discovered_nodes_is_shown_gonka_openai_endpoints(net):
 # -- delegate transfer agents, sources, proofs -------------------------------------------------
 
 
-def test_each_participant_is_sent_to_its_delegate_signed_for_the_participants_address(net, running_network):
+def test_each_participant_is_sent_to_its_delegate_signed_for_the_participants_address(
+    net, running_network, monkeypatch
+):
     _, delegate = running_network
     n0, n1, _ = listed(net)
     n0.delegate_ta = {delegate.root_url: delegate.address}  # no /v1: it is added
@@ -355,11 +358,9 @@ def test_each_participant_is_sent_to_its_delegate_signed_for_the_participants_ad
         client.gonka_refresher.close()
     # GONKA_ENDPOINTS' nodes are asked too (as gonka-openai asks its chosen one) ...
     n0.delegate_ta = {delegate.root_url: delegate.address}
-    os.environ["GONKA_ENDPOINTS"] = f"{n0.url};{n0.address}"
-    try:
-        assert ask(GonkaOpenAI(gonka_private_key=KEY)) == "hello from d0"
-    finally:
-        del os.environ["GONKA_ENDPOINTS"]
+    monkeypatch.setenv("GONKA_ENDPOINTS", f"{n0.url};{n0.address}")
+    assert ask(GonkaOpenAI(gonka_private_key=KEY)) == "hello from d0"
+    monkeypatch.delenv("GONKA_ENDPOINTS")
     # ... but not nodes given as endpoints=.
     assert ask(GonkaOpenAI(gonka_private_key=KEY, endpoints=[f"{n0.url};{n0.address}"])) == "hello from n0"
 

@@ -16,7 +16,7 @@ import pytest
 
 from gonka_pool import GonkaEndpoint, _failover
 from gonka_pool.metrics import ATTEMPT_BUCKETS, LATENCY_BUCKETS, OpenTelemetryMetrics, PoolMetrics, PrometheusCollector
-from gonka_pool.testing import LocalNode, free_port
+from gonka_pool.testing import free_port
 
 httpx2 = pytest.importorskip("httpx2")
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -32,23 +32,6 @@ pytestmark = pytest.mark.thread_unsafe(
 )
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def make_local_node():
-    """``make_local_node(name, behaviour, **options)``: a started LocalNode, stopped
-    when the test ends (the pytest plugin's fixture, which a source checkout does not
-    register)."""
-    started = []
-
-    def make(name, behaviour="ok", **options):
-        node = LocalNode(name, behaviour, **options).start()
-        started.append(node)
-        return node
-
-    yield make
-    for node in started:
-        node.stop()
 
 
 @pytest.fixture
@@ -296,8 +279,8 @@ def test_one_pool_metrics_per_pool(pool_impl):
     PoolMetrics(pool).close()  # the first one closed: a new one may count
 
 
-@pytest.mark.thread_unsafe(reason="reads the process-wide recorder, which other tests' PoolMetrics set")
 def test_with_no_pool_metrics_the_failover_loop_has_no_recorder(pool_impl):
+    # Reads the process-wide recorder, which other tests' PoolMetrics set (pytestmark).
     assert _failover.recorder is None
     with PoolMetrics(pool_impl.make(1)):
         assert _failover.recorder is not None
@@ -330,7 +313,7 @@ def test_importing_gonka_pool_metrics_imports_neither_exporter_library():
         "import sys, gonka_pool.metrics; "
         "assert not [m for m in sys.modules if m.startswith(('prometheus_client', 'opentelemetry'))], sys.modules"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_an_exporter_made_after_another_closed_on_the_same_provider_still_reports(watched):

@@ -18,19 +18,14 @@ from collections import Counter
 
 import pytest
 
+import test_redis
 from gonka_pool.redis import node_key
-from test_redis import NS, RedisServer, connected, cooling, redis_binary, shares_a_server, wait_until
+from test_redis import NS, connected, cooling, shares_a_server, wait_until
 
 DAY_NS = 86_400 * NS
 YEARS_31_MS = 31 * 365 * 86_400 * 1000
 
-
-@pytest.fixture(scope="module")
-def server():
-    server = RedisServer(redis_binary())
-    server.start()
-    yield server
-    server.close()
+server = test_redis.server  # the fixture: a redis-server of this module's own
 
 
 @pytest.fixture

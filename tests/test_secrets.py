@@ -11,6 +11,7 @@ the test covers the mis-split cases as well as the plain one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -79,18 +80,25 @@ URLS = st.builds(
 NEIGHBOURS = "https://node0.example;addr0"
 
 
-def texts_of(exc: BaseException) -> list[str]:
-    """Every text an exception shows: str, repr, args, notes, and the same for each
-    exception chained to it as cause or context."""
-    texts, seen = [], set()
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception chained to it, as cause or context, recursively."""
+    seen = set()
     todo: list[BaseException | None] = [exc]
     while todo:
         current = todo.pop()
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        texts += [str(current), repr(current), *map(repr, current.args), *map(str, getattr(current, "__notes__", ()))]
+        yield current
         todo += [current.__cause__, current.__context__]
+
+
+def texts_of(exc: BaseException) -> list[str]:
+    """Every text an exception shows: str, repr, args, notes, and the same for each
+    exception chained to it as cause or context."""
+    texts: list[str] = []
+    for current in chain(exc):
+        texts += [str(current), repr(current), *map(repr, current.args), *map(str, getattr(current, "__notes__", ()))]
     return texts
 
 

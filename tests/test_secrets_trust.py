@@ -20,6 +20,7 @@ import pytest
 gonka = pytest.importorskip("gonka_pool.gonka", reason="the [gonka] extra is not installed")
 from gonka_pool import GonkaEndpoint  # noqa: E402
 from gonka_pool.gonka import Refresher, Signer, _signing, discover, pool_from_gonka, refresh  # noqa: E402
+from test_secrets import chain, texts_of  # noqa: E402
 
 pytestmark = pytest.mark.thread_unsafe(
     reason="sets GONKA_ENDPOINTS / GONKA_PRIVATE_KEY and patches the signing module; caplog sees every thread"
@@ -41,21 +42,6 @@ SECRET_URLS = [
     f"ftp://node.example/v1?key={TOKEN}",  # a scheme refused before the query is looked at
     f"https://node.example/v1?key={TOKEN} more",
 ]
-
-
-def texts_of(exc: BaseException) -> list[str]:
-    """Every text an exception shows: str, repr, args, notes, and the same for each
-    exception chained to it as cause or context."""
-    texts, seen = [], set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), *map(repr, current.args), *map(str, getattr(current, "__notes__", ()))]
-        todo += [current.__cause__, current.__context__]
-    return texts
 
 
 def url_calls(url: str, pool_impl: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[], object]]:
@@ -146,19 +132,6 @@ def shows_key(value: object, material: tuple[list[str], list[bytes], int | None]
     except Exception:  # noqa: BLE001 - a repr that fails shows nothing
         return False
     return any(text in shown for text in texts)
-
-
-def chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and every exception chained to it, as cause or context, recursively."""
-    seen = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        todo += [current.__cause__, current.__context__]
 
 
 def leaks(exc: BaseException, key_hex: str, skip_file: str | None = __file__) -> list[str]:

@@ -24,13 +24,13 @@ import warnings
 import pytest
 
 from conftest import IMPLS, nodes
+from test_shared import DEV_SHM, pool, segment_file
 
 C = IMPLS.get("c-extension-module")
 needs_segments = pytest.mark.skipif(
     C is None or not C.module.SHARED_SUPPORTED or not os.path.isdir("/dev/shm"),
     reason="needs the C core and POSIX shared memory under /dev/shm (Linux)",
 )
-DEV_SHM = "/dev/shm"
 CHILD_TIMEOUT = 60
 NOBODY = 65534
 TICK = 0.05  # at least the coarse clock's tick, which a deadline set now adds
@@ -41,15 +41,6 @@ def name():
     segment = f"trust-{uuid.uuid4().hex[:16]}"
     yield segment
     C.EndpointPool.unlink_shared(segment)
-
-
-def segment_file(name: str) -> str:
-    assert C is not None
-    return DEV_SHM + C.module._segment_file(name)
-
-
-def pool(endpoints, name, **options):
-    return C.EndpointPool(endpoints, shared=name, start=0, **options)
 
 
 def fakes(n: int, tag: str = "fake"):
